@@ -1,0 +1,65 @@
+"""The one adapter from an lrtune schedule to Keras.
+
+:class:`KerasSchedule` gives a Keras optimizer any
+:class:`~lrtune.schedules.Schedule`; :func:`applied_learning_rate` reads back
+the rate an optimizer applied at its last update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+
+from lrtune.schedules import Schedule, make_schedule
+
+__all__ = ["KerasSchedule", "applied_learning_rate"]
+
+
+@keras.saving.register_keras_serializable(package="lrtune")
+class KerasSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Any lrtune :class:`~lrtune.schedules.Schedule` as a Keras schedule.
+
+    Keras calls it with the optimizer's iteration count; epoch schedules
+    see ``floor(step / steps_per_epoch)`` (see ``Schedule.at_step``).
+    """
+
+    def __init__(self, schedule: Schedule, steps_per_epoch: int):
+        if steps_per_epoch < 1:
+            raise ValueError(
+                f"Argument `steps_per_epoch` must be >= 1. Received: steps_per_epoch={steps_per_epoch}"
+            )
+        self.schedule = schedule
+        self.steps_per_epoch = int(steps_per_epoch)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        return keras.ops.cast(
+            self.schedule.at_step(step, self.steps_per_epoch, ops=keras.ops), "float32"
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.schedule.name,
+            "params": dict(self.schedule.params),
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> KerasSchedule:
+        return cls(make_schedule(config["name"], **config["params"]), config["steps_per_epoch"])
+
+
+def applied_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The rate the optimizer applied at its last update.
+
+    Keras's ``optimizer.learning_rate`` evaluates a schedule at the *next*
+    iteration; lrtune reports the one in effect for the epoch just ended,
+    i.e. the schedule at ``iterations - 1``.
+    """
+    schedule = optimizer._learning_rate  # the schedule object itself, not its value
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        last = max(int(optimizer.iterations.numpy()) - 1, 0)
+        return float(keras.ops.convert_to_numpy(schedule(last)))
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
