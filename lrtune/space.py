@@ -1,0 +1,200 @@
+"""Search-space distributions and the hyperparameters they may set.
+
+A sweep file writes a hyperparameter as a fixed value or as a one-key
+mapping naming its distribution::
+
+    lr: 0.1                              # fixed
+    lr: {loguniform: [0.001, 0.3]}       # sampled
+    momentum: {grid: [0.5, 0.8, 0.9]}    # every value, crossed with the rest
+    epochs_drop: {choice: [5, 10, 20]}   # one value, sampled
+    drop: {quniform: [0.25, 0.75, 0.25]}
+
+Each :class:`Dist` checks its own rules and becomes a Ray Tune domain with
+:meth:`Dist.to_tune`; :data:`PARAMS` holds each hyperparameter's allowed
+range, which every value a distribution can produce must respect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from lrtune.optimizers import DEFAULTS as OPTIMIZER_SETTINGS
+from lrtune.schedules import SCHEDULES
+
+__all__ = ["DISTRIBUTIONS", "PARAMS", "Dist", "parse_dist", "SpaceError"]
+
+
+class SpaceError(ValueError):
+    """A value in a search space breaks a rule; ``key`` says where."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """An allowed interval; ``low_open``/``high_open`` exclude the ends."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, x: float) -> bool:
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return math.isfinite(x) and above and below
+
+    def __str__(self) -> str:
+        left = "(" if self.low_open else "["
+        right = ")" if self.high_open else "]"
+        high = "inf" if math.isinf(self.high) else f"{self.high:g}"
+        return f"{left}{self.low:g}, {high}{right}"
+
+
+POSITIVE = Range(0, math.inf, low_open=True, high_open=True)
+NON_NEGATIVE = Range(0, math.inf, high_open=True)
+
+#: Every hyperparameter a space may set: a Range for numbers, a tuple of
+#: names for categories, ``bool`` for flags.
+PARAMS: dict[str, Range | tuple[str, ...] | type] = {
+    "optimizer": tuple(OPTIMIZER_SETTINGS),
+    "schedule": tuple(SCHEDULES),
+    "lr": POSITIVE,
+    "decay": NON_NEGATIVE,
+    "drop": Range(0, 1, low_open=True),
+    "epochs_drop": POSITIVE,
+    "k": NON_NEGATIVE,
+    "momentum": Range(0, 1, high_open=True),
+    "nesterov": bool,
+    "rho": Range(0, 1, low_open=True, high_open=True),
+    "beta_1": Range(0, 1, high_open=True),
+    "beta_2": Range(0, 1, high_open=True),
+    "epsilon": POSITIVE,
+}
+
+
+def check_value(key: str, value: Any) -> Any:
+    """``value`` if hyperparameter ``key`` may take it, else a SpaceError."""
+    rule = PARAMS[key]
+    if isinstance(rule, tuple):
+        if value not in rule:
+            raise SpaceError(key, f"{value!r} is not one of: {', '.join(rule)}")
+        return value
+    if rule is bool:
+        if not isinstance(value, bool):
+            raise SpaceError(key, f"{value!r} is not true or false")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpaceError(key, f"{value!r} is not a number")
+    if not rule.contains(float(value)):
+        raise SpaceError(key, f"{value!r} is not in {rule}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Dist:
+    """One distribution: ``kind`` in :data:`DISTRIBUTIONS` and its arguments."""
+
+    kind: str
+    args: tuple[Any, ...]
+
+    def values(self) -> tuple[Any, ...]:
+        """The values to check against a range: all options, or the bounds."""
+        return self.args[:2] if self.kind in _BOUNDED else self.args
+
+    def is_discrete(self) -> bool:
+        return self.kind in ("fixed", "choice", "grid")
+
+    def to_tune(self):
+        """This distribution as a Ray Tune search-space domain."""
+        from ray import tune
+
+        if self.kind == "fixed":
+            return self.args[0]
+        if self.kind == "grid":
+            return tune.grid_search(list(self.args))
+        if self.kind == "choice":
+            return tune.choice(list(self.args))
+        if self.kind == "randint":
+            low, high = self.args
+            return tune.randint(low, high + 1)  # both ends included, as written
+        return getattr(tune, self.kind)(*self.args)
+
+    def to_json(self) -> Any:
+        return self.args[0] if self.kind == "fixed" else {self.kind: list(self.args)}
+
+
+_BOUNDED = ("uniform", "loguniform", "randint", "quniform", "qloguniform")
+
+#: Distribution name -> the arguments it takes, for messages.
+DISTRIBUTIONS = {
+    "choice": "a non-empty list of values, one sampled per trial",
+    "grid": "a non-empty list of values, every one tried",
+    "uniform": "[low, high]",
+    "loguniform": "[low, high], 0 < low",
+    "randint": "[low, high], integers, both included",
+    "quniform": "[low, high, q]",
+    "qloguniform": "[low, high, q], 0 < low",
+}
+
+
+def parse_dist(key: str, raw: Any) -> Dist:
+    """A :class:`Dist` for ``key`` from its sweep-file form, checked.
+
+    >>> parse_dist("lr", {"loguniform": [0.001, 0.3]})
+    Dist(kind='loguniform', args=(0.001, 0.3))
+    >>> parse_dist("drop", {"grid": [0.5, 1.5]})
+    Traceback (most recent call last):
+    ...
+    lrtune.space.SpaceError: drop: 1.5 is not in (0, 1]
+    """
+    if key not in PARAMS:
+        raise SpaceError(key, f"unknown hyperparameter; allowed: {', '.join(PARAMS)}")
+    if not isinstance(raw, Mapping):
+        if isinstance(raw, list):
+            raise SpaceError(
+                key, f"a list needs a distribution: {{grid: {raw}}} or {{choice: {raw}}}"
+            )
+        return Dist("fixed", (check_value(key, raw),))
+    if len(raw) != 1 or next(iter(raw)) not in DISTRIBUTIONS:
+        raise SpaceError(
+            key,
+            f"a mapping must have exactly one key, a distribution: {', '.join(DISTRIBUTIONS)}; "
+            f"got {', '.join(map(str, raw)) or 'none'}",
+        )
+    kind, args = next(iter(raw.items()))
+    where = f"{key}.{kind}"
+    if not isinstance(args, list) or not args:
+        raise SpaceError(where, f"expected {DISTRIBUTIONS[kind]}, got {args!r}")
+    if kind in ("choice", "grid"):
+        return Dist(kind, tuple(_checked(key, where, v) for v in args))
+    arity = 3 if kind.startswith("q") else 2
+    if len(args) != arity or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        raise SpaceError(where, f"expected {DISTRIBUTIONS[kind]}, got {args!r}")
+    low, high = args[0], args[1]
+    if not low < high:
+        raise SpaceError(where, f"`low < high` must hold, but got low={low}, high={high}")
+    if "log" in kind and low <= 0:
+        raise SpaceError(where, f"`low > 0` must hold for a log scale, but got low={low}")
+    if kind == "randint" and not all(isinstance(a, int) for a in args):
+        raise SpaceError(where, f"bounds must be integers, got {args!r}")
+    if arity == 3 and not args[2] > 0:
+        raise SpaceError(where, f"`q > 0` must hold, but got q={args[2]}")
+    if isinstance(PARAMS[key], Range):
+        for bound in (low, high):
+            _checked(key, where, bound)
+    else:
+        raise SpaceError(where, f"{key} is not numeric: use choice or grid")
+    return Dist(kind, tuple(args))
+
+
+def _checked(key: str, where: str, value: Any) -> Any:
+    try:
+        return check_value(key, value)
+    except SpaceError as e:
+        raise SpaceError(where, str(e).split(": ", 1)[1]) from None

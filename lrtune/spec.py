@@ -1,0 +1,446 @@
+"""The sweep file: parsed once, checked completely, frozen.
+
+:func:`load_spec` reads a YAML sweep file (safe YAML: no tags, no code),
+applies ``--set`` overrides and returns a :class:`SweepSpec`, or raises a
+:class:`SweepFileError` naming the file, the key path and what is allowed,
+before anything starts::
+
+    sweeps/x.yaml: space.drop.grid: 1.5 is not in (0, 1]
+
+Everything after this module trusts the spec.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from lrtune.models import MODELS as MODEL_NAMES
+from lrtune.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
+from lrtune.schedules import SCHEDULES, schedule_params
+from lrtune.space import PARAMS, Dist, SpaceError, parse_dist
+
+__all__ = ["SweepSpec", "SweepFileError", "load_spec", "parse_spec", "apply_overrides", "Arm"]
+
+
+class SweepFileError(ValueError):
+    """A sweep file (or an override of it) is invalid."""
+
+
+# --- YAML -------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that reads ``1e-3`` as a number, as YAML 1.2 does.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``), so a
+    learning rate written ``1e-3`` would arrive as the string ``'1e-3'``.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Safe-load YAML ``text``; errors name ``source`` and the line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as e:
+        raise SweepFileError(f"{source}: not valid YAML: {e}") from None
+
+
+# --- the spec ---------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+
+
+class DataSpec(_Strict):
+    """Where the images come from and which part of them to use."""
+
+    dataset: Literal["cifar10"] = "cifar10"
+    path: str | None = None
+    classes: list[str | int] | None = None
+    validation: Literal["test"] | Annotated[float, Field(gt=0, lt=1)] = "test"
+    limit: PositiveInt | None = None
+
+
+class Resources(_Strict):
+    """What one trial reserves. ``gpu: 0.25`` packs four trials on a GPU."""
+
+    cpu: Annotated[float, Field(gt=0)] = 1
+    gpu: Annotated[float, Field(ge=0)] = 0
+
+
+class Asha(_Strict):
+    """Asynchronous successive halving (``ray.tune.schedulers.ASHAScheduler``)."""
+
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 3
+    brackets: PositiveInt = 1
+
+
+class HyperBand(_Strict):
+    """``ray.tune.schedulers.HyperBandScheduler``."""
+
+    reduction_factor: Annotated[float, Field(gt=1)] = 3
+
+
+class Median(_Strict):
+    """``ray.tune.schedulers.MedianStoppingRule``."""
+
+    grace_period: PositiveInt = 1
+    min_samples_required: PositiveInt = 3
+
+
+class Pbt(_Strict):
+    """Population-based training over ``lr`` and ``momentum``.
+
+    ``mutations`` defaults to the space's own distributions of ``lr`` and
+    ``momentum``; every ``perturbation_interval`` epochs the worst
+    ``quantile_fraction`` of trials copy a better trial's checkpoint and
+    perturb its values.
+    """
+
+    perturbation_interval: PositiveInt = 2
+    quantile_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.25
+    resample_probability: Annotated[float, Field(ge=0, le=1)] = 0.25
+    mutations: dict[str, Any] | None = None
+
+
+class Scheduler(_Strict):
+    """Exactly one of the trial schedulers, or FIFO (no early stopping)."""
+
+    fifo: dict[str, Any] | None = None
+    asha: Asha | None = None
+    hyperband: HyperBand | None = None
+    median: Median | None = None
+    pbt: Pbt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = {value: {}}
+        if not isinstance(value, Mapping) or len(value) != 1:
+            raise ValueError(
+                "give exactly one scheduler: fifo, asha, hyperband, median or pbt "
+                "(a name, or a mapping of one name to its settings)"
+            )
+        return {k: ({} if v is None else v) for k, v in value.items()}
+
+    @property
+    def name(self) -> str:
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+
+    @property
+    def settings(self) -> Any:
+        return getattr(self, self.name)
+
+
+class Arm(BaseModel):
+    """One sub-space: each hyperparameter as a :class:`~lrtune.space.Dist`."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    params: dict[str, Dist]
+
+    def options(self, key: str) -> tuple[Any, ...]:
+        """Every value ``key`` can take in this arm (categories only)."""
+        dist = self.params.get(key)
+        return dist.values() if dist is not None else ()
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        return self.options("optimizer") or ("sgd",)
+
+    @property
+    def schedules(self) -> tuple[str, ...]:
+        return self.options("schedule") or ("constant",)
+
+    @property
+    def label(self) -> str:
+        """A readable name: ``sgd/step``, ``adam``, or the choices joined."""
+        optimizer = "|".join(self.optimizers)
+        schedule = "|".join(self.schedules)
+        return optimizer if schedule == "constant" else f"{optimizer}/{schedule}"
+
+
+def parse_arm(raw: Any, where: str) -> Arm:
+    """An :class:`Arm` from a mapping; every key checked against its family."""
+    if not isinstance(raw, Mapping) or not raw:
+        raise SpaceError(where, "expected a mapping of hyperparameters, e.g. {optimizer: sgd, lr: 0.1}")
+    params = {}
+    for key, value in raw.items():
+        try:
+            params[key] = parse_dist(str(key), value)
+        except SpaceError as e:
+            raise SpaceError(f"{where}.{e.key}", str(e).split(": ", 1)[1]) from None
+    arm = Arm(params=params)
+    for key in params:
+        if key in ("optimizer", "schedule"):
+            continue
+        users = [s for s in arm.schedules if key in schedule_params(s)]
+        if key == "lr":
+            continue
+        if key in {p for s in SCHEDULES for p in schedule_params(s)}:
+            if len(users) != len(arm.schedules):
+                takes = [s for s in SCHEDULES if key in schedule_params(s)]
+                raise SpaceError(
+                    f"{where}.{key}",
+                    f"schedule {'|'.join(arm.schedules)} does not use {key} "
+                    f"(only {', '.join(takes)} does); put each family in its own arm",
+                )
+            continue
+        for optimizer in arm.optimizers:
+            if key not in OPTIMIZER_DEFAULTS[optimizer]:
+                takes = [o for o in OPTIMIZER_DEFAULTS if key in OPTIMIZER_DEFAULTS[o]]
+                raise SpaceError(
+                    f"{where}.{key}",
+                    f"optimizer {optimizer} does not use {key} (only {', '.join(takes)} does); "
+                    "put each optimizer in its own arm",
+                )
+    missing = [
+        (s, p) for s in arm.schedules for p in schedule_params(s) if p != "lr" and p not in params
+    ]
+    if missing:
+        schedule, param = missing[0]
+        raise SpaceError(where, f"schedule {schedule} needs {param}")
+    return arm
+
+
+class SweepSpec(_Strict):
+    """A whole sweep, as written in a sweep file."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)]
+    data: DataSpec = DataSpec()
+    model: str = "seed-tiny"
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    metric: Literal["val_accuracy", "val_loss", "accuracy", "loss"] = "val_accuracy"
+    mode: Literal["max", "min"] | None = None
+    repeats: PositiveInt = 1
+    seed: Annotated[int, Field(ge=0, strict=True)] = 0
+    space: list[Arm]
+    scheduler: Scheduler = Scheduler(fifo={})
+    search: Literal["random", "grid", "tpe"] = "random"
+    num_samples: PositiveInt = 1
+    max_concurrent: PositiveInt | None = None
+    time_budget_s: Annotated[float, Field(gt=0)] | None = None
+    resources: Resources = Resources()
+    max_failures: Annotated[int, Field(ge=0, strict=True)] = 2
+    xla: StrictBool = False
+    mixed_precision: StrictBool = False
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if value not in MODEL_NAMES:
+            raise ValueError(f"{value!r} is not a model; allowed: {', '.join(MODEL_NAMES)}")
+        return value
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, value: Any) -> list[Arm]:
+        arms = value if isinstance(value, list) else [value]
+        if not arms:
+            raise ValueError("needs at least one arm")
+        return [
+            a if isinstance(a, Arm) else parse_arm(a, f"space.{i}" if isinstance(value, list) else "space")
+            for i, a in enumerate(arms)
+        ]
+
+    @model_validator(mode="after")
+    def _rules(self) -> SweepSpec:
+        if self.search == "grid":
+            for i, arm in enumerate(self.space):
+                for key, dist in arm.params.items():
+                    if not dist.is_discrete():
+                        raise ValueError(
+                            f"space.{i}.{key}: search: grid needs fixed, grid or choice values, "
+                            f"got {dist.kind}; use search: random"
+                        )
+        if self.scheduler.name == "pbt" and len(self.space) != 1:
+            raise ValueError("scheduler.pbt: PBT runs one population; the space must have one arm")
+        return self
+
+    @property
+    def metric_mode(self) -> str:
+        """``mode``, or ``max`` for accuracies and ``min`` for losses."""
+        return self.mode or ("min" if self.metric.endswith("loss") else "max")
+
+    def trial_count(self) -> int:
+        """Trials this sweep starts: arms x grid points x samples x repeats."""
+        total = 0
+        for arm in self.space:
+            grid = math.prod(len(d.args) for d in arm.params.values() if d.kind == "grid")
+            if self.search == "grid":
+                grid = math.prod(len(d.args) for d in arm.params.values() if d.kind in ("grid", "choice"))
+            total += grid
+        return total * self.num_samples * self.repeats
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The spec as plain data, for saving beside the results."""
+        data = self.model_dump(exclude={"space"}, exclude_none=True)
+        data["space"] = [{k: d.to_json() for k, d in arm.params.items()} for arm in self.space]
+        return data
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def _format_loc(loc: Sequence[Any]) -> str:
+    return ".".join(str(p) for p in loc if p not in ("function-after[_rules()]",))
+
+
+def parse_spec(raw: Any, source: str) -> SweepSpec:
+    """A :class:`SweepSpec` from parsed YAML; errors name ``source`` and keys."""
+    if not isinstance(raw, Mapping):
+        raise SweepFileError(f"{source}: expected a mapping of settings (name, space, ...), got {type(raw).__name__}")
+    try:
+        return SweepSpec.model_validate(dict(raw))
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = _format_loc(err["loc"])
+            cause = err.get("ctx", {}).get("error")
+            if isinstance(cause, SpaceError):
+                lines.append(f"{source}: {cause}")
+                continue
+            if err["type"] == "extra_forbidden":
+                parent = err["loc"][:-1]
+                allowed = _allowed_keys(parent)
+                msg = f"unknown key; allowed here: {', '.join(allowed)}"
+            elif err["type"] == "missing":
+                msg = "is required"
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+                if "input" in err and err["type"] != "value_error" and not isinstance(err["input"], Mapping):
+                    msg += f" (got {err['input']!r})"
+            lines.append(f"{source}: {loc + ': ' if loc else ''}{msg}")
+        raise SweepFileError("\n".join(lines)) from None
+
+
+def _allowed_keys(loc: Sequence[Any]) -> list[str]:
+    model: type[BaseModel] = SweepSpec
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            break
+        ann = field.annotation
+        candidates = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            break
+        model = candidates[0]
+    return list(model.model_fields)
+
+
+def _parse_value(text: str) -> Any:
+    return parse_yaml(text, "--set") if text.strip() else ""
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], source: str) -> dict[str, Any]:
+    """``raw`` with each ``KEY=VALUE`` override set; dotted keys nest.
+
+    Values are YAML (``3``, ``1e-3``, ``[0.1, 0.01]``, ``{grid: [1, 2]}``).
+    A list index selects an arm (``space.0.lr=0.1``). Setting a distribution
+    name under a hyperparameter replaces its distribution
+    (``space.lr.grid=[0.1,0.01]``).
+
+    >>> apply_overrides({"epochs": 50, "space": {"lr": {"loguniform": [1e-3, 0.3]}}},
+    ...                 ["epochs=3", "space.lr.grid=[0.1, 0.01]"], "x.yaml")
+    {'epochs': 3, 'space': {'lr': {'grid': [0.1, 0.01]}}}
+    """
+    from lrtune.space import DISTRIBUTIONS
+
+    data = copy.deepcopy(dict(raw))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SweepFileError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=3")
+        value = _parse_value(text)
+        parts = key.split(".")
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            here = ".".join(parts[: depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise SweepFileError(f"--set {key}: {here} is not an arm index (0..{len(node) - 1})")
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise SweepFileError(f"--set {key}: {'.'.join(parts[:depth])} is not a mapping")
+            if part not in node or not isinstance(node[part], (dict, list)):
+                if part not in node and depth == 0 and part not in SweepSpec.model_fields:
+                    raise SweepFileError(
+                        f"--set {key}: {source} has no key {part!r}; allowed: {', '.join(SweepSpec.model_fields)}"
+                    )
+                node[part] = {}
+            node = node[part]
+        leaf = parts[-1]
+        if isinstance(node, list):
+            if not leaf.isdigit() or int(leaf) >= len(node):
+                raise SweepFileError(f"--set {key}: {leaf} is not an arm index (0..{len(node) - 1})")
+            node[int(leaf)] = value
+        elif isinstance(node, dict):
+            if leaf in DISTRIBUTIONS and len(parts) >= 2:
+                node.clear()
+            elif len(parts) == 1 and leaf not in SweepSpec.model_fields:
+                raise SweepFileError(
+                    f"--set {key}: no such setting; allowed: {', '.join(SweepSpec.model_fields)}"
+                )
+            node[leaf] = value
+        else:
+            raise SweepFileError(f"--set {key}: {'.'.join(parts[:-1])} is not a mapping")
+    return data
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
+    """Read, override and validate the sweep file at ``path``."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SweepFileError(f"{source}: no such sweep file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SweepFileError(f"{source}: cannot read: {e}") from None
+    raw = parse_yaml(text, source)
+    if overrides:
+        if not isinstance(raw, Mapping):
+            raise SweepFileError(f"{source}: expected a mapping of settings, got {type(raw).__name__}")
+        raw = apply_overrides(raw, overrides, source)
+    return parse_spec(raw, source)
+
+
+__all__ += ["DataSpec", "Resources", "Scheduler", "PARAMS"]

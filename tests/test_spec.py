@@ -1,0 +1,141 @@
+"""Sweep files: what is accepted, and the message for what is not."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lrtune.spec import SweepFileError, apply_overrides, load_spec, parse_yaml
+
+SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
+
+BASE = """
+name: t
+epochs: 3
+space:
+  optimizer: sgd
+  schedule: step
+  lr: {loguniform: [1e-3, 0.3]}
+  momentum: {grid: [0.5, 0.9]}
+  drop: {grid: [0.25, 0.5]}
+  epochs_drop: {choice: [5, 10]}
+"""
+
+
+def spec_of(text, tmp_path, *overrides):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return load_spec(path, overrides)
+
+
+def error_of(text, tmp_path, *overrides):
+    with pytest.raises(SweepFileError) as info:
+        spec_of(text, tmp_path, *overrides)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_every_library_sweep_validates(path):
+    spec = load_spec(path)
+    assert spec.trial_count() >= 1
+
+
+def test_yaml_exponent_without_dot_is_a_number(tmp_path):
+    spec = spec_of(BASE, tmp_path)
+    assert spec.space[0].params["lr"].args == (0.001, 0.3)
+    assert isinstance(parse_yaml("lr: 1e-3", "x")["lr"], float)
+
+
+def test_defaults_fill_what_the_file_leaves_out(tmp_path):
+    spec = spec_of(BASE, tmp_path)
+    assert (spec.metric, spec.metric_mode, spec.repeats, spec.scheduler.name, spec.search) == (
+        "val_accuracy", "max", 1, "fifo", "random",
+    )
+    assert spec.resources.cpu == 1 and spec.resources.gpu == 0
+
+
+def test_loss_metric_minimises(tmp_path):
+    assert spec_of(BASE + "metric: val_loss\n", tmp_path).metric_mode == "min"
+
+
+def test_trial_count_crosses_grids_samples_and_repeats(tmp_path):
+    spec = spec_of(BASE + "num_samples: 3\nrepeats: 2\n", tmp_path)
+    assert spec.trial_count() == 2 * 2 * 3 * 2
+
+
+def test_arms_sample_only_their_own_parameters(tmp_path):
+    text = """
+name: arms
+space:
+  - {optimizer: sgd, schedule: time, lr: 0.1, decay: 0.001, momentum: 0.5}
+  - {optimizer: adam, lr: {loguniform: [1e-4, 1e-2]}}
+"""
+    spec = spec_of(text, tmp_path)
+    assert [a.label for a in spec.space] == ["sgd/time", "adam"]
+    assert set(spec.space[1].params) == {"optimizer", "lr"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: t\nepoch: 3\nspace: {lr: 0.1}\n", r"s.yaml: epoch: unknown key; allowed here: name, data, model, epochs"),
+        ("name: t\nspace: {lr: -0.1}\n", r"s.yaml: space.lr: -0.1 is not in \(0, inf\)"),
+        ("name: t\nspace: {schedule: step, lr: 0.1, drop: {grid: [0.5, 1.5]}, epochs_drop: 10}\n",
+         r"s.yaml: space.drop.grid: 1.5 is not in \(0, 1\]"),
+        ("name: t\nspace: {optimizer: adam, drop: 0.5}\n",
+         r"s.yaml: space.drop: schedule constant does not use drop \(only step does\)"),
+        ("name: t\nspace: [{lr: 0.1}, {optimizer: adam, momentum: 0.9}]\n",
+         r"s.yaml: space.1.momentum: optimizer adam does not use momentum \(only sgd does\)"),
+        ("name: t\nspace: {schedule: cosine}\n", r"s.yaml: space.schedule: 'cosine' is not one of: constant, time, step, exponential"),
+        ("name: t\nspace: {lr: {normal: [0, 1]}}\n", r"s.yaml: space.lr: a mapping must have exactly one key, a distribution"),
+        ("name: t\nspace: {lr: {uniform: [0.3, 0.1]}}\n", r"s.yaml: space.lr.uniform: `low < high` must hold, but got low=0.3, high=0.1"),
+        ("name: t\nspace: {lr: {loguniform: [0, 0.1]}}\n", r"space.lr.loguniform: `low > 0` must hold for a log scale, but got low=0"),
+        ("name: t\nspace: {lr: [0.1, 0.01]}\n", r"space.lr: a list needs a distribution: \{grid: \[0.1, 0.01\]\}"),
+        ("name: t\nspace: {schedule: step, lr: 0.1}\n", r"s.yaml: space: schedule step needs drop"),
+        ("name: t\nspace: {learning_rate: 0.1}\n", r"space.learning_rate: unknown hyperparameter; allowed: optimizer, schedule, lr"),
+        ("name: t\nmodel: resnet\nspace: {lr: 0.1}\n", r"s.yaml: model: 'resnet' is not a model; allowed: seed-tiny, keras-cifar10-cnn"),
+        ("name: t\nspace: {lr: 0.1}\nresources: {cpu: 0}\n", r"s.yaml: resources.cpu: Input should be greater than 0"),
+        ("name: t\nspace: {lr: 0.1}\nscheduler: {asha: {grace: 1}}\n",
+         r"s.yaml: scheduler.asha.grace: unknown key; allowed here: grace_period, reduction_factor, brackets"),
+        ("name: t\nspace: {lr: 0.1}\nscheduler: {asha: {}, pbt: {}}\n", r"scheduler: give exactly one scheduler"),
+        ("name: t\nspace: {lr: {uniform: [0.01, 0.1]}}\nsearch: grid\n", r"space.0.lr: search: grid needs fixed, grid or choice values"),
+        ("name: t\nepochs: 0\nspace: {lr: 0.1}\n", r"s.yaml: epochs: Input should be greater than 0"),
+        ("name: t\nepochs: '3'\nspace: {lr: 0.1}\n", r"s.yaml: epochs: Input should be a valid integer"),
+        ("name: ../evil\nspace: {lr: 0.1}\n", r"s.yaml: name: String should match pattern"),
+        ("name: t\n", r"s.yaml: space: is required"),
+        ("- a\n- b\n", r"s.yaml: expected a mapping of settings"),
+        ("name: t\nspace: {lr: !!python/object/apply:os.system [echo]}\n", r"s.yaml: not valid YAML"),
+    ],
+)
+def test_invalid_files_name_the_key_and_what_is_allowed(text, message, tmp_path):
+    assert re.search(message, error_of(text, tmp_path)), error_of(text, tmp_path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(SweepFileError, match=r"nope.yaml: no such sweep file"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_set_overrides_nested_fields(tmp_path):
+    spec = spec_of(BASE, tmp_path, "epochs=1", "space.lr.grid=[0.1, 0.01]", "space.momentum=0.9")
+    assert spec.epochs == 1
+    assert spec.space[0].params["lr"].kind == "grid" and spec.space[0].params["lr"].args == (0.1, 0.01)
+    assert spec.space[0].params["momentum"].args == (0.9,)
+
+
+def test_set_reaches_into_an_arm_by_index():
+    raw = {"name": "t", "space": [{"lr": 0.1}, {"optimizer": "adam", "lr": 0.001}]}
+    assert apply_overrides(raw, ["space.1.lr=1e-4"], "x")["space"][1]["lr"] == 1e-4
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("epoch=3", r"--set epoch: no such setting; allowed: name, data, model, epochs"),
+        ("epochs", r"--set 'epochs': expected KEY=VALUE"),
+        ("space.lr=-1", r"s.yaml: space.lr: -1 is not in"),
+        ("scheduler.asha.bogus=1", r"scheduler.asha.bogus: unknown key"),
+    ],
+)
+def test_bad_overrides_are_named(override, message, tmp_path):
+    assert re.search(message, error_of(BASE, tmp_path, override))
