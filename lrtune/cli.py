@@ -1,0 +1,228 @@
+"""The ``lrtune`` command: each command parses its arguments and calls one function."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Learning-rate schedule sweeps for Keras convnets on Ray Tune.",
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="The sweep file (YAML).", show_default=False)],
+    data: Annotated[
+        Optional[str], typer.Option(help="CIFAR-10 archive, folder or URI (s3://, gs://).")
+    ] = None,
+    storage: Annotated[
+        str, typer.Option(help="Results folder or URI; one subfolder per sweep.")
+    ] = "./lrtune-results",
+    name: Annotated[Optional[str], typer.Option(help="Sweep name (default: the file's name:).")] = None,
+    address: Annotated[
+        Optional[str],
+        typer.Option(help="Ray cluster to join: 'auto' or ray://host:10001. Default: a local Ray."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish an interrupted sweep of the same name.")
+    ] = False,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override a field: KEY=VALUE, dotted for nesting.")
+    ] = None,
+    max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="Most trials at once.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view; just the final table.")] = False,
+):
+    """Run a sweep: every trial of SWEEP_FILE on Ray Tune, results to Parquet."""
+    from lrtune.data import DataError
+    from lrtune.sink import SinkError
+    from lrtune.spec import SweepFileError, load_spec
+    from lrtune.sweep import SweepError, run_sweep
+
+    overrides = list(set_ or [])
+    if name is not None:
+        overrides.append(f"name={name}")
+    try:
+        spec = load_spec(sweep_file, overrides)
+        outcome = run_sweep(
+            spec,
+            storage=storage,
+            data=data,
+            address=address,
+            resume=resume,
+            max_concurrent=max_concurrent,
+            quiet=quiet,
+            console=err,
+        )
+    except (SweepFileError, DataError, SweepError) as e:
+        _fail(str(e))
+    except SinkError as e:
+        _fail(str(e), code=3)
+    _print_outcome(spec, outcome)
+    if outcome.all_failed:
+        _fail(
+            f"every trial failed ({outcome.counts.get('error', 0)}); see the error column of {outcome.sweep_dir}/trials.parquet",
+            code=1,
+        )
+
+
+def _print_outcome(spec, outcome) -> None:
+    from rich.table import Table
+
+    from lrtune.results import describe
+
+    counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in outcome.counts.items() if n)
+    out.print(f"[bold]{spec.name}[/]: {sum(outcome.counts.values())} trials ({counts})")
+    rows = outcome.trials.to_pylist()
+    scored = [r for r in rows if r["best_metric"] is not None]
+    scored.sort(key=lambda r: r["best_metric"], reverse=spec.metric_mode == "max")
+    table = Table(title=f"best trials by {spec.metric}", title_justify="left")
+    for column in ("trial", "family", "config", spec.metric, "epoch", "status"):
+        table.add_column(column)
+    for r in scored[:5]:
+        config = describe(r)
+        table.add_row(
+            r["trial_id"], r["family"], config, f"{r['best_metric']:.4f}", str(r["best_epoch"]), r["status"]
+        )
+    out.print(table)
+    errors = [r for r in rows if r["status"] == "error"]
+    for r in errors[:3]:
+        out.print(f"[red]error[/] {r['trial_id']}: {r['error']}", highlight=False)
+    out.print(
+        f"results: {outcome.sweep_dir}/metrics (Parquet), {outcome.sweep_dir}/trials.parquet", soft_wrap=True
+    )
+
+
+@app.command()
+def validate(
+    sweep_file: Annotated[Path, typer.Argument(help="The sweep file (YAML).", show_default=False)],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: KEY=VALUE.")] = None,
+):
+    """Check a sweep file and print how many trials it would start."""
+    from lrtune.spec import SweepFileError, load_spec
+
+    try:
+        spec = load_spec(sweep_file, list(set_ or []))
+    except SweepFileError as e:
+        _fail(str(e))
+    arms = ", ".join(a.label for a in spec.space)
+    out.print(
+        f"{sweep_file}: ok: {spec.name}: {spec.trial_count()} trials x {spec.epochs} epochs, "
+        f"arms: {arms}, scheduler: {spec.scheduler.name}, search: {spec.search}",
+        highlight=False,
+    )
+
+
+@app.command()
+def schedules(
+    plot: Annotated[Optional[Path], typer.Option(help="Draw LR against epoch into this PNG.")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs to draw.")] = 100,
+    steps_per_epoch: Annotated[
+        int, typer.Option(min=1, help="Iterations per epoch (time-based decay).")
+    ] = 157,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="A schedule parameter, e.g. step.drop=0.25 or lr=0.05."),
+    ] = None,
+):
+    """List the schedules with their formulas; --plot draws them."""
+    from lrtune.plots import plot_schedules, schedule_catalogue
+
+    try:
+        catalogue = schedule_catalogue(list(set_ or []))
+    except ValueError as e:
+        _fail(str(e))
+    for name, formula, params in catalogue:
+        out.print(f"[bold]{name}[/]  {formula}", highlight=False)
+        out.print("    " + ", ".join(f"{k}={v:g}" for k, v in params.items()), highlight=False)
+    if plot is not None:
+        plot_schedules(
+            [(n, p) for n, _, p in catalogue], plot, epochs=epochs, steps_per_epoch=steps_per_epoch
+        )
+        out.print(f"wrote {plot}")
+
+
+@app.command()
+def results(
+    sweep_dir: Annotated[str, typer.Argument(help="A sweep's folder: <storage>/<name> (path or URI).")],
+    sql: Annotated[
+        Optional[str],
+        typer.Option(help="A DuckDB query; the metrics are the table `metrics`, trials `trials`."),
+    ] = None,
+):
+    """Summarise a sweep's results (also while it runs), or query them with SQL."""
+    from lrtune.results import summarize
+
+    try:
+        if sql is not None:
+            from lrtune.results import query
+
+            table = query(sweep_dir, sql)
+            out.print(table.to_pandas().to_string(index=False), highlight=False, soft_wrap=True)
+            return
+        out.print(summarize(sweep_dir), highlight=False, soft_wrap=True)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def best(
+    sweep_dir: Annotated[str, typer.Argument(help="A sweep's folder: <storage>/<name>.")],
+    metric: Annotated[Optional[str], typer.Option(help="Metric to choose on (default: the sweep's).")] = None,
+    family: Annotated[Optional[str], typer.Option(help="Only this family (step, time, adam, ...).")] = None,
+    at: Annotated[
+        str, typer.Option(help="Take each trial's metric at its 'final' or 'best' epoch.")
+    ] = "final",
+    format_: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
+):
+    """Print the best configuration (mean over repeats), or the ones within noise of it."""
+    from lrtune.best import choose, format_choice
+
+    if at not in ("final", "best"):
+        _fail(f"--at must be final or best, got {at!r}")
+    if format_ not in ("yaml", "json"):
+        _fail(f"--format must be yaml or json, got {format_!r}")
+    try:
+        choice = choose(sweep_dir, metric=metric, family=family, at=at)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    sys.stdout.write(format_choice(choice, format_))
+
+
+@app.command()
+def report(
+    sweep_dir: Annotated[str, typer.Argument(help="A sweep's folder: <storage>/<name>.")],
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="HTML file to write.")] = None,
+):
+    """Write a self-contained HTML report with figures (PNG files beside it)."""
+    from lrtune.report import write_report
+
+    try:
+        files = write_report(sweep_dir, output)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    out.print(f"wrote {files.html}")
+    for png in files.pngs:
+        out.print(f"      {png}")
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

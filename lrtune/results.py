@@ -1,0 +1,278 @@
+"""The results of a sweep: layout, schema and reading.
+
+Under ``<storage>/<sweep name>/``:
+
+- ``metrics/``: a Parquet dataset, one row per (trial, epoch), schema
+  :data:`METRICS_SCHEMA`. Files appear atomically, so any reader
+  (``pyarrow.dataset``, pandas, DuckDB, polars) may read it while the sweep
+  runs; each read is valid and sees at least what the previous one saw.
+- ``trials.parquet``: one row per trial, schema :data:`TRIALS_SCHEMA`,
+  rewritten atomically as trials progress.
+- ``sweep.yaml``: the validated sweep, as run.
+- Ray Tune's own experiment state (``tuner.pkl``, ``experiment_state-*``,
+  one folder per trial with its checkpoints and TensorBoard logs).
+
+A hyperparameter that a trial's arm does not use is null, not missing:
+every sweep has the same columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = [
+    "METRICS_SCHEMA",
+    "TRIALS_SCHEMA",
+    "CONFIG_COLUMNS",
+    "family",
+    "load",
+    "load_trials",
+    "metrics_path",
+    "trials_path",
+]
+
+#: Hyperparameters, each stored as ``config.<name>`` (initial values).
+CONFIG_COLUMNS: dict[str, pa.DataType] = {
+    "optimizer": pa.string(),
+    "schedule": pa.string(),
+    "lr": pa.float64(),
+    "decay": pa.float64(),
+    "drop": pa.float64(),
+    "epochs_drop": pa.float64(),
+    "k": pa.float64(),
+    "momentum": pa.float64(),
+    "nesterov": pa.bool_(),
+    "rho": pa.float64(),
+    "beta_1": pa.float64(),
+    "beta_2": pa.float64(),
+    "epsilon": pa.float64(),
+}
+
+_CONFIG_FIELDS = [pa.field(f"config.{k}", t) for k, t in CONFIG_COLUMNS.items()]
+
+METRICS_SCHEMA = pa.schema(
+    [
+        pa.field("sweep", pa.string(), nullable=False),
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("epoch", pa.int32(), nullable=False),
+        pa.field("lr", pa.float64()),
+        pa.field("loss", pa.float64()),
+        pa.field("accuracy", pa.float64()),
+        pa.field("val_loss", pa.float64()),
+        pa.field("val_accuracy", pa.float64()),
+        pa.field("epoch_seconds", pa.float64()),
+        pa.field("images_per_second", pa.float64()),
+        pa.field("status", pa.string()),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC")),
+        pa.field("node", pa.string()),
+        pa.field("node_id", pa.string()),
+        pa.field("arm", pa.string()),
+        pa.field("family", pa.string()),
+        pa.field("repeat", pa.int32()),
+        pa.field("seed", pa.int64()),
+        *_CONFIG_FIELDS,
+    ]
+)
+
+TRIALS_SCHEMA = pa.schema(
+    [
+        pa.field("sweep", pa.string(), nullable=False),
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("epochs_run", pa.int32()),
+        pa.field("metric", pa.string()),
+        pa.field("best_epoch", pa.int32()),
+        pa.field("best_metric", pa.float64()),
+        pa.field("final_metric", pa.float64()),
+        pa.field("start_time", pa.timestamp("us", tz="UTC")),
+        pa.field("end_time", pa.timestamp("us", tz="UTC")),
+        pa.field("node", pa.string()),
+        pa.field("arm", pa.string()),
+        pa.field("family", pa.string()),
+        pa.field("repeat", pa.int32()),
+        pa.field("seed", pa.int64()),
+        *_CONFIG_FIELDS,
+    ]
+)
+
+#: Trial statuses in ``trials.parquet``.
+TRIAL_STATUSES = ("pending", "running", "done", "stopped_early", "diverged", "error")
+
+
+def family(optimizer: str | None, schedule: str | None) -> str:
+    """The schedule family a trial belongs to, as the reports group them.
+
+    SGD trials are named by their schedule; adaptive optimizers by their
+    name, with the schedule appended when it is not constant.
+
+    >>> family("sgd", "step"), family("adam", "constant"), family("adam", "time")
+    ('step', 'adam', 'adam+time')
+    """
+    optimizer = optimizer or "sgd"
+    schedule = schedule or "constant"
+    if optimizer == "sgd":
+        return schedule
+    return optimizer if schedule == "constant" else f"{optimizer}+{schedule}"
+
+
+def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config.<name>`` for a trial config, with the optimizer's defaults.
+
+    A setting the trial's optimizer or schedule does not use is None.
+
+    >>> row = config_columns({"optimizer": "adam"})
+    >>> row["config.lr"], row["config.beta_2"], row["config.momentum"], row["config.schedule"]
+    (0.001, 0.999, None, 'constant')
+    """
+    from lrtune.optimizers import DEFAULTS
+
+    optimizer = config.get("optimizer") or "sgd"
+    effective = {"optimizer": optimizer, "schedule": "constant", **DEFAULTS.get(optimizer, {})}
+    effective.update({k: v for k, v in config.items() if v is not None})
+    return {f"config.{k}": effective.get(k) for k in CONFIG_COLUMNS}
+
+
+#: The hyperparameters worth showing beside a trial, in this order.
+SHOWN = ("lr", "momentum", "decay", "drop", "epochs_drop", "k", "rho")
+
+
+def describe(row: Mapping[str, Any]) -> str:
+    """A short ``lr=0.05, momentum=0.9, drop=0.5`` for a trials/metrics row.
+
+    >>> describe({"config.lr": 0.05, "config.momentum": 0.9, "config.k": None})
+    'lr=0.05, momentum=0.9'
+    """
+    parts = []
+    for key in SHOWN:
+        value = row.get(f"config.{key}")
+        if value is not None:
+            parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    return ", ".join(parts)
+
+
+def metrics_path(sweep_dir: str) -> str:
+    return f"{sweep_dir.rstrip('/')}/metrics"
+
+
+def trials_path(sweep_dir: str) -> str:
+    return f"{sweep_dir.rstrip('/')}/trials.parquet"
+
+
+def _filesystem(path: str):
+    from pyarrow import fs
+
+    return fs.FileSystem.from_uri(path) if "://" in path else (fs.LocalFileSystem(), path)
+
+
+def load(sweep_dir: str) -> pa.Table:
+    """Every (trial, epoch) row of the sweep at ``sweep_dir`` (path or URI).
+
+    Works while the sweep runs. Rows are sorted by trial and epoch; if a
+    reader catches the moment compaction has added its file but not yet
+    removed the small ones, duplicates are dropped here.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    filesystem, root = _filesystem(sweep_dir)
+    path = metrics_path(root)
+    info = filesystem.get_file_info(path)
+    from pyarrow import fs
+
+    if info.type == fs.FileType.NotFound:
+        raise FileNotFoundError(
+            f"{sweep_dir}: no metrics/ dataset here; expected <storage>/<sweep name> of a sweep"
+        )
+    table = ds.dataset(path, filesystem=filesystem, schema=METRICS_SCHEMA, format="parquet").to_table()
+    if table.num_rows == 0:
+        return table
+    table = table.sort_by([("trial_id", "ascending"), ("epoch", "ascending")])
+    keys = pc.binary_join_element_wise(table["trial_id"], pc.cast(table["epoch"], pa.string()), "\x00")
+    if len(pc.unique(keys)) == table.num_rows:
+        return table
+    first = pc.equal(keys, pa.concat_arrays([pa.array([None], pa.string()), keys.combine_chunks()[:-1]]))
+    return table.filter(pc.invert(pc.fill_null(first, False)))
+
+
+def load_trials(sweep_dir: str) -> pa.Table:
+    """The ``trials.parquet`` table of the sweep at ``sweep_dir``."""
+    import pyarrow.parquet as pq
+
+    filesystem, root = _filesystem(sweep_dir)
+    path = trials_path(root)
+    try:
+        return pq.read_table(path, filesystem=filesystem, schema=TRIALS_SCHEMA)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{sweep_dir}: no trials.parquet here yet") from None
+
+
+def summarize(sweep_dir: str) -> str:
+    """Trials by status and the best trial per family, as text.
+
+    Reads ``trials.parquet`` when present (else the metrics alone).
+    """
+    import pyarrow.compute as pc
+
+    metrics = load(sweep_dir)
+    try:
+        trials = load_trials(sweep_dir)
+    except FileNotFoundError:
+        trials = None
+    lines = [f"{sweep_dir}: {metrics.num_rows} epoch rows from {len(pc.unique(metrics['trial_id']))} trials"]
+    if trials is not None and trials.num_rows:
+        counts: dict[str, int] = {}
+        for status in trials["status"].to_pylist():
+            counts[status] = counts.get(status, 0) + 1
+        lines.append("trials: " + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items())))
+        metric = trials["metric"][0].as_py()
+        mode = "min" if metric.endswith("loss") else "max"
+        rows = [r for r in trials.to_pylist() if r["best_metric"] is not None]
+        best: dict[str, dict] = {}
+        for r in rows:
+            kept = best.get(r["family"])
+            better = kept is None or (
+                r["best_metric"] > kept["best_metric"]
+                if mode == "max"
+                else r["best_metric"] < kept["best_metric"]
+            )
+            if better:
+                best[r["family"]] = r
+        if best:
+            lines.append(f"best {metric} per family (single trials; `lrtune best` averages repeats):")
+            width = max(len(f) for f in best)
+            for fam, r in sorted(best.items(), key=lambda kv: kv[1]["best_metric"], reverse=mode == "max"):
+                config = describe(r)
+                lines.append(
+                    f"  {fam:<{width}}  {r['best_metric']:.4f} at epoch {r['best_epoch']}  {r['trial_id']}  {config}"
+                )
+        errors = [r for r in trials.to_pylist() if r["status"] == "error"]
+        for r in errors[:5]:
+            lines.append(f"  error {r['trial_id']}: {r['error']}")
+    return "\n".join(lines)
+
+
+def query(sweep_dir: str, sql: str) -> pa.Table:
+    """Run DuckDB ``sql`` with views ``metrics`` and ``trials`` of the sweep.
+
+    >>> # lrtune results DIR --sql "select family, max(val_accuracy) from metrics group by 1"
+    """
+    try:
+        import duckdb
+    except ImportError:
+        raise ImportError("--sql needs DuckDB: pip install 'lrtune[duckdb]'") from None
+    metrics = load(sweep_dir)  # noqa: F841 - DuckDB reads Python variables by name
+    try:
+        trials = load_trials(sweep_dir)  # noqa: F841
+    except FileNotFoundError:
+        trials = pa.table({"trial_id": pa.array([], pa.string())})  # noqa: F841
+    connection = duckdb.connect()
+    connection.register("metrics", metrics)
+    connection.register("trials", trials)
+    try:
+        return connection.sql(sql).to_arrow_table()
+    except duckdb.Error as e:
+        raise ValueError(f"--sql: {e}") from None

@@ -1,0 +1,168 @@
+"""Sweeps on a real local Ray: arms, repeats, schedulers, divergence, sharing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+
+from lrtune.results import METRICS_SCHEMA, load, load_trials
+from lrtune.schedules import lr_by_epoch, make_schedule
+from lrtune.spec import parse_spec, parse_yaml
+from lrtune.sweep import SweepError, run_sweep
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def make_spec(text: str):
+    return parse_spec(parse_yaml(text, "test.yaml"), "test.yaml")
+
+
+def sweep(text, storage, data, **kwargs):
+    return run_sweep(make_spec(text), storage=str(storage), data=str(data), quiet=True, **kwargs)
+
+
+ARMS = """
+name: arms
+data: {classes: [airplane, automobile]}
+epochs: 3
+batch_size: 32
+repeats: 2
+space:
+  - {optimizer: sgd, schedule: step, lr: 0.05, drop: 0.5, epochs_drop: 1, momentum: 0.5}
+  - {optimizer: adam, lr: 0.001}
+  - {optimizer: sgd, lr: 1.0e+20, momentum: 0.9}
+"""
+
+
+@pytest.fixture(scope="module")
+def arms_sweep(local_ray, cifar_archive, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("storage")
+    outcome = sweep(ARMS, storage, cifar_archive)
+    from ray._private.internal_api import memory_summary
+
+    plasma = memory_summary(stats_only=True)
+    return outcome, plasma
+
+
+def test_every_trial_epoch_lands_once_with_the_documented_columns(arms_sweep):
+    outcome, _ = arms_sweep
+    metrics = ds.dataset(f"{outcome.sweep_dir}/metrics").to_table()
+    assert metrics.schema.names == METRICS_SCHEMA.names
+    trials = load_trials(outcome.sweep_dir).to_pylist()
+    assert len(trials) == 6  # 3 arms x 2 repeats
+    assert metrics.num_rows == sum(t["epochs_run"] for t in trials)
+    keys = {(r["trial_id"], r["epoch"]) for r in metrics.select(["trial_id", "epoch"]).to_pylist()}
+    assert len(keys) == metrics.num_rows
+
+
+def test_the_diverging_arm_is_recorded_and_the_sweep_completes(arms_sweep):
+    outcome, _ = arms_sweep
+    by_family = {}
+    for t in load_trials(outcome.sweep_dir).to_pylist():
+        by_family.setdefault(t["family"], []).append(t)
+    assert [t["status"] for t in by_family["constant"]] == ["diverged", "diverged"]
+    assert all(t["epochs_run"] == 1 for t in by_family["constant"])  # stopped at once
+    assert all(t["status"] == "done" and t["epochs_run"] == 3 for t in by_family["step"] + by_family["adam"])
+    assert outcome.counts == {"done": 4, "diverged": 2}
+
+
+def test_lr_column_follows_the_schedule(arms_sweep):
+    outcome, _ = arms_sweep
+    metrics = load(outcome.sweep_dir)
+    step = metrics.filter(pc.equal(metrics["family"], "step"))
+    steps_per_epoch = math.ceil(400 / 32)
+    expected = lr_by_epoch(make_schedule("step", lr=0.05, drop=0.5, epochs_drop=1), 3, steps_per_epoch)
+    for trial_id in pc.unique(step["trial_id"]).to_pylist():
+        rows = step.filter(pc.equal(step["trial_id"], trial_id))
+        np.testing.assert_allclose(rows["lr"].to_numpy(), expected, rtol=1e-6)
+
+
+def test_unused_hyperparameters_are_null_and_repeats_differ_only_in_seed(arms_sweep):
+    outcome, _ = arms_sweep
+    trials = [t for t in load_trials(outcome.sweep_dir).to_pylist()]
+    adam = [t for t in trials if t["family"] == "adam"]
+    assert all(t["config.drop"] is None and t["config.momentum"] is None for t in adam)
+    assert all(t["config.lr"] == 0.001 and t["config.beta_2"] == 0.999 for t in adam)
+    assert sorted((t["repeat"], t["seed"]) for t in adam) == [(0, 0), (1, 1)]
+
+
+def test_one_copy_of_the_dataset_serves_every_trial(arms_sweep, tiny_dataset):
+    """The driver puts the images in the object store once; trials read that copy."""
+    import re
+
+    from ray import cloudpickle
+
+    from lrtune.sweep import trainable_for
+    from lrtune.trial import TrainSettings
+
+    _, plasma = arms_sweep
+    used_mib = int(re.search(r"Plasma memory usage (\d+) MiB", plasma).group(1))
+    dataset_mib = (tiny_dataset.x_train.nbytes + tiny_dataset.x_val.nbytes) / 2**20
+    assert used_mib <= math.ceil(dataset_mib), plasma  # 6 trials ran; one copy is held
+    # ...and the trainable Tune ships to each trial holds a reference, not the images.
+    trainable = trainable_for(tiny_dataset, TrainSettings(), cpu=1, gpu=0)
+    assert len(cloudpickle.dumps(trainable)) < 50_000 < tiny_dataset.x_train.nbytes
+
+
+def test_asha_stops_the_weak_trials_early(local_ray, cifar_archive, tmp_path):
+    text = """
+name: asha
+data: {classes: [airplane, automobile]}
+epochs: 4
+batch_size: 32
+space: {optimizer: sgd, lr: {grid: [0.1, 0.05, 1.0e-5, 1.0e-6]}, momentum: 0.9}  # good ones first: they set the bar
+scheduler: {asha: {grace_period: 1, reduction_factor: 2}}
+max_concurrent: 2
+"""
+    outcome = sweep(text, tmp_path, cifar_archive)
+    trials = load_trials(outcome.sweep_dir).to_pylist()
+    stopped = [t for t in trials if t["status"] == "stopped_early"]
+    assert stopped and all(t["epochs_run"] < 4 for t in stopped)
+    assert sum(t["epochs_run"] for t in trials) < 4 * 4
+    best = max(trials, key=lambda t: t["best_metric"])
+    assert best["config.lr"] >= 0.05 and best["status"] == "done"
+
+
+def test_pbt_exploits_a_better_trial(local_ray, cifar_archive, tmp_path):
+    text = """
+name: pbt
+data: {classes: [airplane, automobile]}
+epochs: 4
+batch_size: 32
+space: {optimizer: sgd, lr: {grid: [1.0e-6, 1.0e-6, 0.05, 0.1]}, momentum: {uniform: [0.5, 0.9]}}
+scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.0, mutations: {lr: {loguniform: [0.01, 0.2]}}}}
+"""
+    outcome = sweep(text, tmp_path, cifar_archive)
+    metrics = load(outcome.sweep_dir)
+    changed = [
+        trial_id
+        for trial_id in pc.unique(metrics["trial_id"]).to_pylist()
+        if len(pc.unique(metrics.filter(pc.equal(metrics["trial_id"], trial_id))["config.lr"])) > 1
+    ]
+    assert changed, "no trial's lr changed: PBT never exploited"
+    for trial_id in changed:  # an exploited trial continues its epochs, it does not restart
+        epochs = metrics.filter(pc.equal(metrics["trial_id"], trial_id))["epoch"].to_pylist()
+        assert epochs == list(range(1, len(epochs) + 1))
+
+
+def test_rerunning_a_finished_sweep_name_is_refused(arms_sweep, cifar_archive):
+    outcome, _ = arms_sweep
+    storage = outcome.sweep_dir.rsplit("/", 1)[0]
+    with pytest.raises(SweepError, match=r"sweep 'arms' already exists in .*: add --resume to finish it"):
+        sweep(ARMS, storage, cifar_archive)
+
+
+def test_resume_of_an_unknown_sweep_is_refused(tmp_path, cifar_archive):
+    with pytest.raises(SweepError, match=r"--resume: no sweep 'arms' in .*run it without --resume first"):
+        sweep(ARMS, tmp_path, cifar_archive, resume=True)
