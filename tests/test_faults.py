@@ -1,0 +1,167 @@
+"""Faults lose nothing: a killed driver, a raising trial, unwritable storage."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from lrtune.results import load_trials
+from lrtune.sink import SinkError
+from lrtune.space import Dist
+from lrtune.spec import parse_spec, parse_yaml
+from lrtune.sweep import run_sweep
+
+SLOW = """
+name: {name}
+data: {{classes: [airplane, automobile]}}
+epochs: {epochs}
+batch_size: 8
+repeats: 2
+space: {{optimizer: sgd, schedule: time, lr: {{grid: [0.01, 0.03]}}, decay: 0.001, momentum: 0.5}}
+resources: {{cpu: 1}}
+"""
+
+
+def rows(sweep_dir: str):
+    path = Path(sweep_dir, "metrics")
+    if not path.exists() or not any(path.glob("*.parquet")):
+        return []
+    return ds.dataset(str(path)).to_table(columns=["trial_id", "epoch", "lr", "config.lr"]).to_pylist()
+
+
+def exactly_once(table_rows, expected_trials: int, epochs: int):
+    keys = [(r["trial_id"], r["epoch"]) for r in table_rows]
+    assert len(keys) == len(set(keys)), "a (trial, epoch) row was written twice"
+    assert len({t for t, _ in keys}) == expected_trials
+    assert sorted(keys) == sorted((t, e) for t in {t for t, _ in keys} for e in range(1, epochs + 1))
+
+
+RUNNING: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_sweeps():
+    yield
+    for process in RUNNING:
+        if process.poll() is None:
+            kill_group(process)
+    RUNNING.clear()
+
+
+def lrtune(*args, **kwargs):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lrtune", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the kill takes Ray's processes too
+        **kwargs,
+    )
+    RUNNING.append(process)
+    return process
+
+
+def kill_group(process):
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    time.sleep(1)
+
+
+def test_driver_killed_mid_sweep_resumes_with_every_row_once(cifar_archive, tmp_path):
+    sweep_file = tmp_path / "slow.yaml"
+    sweep_file.write_text(SLOW.format(name="killed", epochs=6))
+    storage = tmp_path / "results"
+    sweep_dir = storage / "killed"
+    first = lrtune("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet")
+    deadline = time.monotonic() + 240
+    while len(rows(str(sweep_dir))) < 4:
+        assert first.poll() is None, first.stdout.read()
+        assert time.monotonic() < deadline, "no rows appeared"
+        time.sleep(0.5)
+    kill_group(first)  # SIGKILL: no clean-up, no final flush
+    before = rows(str(sweep_dir))
+    assert 4 <= len(before) < 24
+
+    second = lrtune("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet", "--resume")
+    output, _ = second.communicate(timeout=420)
+    assert second.returncode == 0, output
+    after = rows(str(sweep_dir))
+    exactly_once(after, expected_trials=4, epochs=6)
+    assert {(r["trial_id"], r["epoch"]) for r in before} <= {(r["trial_id"], r["epoch"]) for r in after}
+    assert sorted(load_trials(str(sweep_dir))["status"].to_pylist()) == ["done"] * 4
+    # Resumed trials took their optimizer's step count from the checkpoint:
+    # the time-based rate goes on falling where it stopped, it does not restart.
+    steps_per_epoch = 400 // 8
+    for r in after:
+        assert r["lr"] == pytest.approx(r["config.lr"] / (1 + 0.001 * (r["epoch"] * steps_per_epoch - 1)), rel=1e-5)
+
+
+def make_spec(text):
+    return parse_spec(parse_yaml(text, "test.yaml"), "test.yaml")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_a_raising_trial_is_recorded_as_error_and_the_others_finish(local_ray, cifar_archive, tmp_path):
+    spec = make_spec(
+        """
+name: raising
+data: {classes: [airplane, automobile]}
+epochs: 2
+batch_size: 32
+max_failures: 0
+space:
+  - {optimizer: sgd, lr: 0.05, momentum: 0.5}
+  - {optimizer: sgd, lr: 0.05, momentum: 0.5}
+"""
+    )
+    # A config that slipped past validation: Keras refuses momentum 1.5 inside the trial.
+    bad = spec.space[1].model_copy(update={"params": {**spec.space[1].params, "momentum": Dist("fixed", (1.5,))}})
+    spec = spec.model_copy(update={"space": [spec.space[0], bad]})
+    outcome = run_sweep(spec, storage=str(tmp_path), data=str(cifar_archive), quiet=True)
+    trials = {t["config.momentum"]: t for t in load_trials(outcome.sweep_dir).to_pylist()}
+    assert trials[0.5]["status"] == "done" and trials[0.5]["epochs_run"] == 2
+    assert trials[1.5]["status"] == "error"
+    assert "momentum" in trials[1.5]["error"] and "ValueError" in trials[1.5]["error"]
+    assert outcome.counts == {"done": 1, "error": 1} and not outcome.all_failed
+
+
+def test_unwritable_storage_stops_the_sweep_and_resume_completes_it(local_ray, cifar_archive, tmp_path):
+    import threading
+
+    spec = make_spec(SLOW.format(name="storage", epochs=4))
+    metrics = tmp_path / "storage" / "metrics"
+    broken = threading.Event()
+
+    def break_storage():  # the storage "goes away": its folder becomes a file
+        while not (metrics.is_dir() and len(list(metrics.iterdir())) >= 2):
+            time.sleep(0.1)
+        metrics.rename(metrics.with_name("metrics.saved"))
+        metrics.write_text("not a folder")
+        broken.set()
+
+    threading.Thread(target=break_storage, daemon=True).start()
+    with pytest.raises(SinkError, match=rf"cannot write results to {tmp_path}/storage .*fix the storage and run again with --resume"):
+        run_sweep(spec, storage=str(tmp_path), data=str(cifar_archive), quiet=True)
+    assert broken.is_set()
+    saved = ds.dataset(str(metrics.with_name("metrics.saved"))).to_table()
+    assert saved.num_rows >= 2  # what was written is intact and readable
+
+    metrics.unlink()  # fix the storage
+    metrics.with_name("metrics.saved").rename(metrics)
+    run_sweep(spec, storage=str(tmp_path), data=str(cifar_archive), quiet=True, resume=True)
+    exactly_once(rows(str(tmp_path / "storage")), expected_trials=4, epochs=4)
