@@ -72,6 +72,12 @@ def write_cifar_archive(
 
 
 @pytest.fixture(scope="session")
+def make_cifar_archive():
+    """:func:`write_cifar_archive`, for tests that need another size or format."""
+    return write_cifar_archive
+
+
+@pytest.fixture(scope="session")
 def cifar_archive(tmp_path_factory):
     """A learnable two-class CIFAR-10 archive: 400 training, 100 test images."""
     return write_cifar_archive(tmp_path_factory.mktemp("cifar") / "cifar-10-python.tar.gz")

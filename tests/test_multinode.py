@@ -1,0 +1,128 @@
+"""Several Ray nodes on one machine: placement, gathering, node failure.
+
+A head that runs no trials and worker nodes that each advertise one GPU
+(a label here: TensorFlow runs on the CPU), as on a cluster started with
+``ray up cluster.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pyarrow.dataset as ds
+import pytest
+
+from lrtune.results import load, load_trials
+from lrtune.spec import parse_spec, parse_yaml
+from lrtune.sweep import run_sweep
+
+
+@pytest.fixture
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def make_spec(text):
+    return parse_spec(parse_yaml(text, "test.yaml"), "test.yaml")
+
+
+def test_fractional_gpus_pack_two_trials_per_node_and_rows_name_their_node(cluster, cifar_archive, tmp_path, monkeypatch):
+    import ray
+
+    workers = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
+    ray.init(address=cluster.address, log_to_driver=False)
+    worker_ids = {w.node_id for w in workers}
+
+    # The driver reads the data, then the file goes away: trials can only get
+    # the images through the object store, not from any node's disk.
+    import lrtune.data
+
+    real_load = lrtune.data.load_cifar10
+    copy = tmp_path / "copy.tar.gz"
+    copy.write_bytes(cifar_archive.read_bytes())
+
+    def load_then_delete(*args, **kwargs):
+        dataset = real_load(*args, **kwargs)
+        copy.unlink()
+        return dataset
+
+    monkeypatch.setattr(lrtune.data, "load_cifar10", load_then_delete)
+    spec = make_spec(
+        """
+name: packed
+data: {classes: [airplane, automobile]}
+epochs: 2
+batch_size: 32
+space: {optimizer: sgd, lr: {grid: [0.01, 0.02, 0.03, 0.04]}}
+resources: {cpu: 1, gpu: 0.5}
+"""
+    )
+    outcome = run_sweep(spec, storage=str(tmp_path / "results"), data=str(copy), quiet=True)
+    assert not copy.exists()
+    assert outcome.counts == {"done": 4}
+    metrics = load(outcome.sweep_dir)
+    assert metrics.num_rows == 4 * 2
+    node_of = {}
+    for row in metrics.select(["trial_id", "node_id", "node"]).to_pylist():
+        node_of.setdefault(row["trial_id"], set()).add(row["node_id"])
+        assert row["node"]  # the host name
+    assert all(len(nodes) == 1 for nodes in node_of.values())
+    placed = [next(iter(nodes)) for nodes in node_of.values()]
+    assert set(placed) <= worker_ids  # never on the head
+    assert sorted(placed.count(n) for n in worker_ids) == [2, 2]  # gpu: 0.5 -> two per GPU
+
+
+def test_a_dead_node_s_trial_resumes_elsewhere_from_its_checkpoint(cluster, make_cifar_archive, tmp_path):
+    import ray
+
+    archive = make_cifar_archive(tmp_path / "bigger.tar.gz", train_per_batch=300)
+    nodes = {n.node_id: n for n in (cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2))}
+    ray.init(address=cluster.address, log_to_driver=False)
+    spec = make_spec(
+        """
+name: nodefail
+data: {classes: [airplane, automobile]}
+epochs: 6
+batch_size: 8
+space: {optimizer: sgd, schedule: time, lr: 0.02, decay: 0.001, momentum: 0.5}
+resources: {cpu: 1, gpu: 1}
+max_failures: 2
+"""
+    )
+    sweep_dir = tmp_path / "results" / "nodefail"
+    killed = {}
+
+    def kill_node_after_two_epochs():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            parts = list((sweep_dir / "metrics").glob("part-*.parquet")) if sweep_dir.exists() else []
+            if parts and ds.dataset([str(p) for p in parts]).count_rows() >= 2:
+                # Kill the node the trial runs on; the other one is free.
+                node_id = ds.dataset([str(p) for p in parts]).to_table(columns=["node_id"])["node_id"][0].as_py()
+                cluster.remove_node(nodes[node_id], allow_graceful=False)
+                killed["node_id"] = node_id
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=kill_node_after_two_epochs, daemon=True)
+    thread.start()
+    outcome = run_sweep(spec, storage=str(tmp_path / "results"), data=str(archive), quiet=True)
+    thread.join()
+    assert killed, "the node was never killed"
+    metrics = load(outcome.sweep_dir).to_pylist()
+    assert [r["epoch"] for r in metrics] == [1, 2, 3, 4, 5, 6]  # none lost, none twice
+    ran_on = [r["node_id"] for r in metrics]
+    assert ran_on[0] == killed["node_id"] and ran_on[-1] != killed["node_id"]
+    # The restarted trial continued the time-based schedule from its checkpoint's step count.
+    steps_per_epoch = math.ceil(5 * 300 / 8)  # 5 batches of 300 images
+    for r in metrics:
+        assert r["lr"] == pytest.approx(0.02 / (1 + 0.001 * (r["epoch"] * steps_per_epoch - 1)), rel=1e-5)
+    assert load_trials(outcome.sweep_dir)["status"].to_pylist() == ["done"]
