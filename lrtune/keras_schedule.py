@@ -35,9 +35,7 @@ class KerasSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
-        return keras.ops.cast(
-            self.schedule.at_step(step, self.steps_per_epoch, ops=keras.ops), "float32"
-        )
+        return keras.ops.cast(self.schedule.at_step(step, self.steps_per_epoch, ops=keras.ops), "float32")
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -50,9 +50,7 @@ def seed_tiny(num_classes: int, input_shape: tuple[int, ...] = INPUT_SHAPE) -> k
     )
 
 
-def keras_cifar10_cnn(
-    num_classes: int, input_shape: tuple[int, ...] = INPUT_SHAPE
-) -> keras.Sequential:
+def keras_cifar10_cnn(num_classes: int, input_shape: tuple[int, ...] = INPUT_SHAPE) -> keras.Sequential:
     """The classic Keras CIFAR-10 example convnet, ~1.25M weights.
 
     Conv32(same) - Conv32 - MaxPool - Dropout .25 - Conv64(same) - Conv64 -

@@ -107,9 +107,7 @@ def time_based(lr: float, decay: float) -> Schedule:
     """
     lr = _positive("lr", lr)
     decay = _non_negative("decay", decay)
-    return Schedule(
-        "time", {"lr": lr, "decay": decay}, "step", lambda t, ops: lr / (1.0 + decay * t)
-    )
+    return Schedule("time", {"lr": lr, "decay": decay}, "step", lambda t, ops: lr / (1.0 + decay * t))
 
 
 def step_decay(lr: float, drop: float, epochs_drop: float) -> Schedule:
@@ -170,9 +168,7 @@ def _factory(name: str) -> Callable[..., Schedule]:
     try:
         return SCHEDULES[name]
     except KeyError:
-        raise ValueError(
-            f"Unknown schedule {name!r}. Valid schedules: {', '.join(SCHEDULES)}."
-        ) from None
+        raise ValueError(f"Unknown schedule {name!r}. Valid schedules: {', '.join(SCHEDULES)}.") from None
 
 
 def make_schedule(name: str, **params: float) -> Schedule:

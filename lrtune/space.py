@@ -157,9 +157,7 @@ def parse_dist(key: str, raw: Any) -> Dist:
         raise SpaceError(key, f"unknown hyperparameter; allowed: {', '.join(PARAMS)}")
     if not isinstance(raw, Mapping):
         if isinstance(raw, list):
-            raise SpaceError(
-                key, f"a list needs a distribution: {{grid: {raw}}} or {{choice: {raw}}}"
-            )
+            raise SpaceError(key, f"a list needs a distribution: {{grid: {raw}}} or {{choice: {raw}}}")
         return Dist("fixed", (check_value(key, raw),))
     if len(raw) != 1 or next(iter(raw)) not in DISTRIBUTIONS:
         raise SpaceError(

@@ -230,9 +230,7 @@ def parse_arm(raw: Any, where: str) -> Arm:
                     f"optimizer {optimizer} does not use {key} (only {', '.join(takes)} does); "
                     "put each optimizer in its own arm",
                 )
-    missing = [
-        (s, p) for s in arm.schedules for p in schedule_params(s) if p != "lr" and p not in params
-    ]
+    missing = [(s, p) for s in arm.schedules for p in schedule_params(s) if p != "lr" and p not in params]
     if missing:
         schedule, param = missing[0]
         raise SpaceError(where, f"schedule {schedule} needs {param}")
@@ -326,7 +324,9 @@ def _format_loc(loc: Sequence[Any]) -> str:
 def parse_spec(raw: Any, source: str) -> SweepSpec:
     """A :class:`SweepSpec` from parsed YAML; errors name ``source`` and keys."""
     if not isinstance(raw, Mapping):
-        raise SweepFileError(f"{source}: expected a mapping of settings (name, space, ...), got {type(raw).__name__}")
+        raise SweepFileError(
+            f"{source}: expected a mapping of settings (name, space, ...), got {type(raw).__name__}"
+        )
     try:
         return SweepSpec.model_validate(dict(raw))
     except ValidationError as e:
@@ -358,7 +358,9 @@ def _allowed_keys(loc: Sequence[Any]) -> list[str]:
         if field is None:
             break
         ann = field.annotation
-        candidates = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        candidates = [
+            a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         if not candidates:
             break
         model = candidates[0]

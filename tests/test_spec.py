@@ -49,7 +49,11 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
 def test_defaults_fill_what_the_file_leaves_out(tmp_path):
     spec = spec_of(BASE, tmp_path)
     assert (spec.metric, spec.metric_mode, spec.repeats, spec.scheduler.name, spec.search) == (
-        "val_accuracy", "max", 1, "fifo", "random",
+        "val_accuracy",
+        "max",
+        1,
+        "fifo",
+        "random",
     )
     assert spec.resources.cpu == 1 and spec.resources.gpu == 0
 
@@ -78,27 +82,68 @@ space:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("name: t\nepoch: 3\nspace: {lr: 0.1}\n", r"s.yaml: epoch: unknown key; allowed here: name, data, model, epochs"),
+        (
+            "name: t\nepoch: 3\nspace: {lr: 0.1}\n",
+            r"s.yaml: epoch: unknown key; allowed here: name, data, model, epochs",
+        ),
         ("name: t\nspace: {lr: -0.1}\n", r"s.yaml: space.lr: -0.1 is not in \(0, inf\)"),
-        ("name: t\nspace: {schedule: step, lr: 0.1, drop: {grid: [0.5, 1.5]}, epochs_drop: 10}\n",
-         r"s.yaml: space.drop.grid: 1.5 is not in \(0, 1\]"),
-        ("name: t\nspace: {optimizer: adam, drop: 0.5}\n",
-         r"s.yaml: space.drop: schedule constant does not use drop \(only step does\)"),
-        ("name: t\nspace: [{lr: 0.1}, {optimizer: adam, momentum: 0.9}]\n",
-         r"s.yaml: space.1.momentum: optimizer adam does not use momentum \(only sgd does\)"),
-        ("name: t\nspace: {schedule: cosine}\n", r"s.yaml: space.schedule: 'cosine' is not one of: constant, time, step, exponential"),
-        ("name: t\nspace: {lr: {normal: [0, 1]}}\n", r"s.yaml: space.lr: a mapping must have exactly one key, a distribution"),
-        ("name: t\nspace: {lr: {uniform: [0.3, 0.1]}}\n", r"s.yaml: space.lr.uniform: `low < high` must hold, but got low=0.3, high=0.1"),
-        ("name: t\nspace: {lr: {loguniform: [0, 0.1]}}\n", r"space.lr.loguniform: `low > 0` must hold for a log scale, but got low=0"),
-        ("name: t\nspace: {lr: [0.1, 0.01]}\n", r"space.lr: a list needs a distribution: \{grid: \[0.1, 0.01\]\}"),
+        (
+            "name: t\nspace: {schedule: step, lr: 0.1, drop: {grid: [0.5, 1.5]}, epochs_drop: 10}\n",
+            r"s.yaml: space.drop.grid: 1.5 is not in \(0, 1\]",
+        ),
+        (
+            "name: t\nspace: {optimizer: adam, drop: 0.5}\n",
+            r"s.yaml: space.drop: schedule constant does not use drop \(only step does\)",
+        ),
+        (
+            "name: t\nspace: [{lr: 0.1}, {optimizer: adam, momentum: 0.9}]\n",
+            r"s.yaml: space.1.momentum: optimizer adam does not use momentum \(only sgd does\)",
+        ),
+        (
+            "name: t\nspace: {schedule: cosine}\n",
+            r"s.yaml: space.schedule: 'cosine' is not one of: constant, time, step, exponential",
+        ),
+        (
+            "name: t\nspace: {lr: {normal: [0, 1]}}\n",
+            r"s.yaml: space.lr: a mapping must have exactly one key, a distribution",
+        ),
+        (
+            "name: t\nspace: {lr: {uniform: [0.3, 0.1]}}\n",
+            r"s.yaml: space.lr.uniform: `low < high` must hold, but got low=0.3, high=0.1",
+        ),
+        (
+            "name: t\nspace: {lr: {loguniform: [0, 0.1]}}\n",
+            r"space.lr.loguniform: `low > 0` must hold for a log scale, but got low=0",
+        ),
+        (
+            "name: t\nspace: {lr: [0.1, 0.01]}\n",
+            r"space.lr: a list needs a distribution: \{grid: \[0.1, 0.01\]\}",
+        ),
         ("name: t\nspace: {schedule: step, lr: 0.1}\n", r"s.yaml: space: schedule step needs drop"),
-        ("name: t\nspace: {learning_rate: 0.1}\n", r"space.learning_rate: unknown hyperparameter; allowed: optimizer, schedule, lr"),
-        ("name: t\nmodel: resnet\nspace: {lr: 0.1}\n", r"s.yaml: model: 'resnet' is not a model; allowed: seed-tiny, keras-cifar10-cnn"),
-        ("name: t\nspace: {lr: 0.1}\nresources: {cpu: 0}\n", r"s.yaml: resources.cpu: Input should be greater than 0"),
-        ("name: t\nspace: {lr: 0.1}\nscheduler: {asha: {grace: 1}}\n",
-         r"s.yaml: scheduler.asha.grace: unknown key; allowed here: grace_period, reduction_factor, brackets"),
-        ("name: t\nspace: {lr: 0.1}\nscheduler: {asha: {}, pbt: {}}\n", r"scheduler: give exactly one scheduler"),
-        ("name: t\nspace: {lr: {uniform: [0.01, 0.1]}}\nsearch: grid\n", r"space.0.lr: search: grid needs fixed, grid or choice values"),
+        (
+            "name: t\nspace: {learning_rate: 0.1}\n",
+            r"space.learning_rate: unknown hyperparameter; allowed: optimizer, schedule, lr",
+        ),
+        (
+            "name: t\nmodel: resnet\nspace: {lr: 0.1}\n",
+            r"s.yaml: model: 'resnet' is not a model; allowed: seed-tiny, keras-cifar10-cnn",
+        ),
+        (
+            "name: t\nspace: {lr: 0.1}\nresources: {cpu: 0}\n",
+            r"s.yaml: resources.cpu: Input should be greater than 0",
+        ),
+        (
+            "name: t\nspace: {lr: 0.1}\nscheduler: {asha: {grace: 1}}\n",
+            r"s.yaml: scheduler.asha.grace: unknown key; allowed here: grace_period, reduction_factor, brackets",
+        ),
+        (
+            "name: t\nspace: {lr: 0.1}\nscheduler: {asha: {}, pbt: {}}\n",
+            r"scheduler: give exactly one scheduler",
+        ),
+        (
+            "name: t\nspace: {lr: {uniform: [0.01, 0.1]}}\nsearch: grid\n",
+            r"space.0.lr: search: grid needs fixed, grid or choice values",
+        ),
         ("name: t\nepochs: 0\nspace: {lr: 0.1}\n", r"s.yaml: epochs: Input should be greater than 0"),
         ("name: t\nepochs: '3'\nspace: {lr: 0.1}\n", r"s.yaml: epochs: Input should be a valid integer"),
         ("name: ../evil\nspace: {lr: 0.1}\n", r"s.yaml: name: String should match pattern"),
