@@ -298,7 +298,12 @@ class SweepSpec(_Strict):
         return self.mode or ("min" if self.metric.endswith("loss") else "max")
 
     def trial_count(self) -> int:
-        """Trials this sweep starts: arms x grid points x samples x repeats."""
+        """Trials this sweep starts: arms x grid points x samples x repeats.
+
+        TPE draws ``num_samples`` configurations over all arms together.
+        """
+        if self.search == "tpe":
+            return self.num_samples * self.repeats
         total = 0
         for arm in self.space:
             grid = math.prod(len(d.args) for d in arm.params.values() if d.kind == "grid")

@@ -51,9 +51,14 @@ class SweepOutcome:
 
 
 def param_space(spec: SweepSpec) -> dict[str, Any]:
-    """The Tune ``param_space``: ``{"arm": <domains of one arm, or a grid of arms>}``."""
+    """The Tune ``param_space``: ``{"arm": <domains of one arm, or a grid of arms>}``.
+
+    TPE defines its own space (:func:`_tpe_search`): it gets an empty one.
+    """
     from ray import tune
 
+    if spec.search == "tpe":
+        return {}
     arms = []
     for arm in spec.space:
         domains: dict[str, Any] = {
@@ -251,6 +256,11 @@ def run_sweep(
             "resume with the same file and --set values, or start a new --name"
         )
 
+    if spec.search == "tpe":
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise SweepError("search: tpe needs Optuna: pip install 'lrtune[tpe]'") from None
     data_source = data or spec.data.path
     dataset = load_cifar10(
         data_source,
@@ -346,7 +356,7 @@ def _tune_config(spec: SweepSpec, max_concurrent: int | None):
     return tune.TuneConfig(
         metric=spec.metric,
         mode=spec.metric_mode,
-        num_samples=spec.num_samples,
+        num_samples=spec.num_samples * (spec.repeats if spec.search == "tpe" else 1),
         max_concurrent_trials=max_concurrent or spec.max_concurrent,
         time_budget_s=spec.time_budget_s,
         scheduler=make_scheduler(spec),
@@ -356,5 +366,47 @@ def _tune_config(spec: SweepSpec, max_concurrent: int | None):
     )
 
 
+class ArmSpace:
+    """Optuna define-by-run space over the arms (picklable: Tune saves its searcher)."""
+
+    def __init__(self, arms):
+        self.arms = list(arms)
+
+    def __call__(self, trial) -> dict[str, Any]:
+        index = (
+            trial.suggest_categorical("arm_index", list(range(len(self.arms)))) if len(self.arms) > 1 else 0
+        )
+        arm = self.arms[index]
+        values: dict[str, Any] = {"label": arm.label}
+        for key, dist in arm.params.items():
+            name = f"arm{index}.{key}"
+            if dist.kind == "fixed":
+                values[key] = dist.args[0]
+            elif dist.kind in ("choice", "grid"):
+                values[key] = trial.suggest_categorical(name, list(dist.args))
+            elif dist.kind == "randint":
+                values[key] = trial.suggest_int(name, dist.args[0], dist.args[1])
+            elif dist.kind == "quniform":
+                low, high, q = dist.args
+                values[key] = trial.suggest_float(name, low, high, step=q)
+            else:  # uniform, loguniform, qloguniform (Optuna has no log with a step: round after)
+                value = trial.suggest_float(name, dist.args[0], dist.args[1], log="log" in dist.kind)
+                values[key] = (
+                    round(value / dist.args[2]) * dist.args[2] if dist.kind == "qloguniform" else value
+                )
+        return {"arm": values}
+
+
 def _tpe_search(spec: SweepSpec):
-    raise SweepError("search: tpe is not available yet")
+    """Optuna's TPE over the arms, define-by-run so each arm keeps its own space.
+
+    Repeats go through Tune's ``Repeater``: each suggestion runs once per
+    seed and TPE learns from their mean.
+    """
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(
+        space=ArmSpace(spec.space), metric=spec.metric, mode=spec.metric_mode, seed=spec.seed
+    )
+    return Repeater(searcher, repeat=spec.repeats, set_index=True) if spec.repeats > 1 else searcher

@@ -26,7 +26,6 @@ from lrtune.schedules import make_schedule, schedule_params
 
 if TYPE_CHECKING:
     from lrtune.data import Dataset
-
     from lrtune.reporter import Reporter
 
 __all__ = [
@@ -109,7 +108,10 @@ def trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
     A sweep nests each trial's values under ``arm`` so that arms with
     different hyperparameters can share one Tune search space.
     """
-    return dict(config.get("arm", config))
+    flat = dict(config.get("arm", config))
+    if "__trial_index__" in config:  # Tune's Repeater numbers the repeats of a suggestion
+        flat["repeat"] = config["__trial_index__"]
+    return flat
 
 
 def split_config(config: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any]]:

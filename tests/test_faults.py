@@ -100,7 +100,9 @@ def test_driver_killed_mid_sweep_resumes_with_every_row_once(cifar_archive, tmp_
     # the time-based rate goes on falling where it stopped, it does not restart.
     steps_per_epoch = 400 // 8
     for r in after:
-        assert r["lr"] == pytest.approx(r["config.lr"] / (1 + 0.001 * (r["epoch"] * steps_per_epoch - 1)), rel=1e-5)
+        assert r["lr"] == pytest.approx(
+            r["config.lr"] / (1 + 0.001 * (r["epoch"] * steps_per_epoch - 1)), rel=1e-5
+        )
 
 
 def make_spec(text):
@@ -130,7 +132,9 @@ space:
 """
     )
     # A config that slipped past validation: Keras refuses momentum 1.5 inside the trial.
-    bad = spec.space[1].model_copy(update={"params": {**spec.space[1].params, "momentum": Dist("fixed", (1.5,))}})
+    bad = spec.space[1].model_copy(
+        update={"params": {**spec.space[1].params, "momentum": Dist("fixed", (1.5,))}}
+    )
     spec = spec.model_copy(update={"space": [spec.space[0], bad]})
     outcome = run_sweep(spec, storage=str(tmp_path), data=str(cifar_archive), quiet=True)
     trials = {t["config.momentum"]: t for t in load_trials(outcome.sweep_dir).to_pylist()}
@@ -155,7 +159,10 @@ def test_unwritable_storage_stops_the_sweep_and_resume_completes_it(local_ray, c
         broken.set()
 
     threading.Thread(target=break_storage, daemon=True).start()
-    with pytest.raises(SinkError, match=rf"cannot write results to {tmp_path}/storage .*fix the storage and run again with --resume"):
+    with pytest.raises(
+        SinkError,
+        match=rf"cannot write results to {tmp_path}/storage .*fix the storage and run again with --resume",
+    ):
         run_sweep(spec, storage=str(tmp_path), data=str(cifar_archive), quiet=True)
     assert broken.is_set()
     saved = ds.dataset(str(metrics.with_name("metrics.saved"))).to_table()

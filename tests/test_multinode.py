@@ -34,7 +34,9 @@ def make_spec(text):
     return parse_spec(parse_yaml(text, "test.yaml"), "test.yaml")
 
 
-def test_fractional_gpus_pack_two_trials_per_node_and_rows_name_their_node(cluster, cifar_archive, tmp_path, monkeypatch):
+def test_fractional_gpus_pack_two_trials_per_node_and_rows_name_their_node(
+    cluster, cifar_archive, tmp_path, monkeypatch
+):
     import ray
 
     workers = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
@@ -106,7 +108,9 @@ max_failures: 2
             parts = list((sweep_dir / "metrics").glob("part-*.parquet")) if sweep_dir.exists() else []
             if parts and ds.dataset([str(p) for p in parts]).count_rows() >= 2:
                 # Kill the node the trial runs on; the other one is free.
-                node_id = ds.dataset([str(p) for p in parts]).to_table(columns=["node_id"])["node_id"][0].as_py()
+                node_id = (
+                    ds.dataset([str(p) for p in parts]).to_table(columns=["node_id"])["node_id"][0].as_py()
+                )
                 cluster.remove_node(nodes[node_id], allow_graceful=False)
                 killed["node_id"] = node_id
                 return

@@ -166,3 +166,29 @@ def test_rerunning_a_finished_sweep_name_is_refused(arms_sweep, cifar_archive):
 def test_resume_of_an_unknown_sweep_is_refused(tmp_path, cifar_archive):
     with pytest.raises(SweepError, match=r"--resume: no sweep 'arms' in .*run it without --resume first"):
         sweep(ARMS, tmp_path, cifar_archive, resume=True)
+
+
+def test_tpe_searches_across_arms_and_repeats_each_suggestion(local_ray, cifar_archive, tmp_path):
+    text = """
+name: tpe
+data: {classes: [airplane, automobile]}
+epochs: 1
+batch_size: 32
+repeats: 2
+search: tpe
+num_samples: 3
+space:
+  - {optimizer: sgd, lr: {loguniform: [0.001, 0.1]}, momentum: {uniform: [0.0, 0.9]}}
+  - {optimizer: adam, lr: {loguniform: [0.0001, 0.01]}}
+"""
+    outcome = sweep(text, tmp_path, cifar_archive)
+    trials = load_trials(outcome.sweep_dir).to_pylist()
+    assert len(trials) == 3 * 2 and outcome.counts == {"done": 6}
+    by_config = {}
+    for t in trials:
+        by_config.setdefault((t["config.optimizer"], t["config.lr"], t["config.momentum"]), []).append(
+            t["seed"]
+        )
+    assert sorted(map(sorted, by_config.values())) == [[0, 1]] * 3  # each suggestion over both seeds
+    for optimizer, _, momentum in by_config:
+        assert (momentum is None) == (optimizer == "adam")  # each arm samples only its own parameters
