@@ -124,6 +124,7 @@ def validate(
         f"{sweep_file}: ok: {spec.name}: {spec.trial_count()} trials x {spec.epochs} epochs, "
         f"arms: {arms}, scheduler: {spec.scheduler.name}, search: {spec.search}",
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -190,10 +190,10 @@ class Arm(BaseModel):
 
     @property
     def label(self) -> str:
-        """A readable name: ``sgd/step``, ``adam``, or the choices joined."""
+        """A readable name: ``sgd/step``, ``sgd/constant``, ``adam``, or the choices joined."""
         optimizer = "|".join(self.optimizers)
         schedule = "|".join(self.schedules)
-        return optimizer if schedule == "constant" else f"{optimizer}/{schedule}"
+        return optimizer if schedule == "constant" and optimizer != "sgd" else f"{optimizer}/{schedule}"
 
 
 def parse_arm(raw: Any, where: str) -> Arm:

@@ -1,0 +1,75 @@
+"""The command line, run as a user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def lrtune(*args, cwd=ROOT, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "lrtune", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
+
+
+def test_validate_counts_the_trials_of_a_library_sweep():
+    result = lrtune("validate", "sweeps/seed-article.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "seed-article: 24 trials x 100 epochs" in result.stdout
+    assert "arms: sgd/constant, sgd/time, sgd/step, sgd/exponential, adagrad, adadelta, rmsprop, adam" in result.stdout
+
+
+def test_set_shrinks_a_sweep_without_editing_it():
+    result = lrtune("validate", "sweeps/lr-drop.yaml", "--set", "epochs=3", "--set", "num_samples=1", "--set", "repeats=1")
+    assert result.returncode == 0, result.stderr
+    assert "lr-drop: 3 trials x 3 epochs" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", "sweeps/nope.yaml"], "sweeps/nope.yaml: no such sweep file"),
+        (["validate", "sweeps/quickstart.yaml", "--set", "epoch=3"], "--set epoch: no such setting; allowed: name, data"),
+        (["validate", "sweeps/quickstart.yaml", "--set", "space.9.lr=0.1"], "--set space.9.lr: space.9 is not an arm index (0..4)"),
+        (["sweep", "sweeps/quickstart.yaml", "--set", "scheduler.asha.grace=1"], "scheduler.asha.grace: unknown key"),
+        (["sweep", "sweeps/quickstart.yaml", "--storage", "{tmp}", "--resume"], "--resume: no sweep 'quickstart' in"),
+    ],
+)
+def test_bad_invocations_exit_2_with_a_clear_message(args, message, tmp_path):
+    result = lrtune(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.returncode == 2
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_option_is_refused_by_name():
+    result = lrtune("sweep", "sweeps/quickstart.yaml", "--epochs", "3")
+    assert result.returncode == 2
+    assert "No such option: --epochs" in result.stderr
+
+
+def test_missing_data_names_the_path_and_no_sweep_folder_is_left(tmp_path):
+    result = lrtune("sweep", "sweeps/quickstart.yaml", "--data", tmp_path / "missing.tar.gz", "--storage", tmp_path / "r")
+    assert result.returncode == 2
+    assert "missing.tar.gz" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r" / "quickstart").exists()  # nothing half-done
+
+
+def test_schedules_prints_formulas_and_draws_them(tmp_path):
+    png = tmp_path / "lr.png"
+    result = lrtune("schedules", "--plot", png, "--epochs", "30", "--set", "step.drop=0.25")
+    assert result.returncode == 0, result.stderr
+    assert "step  lr(epoch) = lr * drop ** floor(epoch / epochs_drop)" in result.stdout
+    assert "lr=0.1, drop=0.25, epochs_drop=10" in result.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_of_a_missing_sweep_is_a_clear_error(tmp_path):
+    result = lrtune("results", tmp_path)
+    assert result.returncode == 2
+    assert "no metrics/ dataset here" in result.stderr
