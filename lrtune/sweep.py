@@ -361,7 +361,9 @@ def _tune_config(spec: SweepSpec, max_concurrent: int | None):
         time_budget_s=spec.time_budget_s,
         scheduler=make_scheduler(spec),
         search_alg=search_alg,
-        reuse_actors=False,
+        # A finished trial's process takes the next trial: TensorFlow is
+        # imported once per worker, not once per trial (seconds each).
+        reuse_actors=True,
         trial_dirname_creator=lambda trial: f"{trial.trial_id}",
     )
 

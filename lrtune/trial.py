@@ -162,6 +162,7 @@ def run_trial(
     from lrtune.optimizers import build_optimizer
     from lrtune.reporter import Reporter, load_checkpoint
 
+    keras.backend.clear_session()  # a reused worker drops the previous trial's model
     seed = int(config.get("seed", 0))
     keras.utils.set_random_seed(seed)
     optimizer_name, schedule, optimizer_settings = split_config(config)
