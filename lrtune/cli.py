@@ -91,7 +91,7 @@ def _print_outcome(spec, outcome) -> None:
     scored = [r for r in rows if r["best_metric"] is not None]
     scored.sort(key=lambda r: r["best_metric"], reverse=spec.metric_mode == "max")
     table = Table(title=f"best trials by {spec.metric}", title_justify="left")
-    for column in ("trial", "family", "config", spec.metric, "epoch", "status"):
+    for column in ("trial", "family", spec.metric, "epoch", "status", "config"):
         table.add_column(column)
     for r in scored[:5]:
         config = describe(r)

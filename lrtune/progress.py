@@ -124,7 +124,7 @@ def best_table(
 ) -> Table:
     """The ``top`` trials by their best ``metric`` so far, as a rich table."""
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for column in ("trial", "family", "config", f"best {metric}", "epoch", "status"):
+    for column in ("trial", "family", f"best {metric}", "epoch", "status", "config"):
         table.add_column(column)
     scored = []
     for trial in trials:
@@ -147,10 +147,10 @@ def best_table(
         table.add_row(
             trial.trial_id,
             family(hyper.get("optimizer"), hyper.get("schedule")),
-            config,
             f"{value:.4f}",
             str(epoch),
             sink.trial_status(trial).replace("_", " "),
+            config,
         )
     return table
 
