@@ -96,7 +96,7 @@ def _print_outcome(spec, outcome) -> None:
     for r in scored[:5]:
         config = describe(r)
         table.add_row(
-            r["trial_id"], r["family"], config, f"{r['best_metric']:.4f}", str(r["best_epoch"]), r["status"]
+            r["trial_id"], r["family"], f"{r['best_metric']:.4f}", str(r["best_epoch"]), r["status"], config
         )
     out.print(table)
     errors = [r for r in rows if r["status"] == "error"]
