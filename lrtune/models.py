@@ -44,7 +44,7 @@ def seed_tiny(num_classes: int, input_shape: tuple[int, ...] = INPUT_SHAPE) -> k
             layers.Flatten(),
             layers.Dense(16, activation="relu"),
             layers.Dropout(0.5),
-            layers.Dense(num_classes, activation="softmax"),
+            layers.Dense(num_classes, activation="softmax", dtype="float32"),  # stable under mixed precision
         ],
         name="seed_tiny",
     )
@@ -73,7 +73,7 @@ def keras_cifar10_cnn(num_classes: int, input_shape: tuple[int, ...] = INPUT_SHA
             layers.Flatten(),
             layers.Dense(512, activation="relu"),
             layers.Dropout(0.5),
-            layers.Dense(num_classes, activation="softmax"),
+            layers.Dense(num_classes, activation="softmax", dtype="float32"),  # stable under mixed precision
         ],
         name="keras_cifar10_cnn",
     )

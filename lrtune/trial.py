@@ -96,10 +96,10 @@ def configure_tensorflow(threads: int | None, mixed_precision: bool = False) -> 
     except RuntimeError:
         # The runtime is already up (a reused worker): its settings stay.
         pass
-    if mixed_precision:
-        import keras
+    import keras
 
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    # Process-wide: set it either way, since a reused worker may have run another sweep.
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
 
 
 def trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
