@@ -151,7 +151,7 @@ def parse_dist(key: str, raw: Any) -> Dist:
     >>> parse_dist("drop", {"grid": [0.5, 1.5]})
     Traceback (most recent call last):
     ...
-    lrtune.space.SpaceError: drop: 1.5 is not in (0, 1]
+    lrtune.space.SpaceError: drop.grid: 1.5 is not in (0, 1]
     """
     if key not in PARAMS:
         raise SpaceError(key, f"unknown hyperparameter; allowed: {', '.join(PARAMS)}")

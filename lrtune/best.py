@@ -1,0 +1,589 @@
+"""Choosing a configuration from a sweep's results, honestly.
+
+A *configuration* is one combination of the ``config.*`` columns (nulls
+equal); its trials differ only in ``repeat`` and ``seed``. :func:`choose`
+takes each trial's metric at its final (or best) epoch, averages the
+repeats of each configuration and picks the best mean, then lists every
+other configuration whose 95% confidence interval overlaps the best's:
+when there are any, the sweep has not separated them and the output says
+so instead of naming one winner.
+
+For configuration *c* with values :math:`x_1..x_n` (one per repeat)::
+
+    mean = sum(x) / n
+    std  = sqrt(sum((x - mean)^2) / (n - 1))        # NaN for n = 1
+    CI   = mean -/+ t_{0.975, n-1} * std / sqrt(n)  # (mean, mean) for n = 1
+
+Only trials that ran every epoch (status ``done``) are compared: a trial
+stopped early is not comparable at its last epoch, and diverged or failed
+trials are reported, never chosen. If no trial is done yet, the stopped
+(and still running) trials are compared at their last epoch, and the note
+says so.
+
+:func:`read_results` merges ``metrics/``, ``trials.parquet`` and
+``sweep.yaml`` into one record per trial; :mod:`lrtune.report` draws from
+the same records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from lrtune import results
+from lrtune.results import CONFIG_COLUMNS
+
+__all__ = [
+    "METRICS",
+    "Candidate",
+    "Choice",
+    "SweepResults",
+    "Trial",
+    "choose",
+    "choose_from",
+    "format_choice",
+    "read_results",
+    "t_critical",
+]
+
+#: The per-epoch metrics a choice can be made on.
+METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
+
+#: Per-epoch columns kept for each trial.
+CURVES = ("lr", *METRICS)
+
+# Two-sided 95% critical values of Student's t, t_{0.975, df}, df = 1..30
+# (any statistics table, e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2).
+_T_975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+_Z_975 = 1.959964
+
+
+def t_critical(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom.
+
+    ``mean -/+ t_critical(n - 1) * std / sqrt(n)`` is the two-sided 95%
+    confidence interval of a mean of ``n`` samples. Up to ``df = 30`` the
+    value comes from the table; beyond, from the Cornish-Fisher expansion
+    around the normal quantile ``z = 1.96`` (error < 0.001 there, and it
+    tends to 1.96 as ``df`` grows)::
+
+        t = z + (z^3 + z) / (4 df) + (5 z^5 + 16 z^3 + 3 z) / (96 df^2)
+              + (3 z^7 + 19 z^5 + 17 z^3 - 15 z) / (384 df^3)
+
+    >>> t_critical(1), t_critical(4), t_critical(30)
+    (12.706, 2.776, 2.042)
+    >>> round(t_critical(60), 3), round(t_critical(10_000), 3)
+    (2.0, 1.96)
+    """
+    if isinstance(df, bool) or not isinstance(df, (int, np.integer)) or df < 1:
+        raise ValueError(f"`df` must be an integer >= 1 (degrees of freedom, n - 1). Received: df={df!r}")
+    if df <= len(_T_975):
+        return _T_975[df - 1]
+    z = _Z_975
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+# --- one record per trial -----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trial:
+    """One trial: its status, hyperparameters and per-epoch curves.
+
+    ``config`` has every name of :data:`~lrtune.results.CONFIG_COLUMNS`
+    (None where the trial's optimizer and schedule do not use it).
+    ``epochs`` holds the epochs recorded in ``metrics/`` (1-based) and
+    ``curves[name]`` the value of ``lr``/``loss``/... at each (NaN where
+    missing). A trial that failed before its first epoch has none.
+    """
+
+    trial_id: str
+    status: str
+    family: str
+    config: Mapping[str, Any]
+    repeat: int | None = None
+    error: str | None = None
+    epochs: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=int))
+    curves: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def epochs_run(self) -> int:
+        return int(self.epochs.max()) if len(self.epochs) else 0
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """The configuration: trials with equal keys differ only by seed."""
+        return tuple(self.config[name] for name in CONFIG_COLUMNS)
+
+    def value(self, metric: str, mode: str, at: str) -> float:
+        """``metric`` at the last recorded epoch (``at="final"``) or its best one.
+
+        NaN when the trial has no finite value of ``metric``.
+        """
+        curve = self.curves.get(metric)
+        if curve is None or not len(curve):
+            return math.nan
+        if at == "final":
+            return float(curve[-1])
+        finite = curve[np.isfinite(curve)]
+        if not len(finite):
+            return math.nan
+        return float(finite.max() if mode == "max" else finite.min())
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SweepResults:
+    """A sweep's results as read now: settings from ``sweep.yaml``, one :class:`Trial` each.
+
+    ``epochs`` is the number each trial is meant to run (None without
+    ``sweep.yaml``). ``trials_file`` says whether ``trials.parquet`` was
+    there; without it statuses come from the last ``status`` in
+    ``metrics/`` (``done``, ``diverged`` or ``running``).
+    """
+
+    sweep_dir: str
+    name: str
+    metric: str
+    mode: str
+    epochs: int | None
+    trials: tuple[Trial, ...]
+    trials_file: bool
+
+    def families(self) -> list[str]:
+        """Families present, in the order the reports show them."""
+        return sorted({t.family for t in self.trials}, key=family_order)
+
+
+#: Families in the order of the seed article, then the rest alphabetically.
+_FAMILY_ORDER = ("constant", "time", "step", "exponential", "adagrad", "adadelta", "rmsprop", "adam")
+
+
+def family_order(name: str) -> tuple[int, str]:
+    """Sort key: the seed article's order, unknown families after."""
+    return (_FAMILY_ORDER.index(name) if name in _FAMILY_ORDER else len(_FAMILY_ORDER), name)
+
+
+def default_mode(metric: str) -> str:
+    """``min`` for losses, ``max`` for accuracies."""
+    return "min" if metric.endswith("loss") else "max"
+
+
+def _plain(value: Any) -> Any:
+    """A Python scalar for a Parquet/NumPy one; NaN becomes None."""
+    if value is None:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _read_sweep_file(sweep_dir: str) -> dict[str, Any] | None:
+    import yaml
+
+    from lrtune.results import _filesystem
+
+    filesystem, root = _filesystem(sweep_dir)
+    path = f"{root.rstrip('/')}/sweep.yaml"
+    try:
+        with filesystem.open_input_stream(path) as f:
+            text = f.read().decode()
+    except FileNotFoundError:
+        return None
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{sweep_dir}/sweep.yaml: expected a mapping (name, metric, epochs, space, ...)")
+    return dict(raw)
+
+
+def read_results(sweep_dir: str) -> SweepResults:
+    """Every trial of the sweep at ``sweep_dir`` (path or URI), as recorded now.
+
+    ``metrics/`` is required; ``trials.parquet`` (statuses, errors) and
+    ``sweep.yaml`` (metric, mode, epochs) are used when present. While a
+    sweep runs ``trials.parquet`` lags the metrics: a trial it still calls
+    ``pending``/``running`` whose last epoch row says ``done`` or
+    ``diverged`` takes that status.
+    """
+    metrics = results.load(sweep_dir)
+    try:
+        trials_table = results.load_trials(sweep_dir)
+    except FileNotFoundError:
+        trials_table = None
+    if metrics.num_rows == 0:
+        raise ValueError(
+            f"{sweep_dir}: metrics/ holds no epochs yet; run this again once a trial has finished an epoch"
+        )
+    spec = _read_sweep_file(sweep_dir) or {}
+
+    metric = spec.get("metric")
+    if metric is None and trials_table is not None and trials_table.num_rows:
+        metric = next((m for m in trials_table["metric"].to_pylist() if m), None)
+    metric = metric or "val_accuracy"
+    if metric not in METRICS:
+        raise ValueError(f"{sweep_dir}/sweep.yaml: metric {metric!r} is not one of {', '.join(METRICS)}")
+    mode = spec.get("mode") or default_mode(metric)
+    epochs = spec.get("epochs")
+    name = spec.get("name") or metrics["sweep"][0].as_py()
+
+    config_names = [f"config.{k}" for k in CONFIG_COLUMNS]
+    columns = metrics.select(
+        ["trial_id", "epoch", "status", "family", "repeat", *CURVES, *config_names]
+    ).to_pydict()
+    rows_by_trial: dict[str, list[int]] = {}
+    for i, trial_id in enumerate(columns["trial_id"]):
+        rows_by_trial.setdefault(trial_id, []).append(i)
+
+    listed = {r["trial_id"]: r for r in trials_table.to_pylist()} if trials_table is not None else {}
+    trials = []
+    for trial_id in sorted(set(rows_by_trial) | set(listed)):
+        rows = rows_by_trial.get(trial_id, [])
+        entry = listed.get(trial_id)
+        if rows:
+            first, last = rows[0], rows[-1]
+            config = {k: _plain(columns[f"config.{k}"][first]) for k in CONFIG_COLUMNS}
+            status_now = columns["status"][last] or "running"
+            fam = columns["family"][first]
+            repeat = columns["repeat"][first]
+        else:
+            config = {k: _plain(entry[f"config.{k}"]) for k in CONFIG_COLUMNS}
+            status_now, fam, repeat = None, entry["family"], entry["repeat"]
+        if entry is None:
+            status = status_now
+        elif entry["status"] in ("pending", "running") and status_now in ("done", "diverged"):
+            status = status_now
+        else:
+            status = entry["status"]
+        trials.append(
+            Trial(
+                trial_id=trial_id,
+                status=status,
+                family=fam
+                or (entry or {}).get("family")
+                or results.family(config["optimizer"], config["schedule"]),
+                config=config,
+                repeat=repeat,
+                error=entry["error"] if entry is not None else None,
+                epochs=np.array([columns["epoch"][i] for i in rows], dtype=int),
+                curves={
+                    c: np.array(
+                        [np.nan if columns[c][i] is None else columns[c][i] for i in rows], dtype=float
+                    )
+                    for c in CURVES
+                },
+            )
+        )
+    return SweepResults(
+        sweep_dir=sweep_dir,
+        name=str(name),
+        metric=metric,
+        mode=mode,
+        epochs=int(epochs) if epochs is not None else None,
+        trials=tuple(trials),
+        trials_file=trials_table is not None,
+    )
+
+
+# --- the choice ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One configuration: its metric over repeats.
+
+    ``config`` holds the hyperparameters that apply (no nulls), as plain
+    Python values. ``std`` is the sample standard deviation (``ddof=1``),
+    NaN for one run; ``ci_low``/``ci_high`` bound the 95% confidence
+    interval of the mean (both the mean for one run).
+    """
+
+    config: dict[str, Any]
+    family: str
+    mean: float
+    std: float
+    n: int
+    ci_low: float
+    ci_high: float
+    values: tuple[float, ...]
+    trial_ids: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The best configuration and the ones the sweep cannot tell apart from it."""
+
+    metric: str
+    mode: str
+    at: str
+    best: Candidate
+    within_noise: tuple[Candidate, ...]
+    ranked: tuple[Candidate, ...]
+    note: str
+
+
+def _candidate(
+    config: Mapping[str, Any], family: str, values: Sequence[float], ids: Sequence[str]
+) -> Candidate:
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    mean = float(x.mean())
+    if n == 1:
+        std, low, high = math.nan, mean, mean
+    else:
+        std = float(x.std(ddof=1))
+        half = t_critical(n - 1) * std / math.sqrt(n)
+        low, high = mean - half, mean + half
+    plain = {}
+    for k, v in config.items():
+        if v is None:
+            continue
+        if k == "epochs_drop" and float(v).is_integer():
+            v = int(v)  # a period of 10 epochs reads better than 10.0
+        plain[k] = v
+    return Candidate(
+        config=plain,
+        family=family,
+        mean=mean,
+        std=std,
+        n=n,
+        ci_low=low,
+        ci_high=high,
+        values=tuple(float(v) for v in x),
+        trial_ids=tuple(ids),
+    )
+
+
+def _counted(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items() if n)
+
+
+def choose(
+    sweep_dir: str,
+    *,
+    metric: str | None = None,
+    family: str | None = None,
+    at: Literal["final", "best"] = "final",
+    top: int = 5,
+) -> Choice:
+    """The best configuration of the sweep at ``sweep_dir``, mean over repeats.
+
+    Args:
+        sweep_dir: ``<storage>/<sweep name>``, a path or a URI.
+        metric: ``val_accuracy``, ``val_loss``, ``accuracy`` or ``loss``;
+            default the sweep's. Its mode is the sweep's ``mode`` for the
+            sweep's metric, else max for accuracies and min for losses.
+        family: only trials of this family (``step``, ``adam``, ...).
+        at: take each trial's metric at its ``final`` epoch or its ``best``
+            one (optimistic: the epoch is picked on the same validation
+            data).
+        top: list at most this many configurations within noise.
+
+    Returns:
+        A :class:`Choice`; its ``note`` says what was compared, what was
+        left out and why, and whether the winner is clear.
+
+    Raises:
+        FileNotFoundError: no ``metrics/`` under ``sweep_dir``.
+        ValueError: a bad argument, or no trial to choose from.
+    """
+    return choose_from(read_results(sweep_dir), metric=metric, family=family, at=at, top=top)
+
+
+def choose_from(
+    sweep: SweepResults,
+    *,
+    metric: str | None = None,
+    family: str | None = None,
+    at: Literal["final", "best"] = "final",
+    top: int = 5,
+) -> Choice:
+    """:func:`choose` on results already read with :func:`read_results`."""
+    if at not in ("final", "best"):
+        raise ValueError(f"`at` must be 'final' or 'best'. Received: at={at!r}")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"`top` must be an integer >= 1. Received: top={top!r}")
+    metric = metric or sweep.metric
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r} is not recorded; choose one of: {', '.join(METRICS)}")
+    mode = sweep.mode if metric == sweep.metric else default_mode(metric)
+
+    pool = list(sweep.trials)
+    if family is not None:
+        pool = [t for t in pool if t.family == family]
+        if not pool:
+            raise ValueError(
+                f"{sweep.sweep_dir}: no trials of family {family!r}; families here: {', '.join(sweep.families())}"
+            )
+    statuses = ("done", "stopped_early", "running", "pending", "diverged", "error")
+    counts = dict.fromkeys(statuses, 0)
+    for t in pool:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    where = f"{sweep.sweep_dir}" + (f" (family {family})" if family else "")
+
+    fallback = counts["done"] == 0
+    eligible_statuses = ("stopped_early", "running") if fallback else ("done",)
+    eligible = [t for t in pool if t.status in eligible_statuses]
+    scored = [(t, t.value(metric, mode, at)) for t in eligible]
+    unscored = [t for t, v in scored if not math.isfinite(v)]
+    scored = [(t, v) for t, v in scored if math.isfinite(v)]
+    if not scored:
+        raise ValueError(
+            f"{where}: no trial to choose from: none has run every epoch or stopped early with a "
+            f"finite {metric} ({_counted(counts)})"
+        )
+
+    groups: dict[tuple, list[tuple[Trial, float]]] = {}
+    for t, v in scored:
+        groups.setdefault(t.key, []).append((t, v))
+    candidates = [
+        _candidate(
+            members[0][0].config,
+            members[0][0].family,
+            [v for _, v in members],
+            [t.trial_id for t, _ in members],
+        )
+        for members in groups.values()
+    ]
+    sign = -1 if mode == "max" else 1
+    ranked = tuple(sorted(candidates, key=lambda c: (sign * c.mean, -c.n, c.trial_ids[0])))
+    best = ranked[0]
+    overlapping = [c for c in ranked[1:] if c.ci_high >= best.ci_low and c.ci_low <= best.ci_high]
+    within = tuple(overlapping[:top])
+
+    # The note, in the order a reader asks: what was compared, what was not, can we tell.
+    where_at = "final epoch" if at == "final" else "best epoch (optimistic: picked on the same data)"
+    lines = [
+        f"Compared {len(candidates)} configuration{'s' if len(candidates) != 1 else ''} "
+        f"({len(scored)} trials) on {metric} ({mode}) at each trial's {where_at}, mean over repeats."
+    ]
+    if fallback:
+        low, high = min(t.epochs_run for t, _ in scored), max(t.epochs_run for t, _ in scored)
+        ran = f"{low}" if low == high else f"{low} to {high}"
+        epochs = f"all {sweep.epochs} epochs" if sweep.epochs else "every epoch"
+        lines.append(
+            f"No {family + ' ' if family else ''}trial has run {epochs} yet: compared {_counted({s: counts[s] for s in eligible_statuses})} "
+            f"trials at their last epoch (after {ran} epochs), which is not a fair comparison; "
+            "choose again when the sweep has finished."
+        )
+    left_out = {s: n for s, n in counts.items() if s not in eligible_statuses and n}
+    reasons = {
+        "stopped_early": "ran fewer epochs, not comparable at their last epoch",
+        "diverged": "never chosen",
+        "error": "never chosen",
+        "running": "not finished",
+        "pending": "not started",
+    }
+    if left_out:
+        parts = [f"{n} {s.replace('_', ' ')} ({reasons.get(s, 'not compared')})" for s, n in left_out.items()]
+        lines.append("Excluded: " + "; ".join(parts) + ".")
+    if unscored:
+        lines.append(f"Excluded: {len(unscored)} trials with no finite {metric}.")
+    key = next(t.key for t in pool if t.trial_id == best.trial_ids[0])
+    dropped = [t for t in pool if t.key == key and t.trial_id not in best.trial_ids and t.status != "pending"]
+    if dropped:
+        how = _counted({s: sum(t.status == s for t in dropped) for s in sorted({t.status for t in dropped})})
+        lines.append(
+            f"The best configuration has {len(dropped)} more run{'s' if len(dropped) != 1 else ''} "
+            f"not in its mean ({how}): the runs that survived may flatter it."
+        )
+    if best.n == 1 and dropped:
+        lines.append("Only one run of the best finished: no spread to judge noise.")
+    elif best.n == 1:
+        runs = "One run per configuration" if all(c.n == 1 for c in ranked) else "One run of the best"
+        lines.append(
+            f"{runs}: no spread to judge noise; set repeats >= 2 "
+            "(the seed article's own reruns differ by up to 3 points)."
+        )
+    if overlapping:
+        shown = "" if len(overlapping) <= top else f" (the {top} best are listed)"
+        lines.append(
+            f"The top {len(overlapping) + 1} configurations are within noise of each other: "
+            f"{len(overlapping)} other 95% CI{'s' if len(overlapping) != 1 else ''} overlap the best's"
+            f"{shown}. There is no single winner; rerun these with more repeats to separate them."
+        )
+    elif len(ranked) > 1 and best.n > 1:
+        lines.append("No other configuration's 95% CI overlaps the best's: a clear winner.")
+    return Choice(
+        metric=metric, mode=mode, at=at, best=best, within_noise=within, ranked=ranked, note=" ".join(lines)
+    )
+
+
+# --- output -------------------------------------------------------------------
+
+
+def _flow(config: Mapping[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(dict(config), default_flow_style=True, sort_keys=False, width=10_000).strip()
+
+
+def _spread(c: Candidate) -> str:
+    std = "n/a" if math.isnan(c.std) else f"{c.std:.4f}"
+    return f"{c.mean:.4f} ± {std} (n={c.n})"
+
+
+def _as_json(c: Candidate) -> dict[str, Any]:
+    return {
+        "config": dict(c.config),
+        "family": c.family,
+        "mean": c.mean,
+        "std": None if math.isnan(c.std) else c.std,
+        "n": c.n,
+        "ci": [c.ci_low, c.ci_high],
+        "values": list(c.values),
+        "trial_ids": list(c.trial_ids),
+    }
+
+
+def format_choice(choice: Choice, fmt: Literal["yaml", "json"] = "yaml") -> str:
+    """``choice`` as a YAML fragment to paste into a sweep file, or as JSON.
+
+    YAML: comment lines with the numbers and the note, then ``space:``
+    mapping each hyperparameter of the best configuration to its value.
+    JSON: ``metric``, ``mode``, ``at``, ``best`` and ``within_noise``
+    (each ``config``, ``family``, ``mean``, ``std`` (null for one run),
+    ``n``, ``ci``, ``values``, ``trial_ids``) and ``note``.
+    """
+    if fmt == "json":
+        data = {
+            "metric": choice.metric,
+            "mode": choice.mode,
+            "at": choice.at,
+            "best": _as_json(choice.best),
+            "within_noise": [_as_json(c) for c in choice.within_noise],
+            "note": choice.note,
+        }
+        return json.dumps(data, indent=2, allow_nan=False) + "\n"
+    if fmt != "yaml":
+        raise ValueError(f"`fmt` must be 'yaml' or 'json'. Received: fmt={fmt!r}")
+    import yaml
+
+    best = choice.best
+    lines = [
+        f"# best {choice.metric} ({choice.mode}) at each trial's {choice.at} epoch: {best.family}",
+        f"# {choice.metric} {_spread(best)}: mean ± sample std over repeats, "
+        f"95% CI [{best.ci_low:.4f}, {best.ci_high:.4f}]",
+        f"# trials: {', '.join(best.trial_ids)}",
+    ]
+    if choice.within_noise:
+        lines.append("# within noise of the best (95% CIs overlap), not separated by this sweep:")
+        lines += [f"#   {c.family}: {_flow(c.config)}  {_spread(c)}" for c in choice.within_noise]
+    lines += ["# " + line for line in textwrap.wrap(choice.note, 100)]
+    lines.append(yaml.safe_dump({"space": dict(best.config)}, sort_keys=False).rstrip())
+    return "\n".join(lines) + "\n"
