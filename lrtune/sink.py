@@ -22,7 +22,10 @@ How rows land exactly once, across retries, kills and resumes:
 When the sweep ends the small files are compacted into one. The compacted
 file lists the files it replaces in its metadata, so a compaction
 interrupted half-way is finished on the next start instead of leaving
-duplicates.
+duplicates. Compaction is the one moment a plain reader of the directory
+can see a row twice or a file vanish under it (no single rename replaces
+many files); it comes after the last trial, and
+:func:`lrtune.results.load` drops duplicates.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -45,14 +48,46 @@ space:
 """
 
 
+def read_while_running(metrics_dir: Path, done: threading.Event, reads: list):
+    """Read the dataset with plain pyarrow, again and again, as a user would."""
+    while not done.is_set():
+        if metrics_dir.is_dir() and any(metrics_dir.glob("*.parquet")):
+            try:
+                table = ds.dataset(str(metrics_dir)).to_table(columns=["trial_id", "epoch"])
+            except FileNotFoundError:
+                # Only the final compaction removes files, after the last trial.
+                assert any(metrics_dir.glob("compacted-*.parquet"))
+                return
+            reads.append({(r["trial_id"], r["epoch"]) for r in table.to_pylist()})
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def arms_sweep(local_ray, cifar_archive, tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage")
-    outcome = sweep(ARMS, storage, cifar_archive)
+    done, reads = threading.Event(), []
+    reader = threading.Thread(target=read_while_running, args=(storage / "arms" / "metrics", done, reads))
+    reader.start()
+    try:
+        outcome = sweep(ARMS, storage, cifar_archive)
+    finally:
+        done.set()
+        reader.join()
+    READS.extend(reads)
     from ray._private.internal_api import memory_summary
 
     plasma = memory_summary(stats_only=True)
     return outcome, plasma
+
+
+READS: list[set] = []
+
+
+def test_the_dataset_reads_while_the_sweep_runs_and_only_grows(arms_sweep):
+    assert len(READS) >= 3
+    for before, after in zip(READS, READS[1:]):
+        assert before <= after  # nothing seen once ever disappears
+    assert len(READS[-1]) > len(READS[0])
 
 
 def test_every_trial_epoch_lands_once_with_the_documented_columns(arms_sweep):
