@@ -85,7 +85,7 @@ READS: list[set] = []
 
 def test_the_dataset_reads_while_the_sweep_runs_and_only_grows(arms_sweep):
     assert len(READS) >= 3
-    for before, after in zip(READS, READS[1:]):
+    for before, after in zip(READS, READS[1:], strict=False):
         assert before <= after  # nothing seen once ever disappears
     assert len(READS[-1]) > len(READS[0])
 
