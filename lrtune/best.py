@@ -197,12 +197,12 @@ def _plain(value: Any) -> Any:
 def _read_sweep_file(sweep_dir: str) -> dict[str, Any] | None:
     import yaml
 
-    from lrtune.results import _filesystem
+    from lrtune.results import filesystem
 
-    filesystem, root = _filesystem(sweep_dir)
+    fs_, root = filesystem(sweep_dir)
     path = f"{root.rstrip('/')}/sweep.yaml"
     try:
-        with filesystem.open_input_stream(path) as f:
+        with fs_.open_input_stream(path) as f:
             text = f.read().decode()
     except FileNotFoundError:
         return None

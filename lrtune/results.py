@@ -28,6 +28,7 @@ __all__ = [
     "TRIALS_SCHEMA",
     "CONFIG_COLUMNS",
     "family",
+    "filesystem",
     "load",
     "load_trials",
     "metrics_path",
@@ -162,10 +163,19 @@ def trials_path(sweep_dir: str) -> str:
     return f"{sweep_dir.rstrip('/')}/trials.parquet"
 
 
-def _filesystem(path: str):
+def filesystem(path: str):
+    """``(pyarrow filesystem, path in it)`` for a local path or a URI.
+
+    >>> type(filesystem("/tmp/x")[0]).__name__, filesystem("file:///tmp/x")[1]
+    ('LocalFileSystem', '/tmp/x')
+    """
+    import os
+
     from pyarrow import fs
 
-    return fs.FileSystem.from_uri(path) if "://" in path else (fs.LocalFileSystem(), path)
+    if "://" in path:
+        return fs.FileSystem.from_uri(path)
+    return fs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
 
 
 def load(sweep_dir: str) -> pa.Table:
@@ -178,16 +188,16 @@ def load(sweep_dir: str) -> pa.Table:
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    filesystem, root = _filesystem(sweep_dir)
+    fs_, root = filesystem(sweep_dir)
     path = metrics_path(root)
-    info = filesystem.get_file_info(path)
+    info = fs_.get_file_info(path)
     from pyarrow import fs
 
     if info.type == fs.FileType.NotFound:
         raise FileNotFoundError(
             f"{sweep_dir}: no metrics/ dataset here; expected <storage>/<sweep name> of a sweep"
         )
-    table = ds.dataset(path, filesystem=filesystem, schema=METRICS_SCHEMA, format="parquet").to_table()
+    table = ds.dataset(path, filesystem=fs_, schema=METRICS_SCHEMA, format="parquet").to_table()
     if table.num_rows == 0:
         return table
     table = table.sort_by([("trial_id", "ascending"), ("epoch", "ascending")])
@@ -202,10 +212,10 @@ def load_trials(sweep_dir: str) -> pa.Table:
     """The ``trials.parquet`` table of the sweep at ``sweep_dir``."""
     import pyarrow.parquet as pq
 
-    filesystem, root = _filesystem(sweep_dir)
+    fs_, root = filesystem(sweep_dir)
     path = trials_path(root)
     try:
-        return pq.read_table(path, filesystem=filesystem, schema=TRIALS_SCHEMA)
+        return pq.read_table(path, filesystem=fs_, schema=TRIALS_SCHEMA)
     except FileNotFoundError:
         raise FileNotFoundError(f"{sweep_dir}: no trials.parquet here yet") from None
 

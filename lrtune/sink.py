@@ -33,7 +33,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -50,6 +49,7 @@ from lrtune.results import (
     TRIALS_SCHEMA,
     config_columns,
     family,
+    filesystem,
     metrics_path,
     trials_path,
 )
@@ -104,10 +104,7 @@ class ParquetSink(Callback):
         self.mode = mode
         self.epochs = epochs
         self.flush_seconds = flush_seconds
-        if "://" in self.sweep_dir:
-            self._fs, self._root = fs.FileSystem.from_uri(self.sweep_dir)
-        else:
-            self._fs, self._root = fs.LocalFileSystem(), os.path.abspath(self.sweep_dir)
+        self._fs, self._root = filesystem(self.sweep_dir)
         self._session = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self._sequence = 0
         self._buffer: list[dict[str, Any]] = []

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from lrtune.results import filesystem as results_filesystem
 from lrtune.spec import SweepSpec
 
 __all__ = ["run_sweep", "SweepOutcome", "SweepError", "param_space", "make_scheduler", "sweep_dir_for"]
@@ -192,27 +193,24 @@ def _on_network_filesystem(path: str) -> bool:
 
 
 def _save_spec(spec: SweepSpec, sweep_dir: str) -> None:
-    from pyarrow import fs
-
-    filesystem, root = (
-        fs.FileSystem.from_uri(sweep_dir) if "://" in sweep_dir else (fs.LocalFileSystem(), sweep_dir)
-    )
-    filesystem.create_dir(root, recursive=True)
-    with filesystem.open_output_stream(f"{root}/sweep.yaml") as f:
-        f.write(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False).encode())
+    fs_, root = results_filesystem(sweep_dir)
+    try:
+        fs_.create_dir(root, recursive=True)
+        with fs_.open_output_stream(f"{root}/sweep.yaml") as f:
+            f.write(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False).encode())
+    except OSError as e:
+        raise SweepError(f"cannot write to --storage {sweep_dir}: {e}") from None
 
 
 def _read_saved_spec(sweep_dir: str) -> dict[str, Any] | None:
-    from pyarrow import fs
-
-    filesystem, root = (
-        fs.FileSystem.from_uri(sweep_dir) if "://" in sweep_dir else (fs.LocalFileSystem(), sweep_dir)
-    )
+    fs_, root = results_filesystem(sweep_dir)
     try:
-        with filesystem.open_input_stream(f"{root}/sweep.yaml") as f:
+        with fs_.open_input_stream(f"{root}/sweep.yaml") as f:
             return yaml.safe_load(f.read().decode())
-    except (FileNotFoundError, OSError):
+    except FileNotFoundError:
         return None
+    except OSError as e:
+        raise SweepError(f"cannot read --storage {sweep_dir}: {e}") from None
 
 
 def run_sweep(
