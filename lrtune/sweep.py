@@ -148,14 +148,17 @@ def _init_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    quiet_workers = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
-    ray.init(
-        address=address,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-        include_dashboard=False if address is None else None,
-        runtime_env={"env_vars": quiet_workers},
-    )
+    if address is None:
+        # An embedded Ray: quiet workers (no TensorFlow banner per trial).
+        ray.init(
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            include_dashboard=False,
+            runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}},
+        )
+    else:
+        # A cluster (or a `ray job submit` driver): keep the job's own runtime env.
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     return True
 
 
