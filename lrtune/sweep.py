@@ -158,7 +158,13 @@ def _init_ray(address: str | None) -> bool:
         )
     else:
         # A cluster (or a `ray job submit` driver): keep the job's own runtime env.
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        except ConnectionError as e:
+            raise SweepError(
+                f"--address {address}: cannot join a Ray cluster there ({e}). Start one "
+                "(`ray up cluster.yaml`, `ray start --head`), or leave out --address for a local Ray."
+            ) from None
     return True
 
 

@@ -130,3 +130,63 @@ max_failures: 2
     for r in metrics:
         assert r["lr"] == pytest.approx(0.02 / (1 + 0.001 * (r["epoch"] * steps_per_epoch - 1)), rel=1e-5)
     assert load_trials(outcome.sweep_dir)["status"].to_pylist() == ["done"]
+
+
+def port_free() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_lrtune_sweep_joins_a_running_cluster_by_address(cifar_archive, tmp_path):
+    """`ray start --head` then `lrtune sweep --address`: the cluster path, end to end."""
+    import subprocess
+    import sys
+
+    port = port_free()
+    ray = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
+    subprocess.run(
+        [
+            *ray,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        sweep_file = tmp_path / "joined.yaml"
+        sweep_file.write_text(
+            "name: joined\ndata: {classes: [airplane, automobile]}\nepochs: 2\nbatch_size: 32\n"
+            "space: {optimizer: sgd, lr: {grid: [0.01, 0.05]}}\n"
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lrtune",
+                "sweep",
+                str(sweep_file),
+                "--address",
+                "auto",
+                "--data",
+                str(cifar_archive),
+                "--storage",
+                str(tmp_path / "results"),
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "joined: 2 trials (2 done)" in result.stdout
+        assert load(str(tmp_path / "results" / "joined")).num_rows == 4
+    finally:
+        subprocess.run([*ray, "stop", "--force"], capture_output=True)
