@@ -34,7 +34,8 @@ class Reporter(keras.callbacks.Callback):
     The row: ``epoch`` (1-based), ``lr`` applied by the epoch's last update
     (read from the optimizer), ``loss``, ``accuracy``, ``val_loss``,
     ``val_accuracy``, ``epoch_seconds`` (training plus validation),
-    ``images_per_second`` (training images / training seconds), ``status``
+    ``images_per_second`` (training images / training seconds), ``epoch_end``
+    (Unix time), ``status``
     and the fields of ``extra``. ``status`` is ``running``, ``done`` at the
     last epoch, or ``diverged``: a NaN or infinite loss stops training at
     the end of that epoch instead of raising, and writes no checkpoint.
@@ -91,7 +92,8 @@ class Reporter(keras.callbacks.Callback):
             "epoch_seconds": now - self._epoch_start,
             "images_per_second": self._num_train / max(train_seconds, 1e-9),
             "status": self.status,
-            "timestamp": time.time(),
+            # Tune overwrites a result's "timestamp" with whole seconds of its own.
+            "epoch_end": time.time(),
             **self._extra,
         }
         self.history.append(row)

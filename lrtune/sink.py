@@ -200,7 +200,7 @@ class ParquetSink(Callback):
             return False
         self._keys.add(key)
         hyper = trial_config(config)
-        timestamp = float(result.get("timestamp") or time.time())
+        timestamp = float(result.get("epoch_end") or result.get("timestamp") or time.time())
         row = {
             "sweep": self.sweep,
             "trial_id": trial_id,

@@ -151,6 +151,8 @@ def _init_ray(address: str | None) -> bool:
     if address is None:
         # An embedded Ray: quiet workers (no TensorFlow banner per trial).
         ray.init(
+            # "local": a new Ray, never one that `ray start` left running here.
+            address="local",
             log_to_driver=False,
             logging_level=logging.ERROR,
             include_dashboard=False,

@@ -177,8 +177,6 @@ def run_trial(
     initial_epoch, history = 0, []
     if restore_from is not None:
         initial_epoch, history = load_checkpoint(restore_from, model)
-        # A fresh stream of shuffles for the epochs still to run, the same on every resume.
-        keras.utils.set_random_seed(seed * 100_003 + initial_epoch)
     reporter = Reporter(
         report,
         num_train=len(data.x_train),
@@ -190,15 +188,16 @@ def run_trial(
     if initial_epoch >= settings.epochs:
         reporter.status = "done"
         return reporter
+    from lrtune.batches import Batches
+
+    train = Batches(data.x_train, data.y_train, settings.batch_size, shuffle=True, seed=seed)
+    train.set_epoch(initial_epoch)
     model.fit(
-        data.x_train,
-        data.y_train,
-        batch_size=settings.batch_size,
+        train,
         epochs=settings.epochs,
         initial_epoch=initial_epoch,
-        validation_data=(data.x_val, data.y_val),
+        validation_data=Batches(data.x_val, data.y_val, settings.batch_size, shuffle=False),
         callbacks=[reporter],
-        shuffle=True,
         verbose=0,
     )
     return reporter
