@@ -1,0 +1,144 @@
+"""ASHA against the full grid: epochs spent, and whether it finds the grid's best.
+
+Space: step decay, lr grid x drop grid, epochs_drop 5, SGD momentum 0.9,
+seed-tiny on the subset's cats and dogs, `--seeds` trials per configuration.
+The grid runs every trial to the end (fifo); ASHA stops the weak ones.
+Targets: ASHA's epochs <= 1/4 of the grid's, and ASHA's best configuration
+(mean final val_accuracy over its seeds, among trials that finished) scores,
+in the grid run, within 0.5 point of the grid's best.
+"""
+
+import common
+
+
+def config_scores(outcome) -> tuple[dict, str]:
+    """({(lr, drop): mean final val_accuracy over its seeds}, how), among trials that ran every epoch.
+
+    lrtune.best.choose (`lrtune best`) when lrtune has it, else the same mean computed here.
+    """
+    try:
+        from lrtune.best import choose
+    except ImportError:
+        scores = {}
+        for t in outcome.trials.to_pylist():
+            if t["status"] == "done" and t["final_metric"] is not None:
+                scores.setdefault((t["config.lr"], t["config.drop"]), []).append(t["final_metric"])
+        return {c: sum(v) / len(v) for c, v in scores.items()}, "computed here (no lrtune.best)"
+    choice = choose(outcome.sweep_dir)
+    return {(c.config["lr"], c.config["drop"]): c.mean for c in choice.ranked}, choice.note
+
+
+def main():
+    p = common.parser(__doc__)
+    p.add_argument("--lr", type=float, nargs="+", help="default 0.01 0.03 0.1; quick 0.01 0.1")
+    p.add_argument("--drop", type=float, nargs="+", help="default 0.25 0.5 0.75; quick 0.25 0.75")
+    p.add_argument("--epochs", type=int, help="default 20; quick 4")
+    p.add_argument("--seeds", type=int, default=2, help="trials per configuration (the sweep's repeats)")
+    p.add_argument("--grace", type=int, help="ASHA grace period in epochs (default 2; quick 1)")
+    p.add_argument("--reduction", type=float, default=3, help="ASHA reduction factor")
+    p.add_argument(
+        "--limit", type=int, help="training images, 0 = all 2,000 cats and dogs (default 0; quick 1000)"
+    )
+    args = common.parse(
+        p,
+        full=dict(lr=[0.01, 0.03, 0.1], drop=[0.25, 0.5, 0.75], epochs=20, grace=2, limit=0),
+        quick=dict(lr=[0.01, 0.1], drop=[0.25, 0.75], epochs=4, grace=1, limit=1000),
+    )
+    space = {**common.STEP_ARM, "lr": {"grid": args.lr}, "drop": {"grid": args.drop}, "epochs_drop": 5}
+    schedulers = {
+        "grid": "fifo",
+        "asha": {"asha": {"grace_period": args.grace, "reduction_factor": args.reduction}},
+    }
+
+    runs = []
+    for i in range(args.repeats):
+        run = {}
+        for name, scheduler in schedulers.items():
+            spec = common.make_spec(
+                f"early-{name}-{i}",
+                space,
+                epochs=args.epochs,
+                repeats=args.seeds,
+                classes=["cat", "dog"],
+                limit=args.limit or None,
+                scheduler=scheduler,
+            )
+            outcome, wall, _, _ = common.run(spec, args, max_concurrent=args.cores)
+            scores, note = config_scores(outcome)
+            run[name] = {
+                "epochs": sum(outcome.trials["epochs_run"].to_pylist()),
+                "wall_s": wall,
+                "scores": scores,
+                "best": max(scores, key=scores.get),
+                "note": note,
+            }
+        grid, asha = run["grid"], run["asha"]
+        run["epoch_ratio"] = asha["epochs"] / grid["epochs"]
+        run["regret_points"] = 100 * (
+            grid["scores"][grid["best"]] - grid["scores"].get(asha["best"], float("nan"))
+        )
+        runs.append(run)
+        common.table(
+            [
+                f"repeat {i}",
+                "epochs",
+                "wall (s)",
+                "best (lr, drop)",
+                "its val_acc here",
+                "its val_acc in grid",
+            ],
+            [
+                [
+                    name,
+                    r["epochs"],
+                    r["wall_s"],
+                    r["best"],
+                    r["scores"][r["best"]],
+                    grid["scores"].get(r["best"], "-"),
+                ]
+                for name, r in run.items()
+                if name in schedulers
+            ],
+        )
+        for name in schedulers:
+            print(f"{name}: {run[name]['note']}")
+        print(
+            f"ASHA/grid epochs {run['epoch_ratio']:.3f}; ASHA's pick is {run['regret_points']:.2f} points "
+            "below the grid's best\n",
+            flush=True,
+        )
+
+    ratio = common.median(r["epoch_ratio"] for r in runs)
+    regret = common.median(r["regret_points"] for r in runs)
+    within = sum(r["regret_points"] <= 0.5 for r in runs)
+    print(
+        f"{len(args.lr)}x{len(args.drop)} grid x {args.seeds} seeds, {args.epochs} epochs, ASHA grace {args.grace}, "
+        f"reduction {args.reduction:g}; medians over {args.repeats} repeat(s)"
+    )
+    print(f"ASHA/grid epochs: {ratio:.3f} (target <= 0.25): {'ok' if ratio <= 0.25 else 'MISSED'}")
+    print(
+        f"ASHA's pick within 0.5 point of the grid's best in {within}/{len(runs)} repeat(s) "
+        f"(median gap {regret:.2f} points)"
+    )
+    common.emit(
+        "early_stopping",
+        args,
+        epochs=args.epochs,
+        lr=args.lr,
+        drop=args.drop,
+        seeds=args.seeds,
+        grace=args.grace,
+        reduction=args.reduction,
+        limit=args.limit,
+        epoch_ratio=ratio,
+        regret_points=regret,
+        within_half_point=within,
+        runs=len(runs),
+        grid_epochs=common.median(r["grid"]["epochs"] for r in runs),
+        asha_epochs=common.median(r["asha"]["epochs"] for r in runs),
+        picks=[{"grid": r["grid"]["best"], "asha": r["asha"]["best"]} for r in runs],
+    )
+
+
+if __name__ == "__main__":
+    main()
