@@ -59,7 +59,7 @@ def instrument(t0: float, data: str, limit: int):
         callbacks=[first_step, reporter],
     )
     row, reported = reports[0]
-    marks["epoch_end"] = row["timestamp"]
+    marks["epoch_end"] = row["epoch_end"]
     marks["checkpoint"] = reported
     print(json.dumps({"marks": marks}))
 
