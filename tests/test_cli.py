@@ -13,7 +13,11 @@ ROOT = Path(__file__).parent.parent
 
 def lrtune(*args, cwd=ROOT, timeout=120):
     return subprocess.run(
-        [sys.executable, "-m", "lrtune", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
+        [sys.executable, "-m", "lrtune", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
     )
 
 
@@ -21,11 +25,16 @@ def test_validate_counts_the_trials_of_a_library_sweep():
     result = lrtune("validate", "sweeps/seed-article.yaml")
     assert result.returncode == 0, result.stderr
     assert "seed-article: 24 trials x 100 epochs" in result.stdout
-    assert "arms: sgd/constant, sgd/time, sgd/step, sgd/exponential, adagrad, adadelta, rmsprop, adam" in result.stdout
+    assert (
+        "arms: sgd/constant, sgd/time, sgd/step, sgd/exponential, adagrad, adadelta, rmsprop, adam"
+        in result.stdout
+    )
 
 
 def test_set_shrinks_a_sweep_without_editing_it():
-    result = lrtune("validate", "sweeps/lr-drop.yaml", "--set", "epochs=3", "--set", "num_samples=1", "--set", "repeats=1")
+    result = lrtune(
+        "validate", "sweeps/lr-drop.yaml", "--set", "epochs=3", "--set", "num_samples=1", "--set", "repeats=1"
+    )
     assert result.returncode == 0, result.stderr
     assert "lr-drop: 3 trials x 3 epochs" in result.stdout
 
@@ -34,10 +43,22 @@ def test_set_shrinks_a_sweep_without_editing_it():
     ("args", "message"),
     [
         (["validate", "sweeps/nope.yaml"], "sweeps/nope.yaml: no such sweep file"),
-        (["validate", "sweeps/quickstart.yaml", "--set", "epoch=3"], "--set epoch: no such setting; allowed: name, data"),
-        (["validate", "sweeps/quickstart.yaml", "--set", "space.9.lr=0.1"], "--set space.9.lr: space.9 is not an arm index (0..4)"),
-        (["sweep", "sweeps/quickstart.yaml", "--set", "scheduler.asha.grace=1"], "scheduler.asha.grace: unknown key"),
-        (["sweep", "sweeps/quickstart.yaml", "--storage", "{tmp}", "--resume"], "--resume: no sweep 'quickstart' in"),
+        (
+            ["validate", "sweeps/quickstart.yaml", "--set", "epoch=3"],
+            "--set epoch: no such setting; allowed: name, data",
+        ),
+        (
+            ["validate", "sweeps/quickstart.yaml", "--set", "space.9.lr=0.1"],
+            "--set space.9.lr: space.9 is not an arm index (0..4)",
+        ),
+        (
+            ["sweep", "sweeps/quickstart.yaml", "--set", "scheduler.asha.grace=1"],
+            "scheduler.asha.grace: unknown key",
+        ),
+        (
+            ["sweep", "sweeps/quickstart.yaml", "--storage", "{tmp}", "--resume"],
+            "--resume: no sweep 'quickstart' in",
+        ),
     ],
 )
 def test_bad_invocations_exit_2_with_a_clear_message(args, message, tmp_path):
@@ -54,7 +75,9 @@ def test_unknown_option_is_refused_by_name():
 
 
 def test_missing_data_names_the_path_and_no_sweep_folder_is_left(tmp_path):
-    result = lrtune("sweep", "sweeps/quickstart.yaml", "--data", tmp_path / "missing.tar.gz", "--storage", tmp_path / "r")
+    result = lrtune(
+        "sweep", "sweeps/quickstart.yaml", "--data", tmp_path / "missing.tar.gz", "--storage", tmp_path / "r"
+    )
     assert result.returncode == 2
     assert "missing.tar.gz" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "quickstart").exists()  # nothing half-done
@@ -73,3 +96,62 @@ def test_results_of_a_missing_sweep_is_a_clear_error(tmp_path):
     result = lrtune("results", tmp_path)
     assert result.returncode == 2
     assert "no metrics/ dataset here" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    """A finished sweep with known answers, as real Parquet files (no Ray needed)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from synthetic_results import everything
+
+    return everything(tmp_path_factory.mktemp("done") / "sweep")
+
+
+def test_results_summarises_statuses_and_runs_sql(finished_sweep):
+    summary = lrtune("results", finished_sweep)
+    assert summary.returncode == 0, summary.stderr
+    assert (
+        "1 diverged" in summary.stdout and "1 error" in summary.stdout and "1 stopped early" in summary.stdout
+    )
+    assert "error " in summary.stdout and "out of memory on GPU 0" in summary.stdout
+    query = lrtune(
+        "results",
+        finished_sweep,
+        "--sql",
+        "select count(distinct trial_id) as n from metrics where family = 'step'",
+    )
+    assert query.returncode == 0, query.stderr
+    assert query.stdout.split() == ["n", "16"]
+    bad = lrtune("results", finished_sweep, "--sql", "select nope from metrics")
+    assert bad.returncode == 2 and "--sql:" in bad.stderr and "nope" in bad.stderr
+
+
+def test_best_prints_a_fragment_the_sweep_file_takes_back(finished_sweep, tmp_path):
+    import yaml
+
+    result = lrtune("best", finished_sweep)
+    assert result.returncode == 0, result.stderr
+    space = yaml.safe_load(result.stdout)["space"]
+    assert space == {
+        "optimizer": "sgd",
+        "schedule": "step",
+        "lr": 0.05,
+        "drop": 0.5,
+        "epochs_drop": 4,
+        "momentum": 0.0,
+        "nesterov": False,
+    }
+    sweep_file = tmp_path / "confirm.yaml"
+    sweep_file.write_text(yaml.safe_dump({"name": "confirm", "repeats": 5, "space": space}))
+    check = lrtune("validate", sweep_file)
+    assert check.returncode == 0 and "confirm: 5 trials" in check.stdout, check.stderr
+
+
+def test_report_writes_html_and_pngs(finished_sweep, tmp_path):
+    html = tmp_path / "out" / "report.html"
+    result = lrtune("report", finished_sweep, "-o", html)
+    assert result.returncode == 0, result.stderr
+    assert html.read_text().count("data:image/png;base64,") == 5
+    assert sorted(p.name for p in html.parent.glob("*.png")) == sorted(
+        f"{n}.png" for n in ("lr", "curves", "families", "step_heatmap", "early_stopping")
+    )
