@@ -138,7 +138,7 @@ def test_best_prints_a_fragment_the_sweep_file_takes_back(finished_sweep, tmp_pa
         "lr": 0.05,
         "drop": 0.5,
         "epochs_drop": 4,
-        "momentum": 0.0,
+        "momentum": 0.9,
         "nesterov": False,
     }
     sweep_file = tmp_path / "confirm.yaml"
