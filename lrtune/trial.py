@@ -34,24 +34,7 @@ __all__ = [
     "tune_trainable",
     "configure_tensorflow",
     "trial_config",
-    "METRICS",
 ]
-
-#: What every reported row holds, besides the trial's config.
-METRICS = (
-    "epoch",
-    "lr",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "epoch_seconds",
-    "images_per_second",
-    "status",
-    "seed",
-    "node",
-    "node_id",
-)
 
 #: Config keys that are not optimizer settings or schedule parameters.
 _TRIAL_KEYS = {"optimizer", "schedule", "seed", "repeat", "label"}
