@@ -81,24 +81,12 @@ def sweep(
 
 
 def _print_outcome(spec, outcome) -> None:
-    from rich.table import Table
-
-    from lrtune.results import describe
+    from lrtune.progress import best_table
 
     counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in outcome.counts.items() if n)
     out.print(f"[bold]{spec.name}[/]: {sum(outcome.counts.values())} trials ({counts})")
     rows = outcome.trials.to_pylist()
-    scored = [r for r in rows if r["best_metric"] is not None]
-    scored.sort(key=lambda r: r["best_metric"], reverse=spec.metric_mode == "max")
-    table = Table(title=f"best trials by {spec.metric}", title_justify="left")
-    for column in ("trial", "family", spec.metric, "epoch", "status", "config"):
-        table.add_column(column)
-    for r in scored[:5]:
-        config = describe(r)
-        table.add_row(
-            r["trial_id"], r["family"], f"{r['best_metric']:.4f}", str(r["best_epoch"]), r["status"], config
-        )
-    out.print(table)
+    out.print(best_table(rows, spec.metric, spec.metric_mode, title=f"best trials by {spec.metric}"))
     errors = [r for r in rows if r["status"] == "error"]
     for r in errors[:3]:
         out.print(f"[red]error[/] {r['trial_id']}: {r['error']}", highlight=False)

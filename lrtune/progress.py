@@ -8,7 +8,6 @@ settled, so the bar reaches its end when the sweep does).
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -85,21 +84,16 @@ class LiveView(Callback):
     def on_experiment_end(self, trials, **info):
         self.trials = trials
 
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(_ORDER, 0)
-        for trial in self.trials:
-            counts[self.sink.trial_status(trial)] += 1
-        return counts
-
     def render(self):
-        counts = self.counts()
-        budget = max(len(self.trials), self.spec.trial_count()) * self.spec.epochs
-        settled = 0
-        for trial in self.trials:
-            log = self.sink._logs.get(trial.trial_id)
-            ran = max(log.epochs) if log and log.epochs else 0
-            finished = self.sink.trial_status(trial) in ("done", "stopped_early", "diverged", "error")
-            settled += self.spec.epochs if finished else ran
+        rows = self.sink.trial_rows(self.trials)
+        counts = dict.fromkeys(_ORDER, 0)
+        for row in rows:
+            counts[row["status"]] += 1
+        budget = max(len(rows), self.spec.trial_count()) * self.spec.epochs
+        # Epochs that early stopping, divergence or an error skipped count as settled.
+        settled = sum(
+            r["epochs_run"] if r["status"] in ("running", "pending") else self.spec.epochs for r in rows
+        )
         self._progress.update(self._task, total=budget, completed=settled)
         line = "  ".join(
             f"{name.replace('_', ' ')} [bold]{n}[/]"
@@ -110,7 +104,7 @@ class LiveView(Callback):
             f"[bold]{self.spec.name}[/]  {line}",
             self._progress,
             best_table(
-                self.sink, self.trials, self.spec.metric, self.spec.metric_mode, top=3, title="best so far"
+                rows, self.spec.metric, self.spec.metric_mode, top=3, title="best so far", repeats=True
             ),
         )
 
@@ -120,40 +114,33 @@ def _unpickled_view():
 
 
 def best_table(
-    sink: ParquetSink, trials, metric: str, mode: str, *, top: int = 5, title: str = "best trials"
+    rows: list[dict[str, Any]],
+    metric: str,
+    mode: str,
+    *,
+    top: int = 5,
+    title: str = "best trials",
+    repeats: bool = False,
 ) -> Table:
-    """The ``top`` trials by their best ``metric`` so far, as a rich table."""
+    """The ``top`` trials by their best ``metric``, from ``trials.parquet``-shaped rows."""
+    from lrtune.results import describe
+
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for column in ("trial", "family", f"best {metric}", "epoch", "status", "config"):
         table.add_column(column)
-    scored = []
-    for trial in trials:
-        log = sink._logs.get(trial.trial_id)
-        values = {e: m for e, m in (log.epochs.items() if log else []) if not math.isnan(m)}
-        if not values:
-            continue
-        pick = max if mode == "max" else min
-        epoch = pick(values, key=values.get)
-        scored.append((values[epoch], epoch, trial))
-    scored.sort(key=lambda s: s[0], reverse=mode == "max")
-    from lrtune.results import config_columns, describe, family
-    from lrtune.trial import trial_config
-
-    for value, epoch, trial in scored[:top]:
-        hyper = trial_config(trial.config)
-        config = describe(config_columns(hyper))
-        if "repeat" in hyper:
-            config += f", repeat={hyper['repeat']}"
+    scored = sorted(
+        (r for r in rows if r["best_metric"] is not None),
+        key=lambda r: r["best_metric"],
+        reverse=mode == "max",
+    )
+    for r in scored[:top]:
+        config = describe(r) + (f", repeat={r['repeat']}" if repeats and r["repeat"] is not None else "")
         table.add_row(
-            trial.trial_id,
-            family(hyper.get("optimizer"), hyper.get("schedule")),
-            f"{value:.4f}",
-            str(epoch),
-            sink.trial_status(trial).replace("_", " "),
+            r["trial_id"],
+            r["family"],
+            f"{r['best_metric']:.4f}",
+            str(r["best_epoch"]),
+            r["status"].replace("_", " "),
             config,
         )
     return table
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

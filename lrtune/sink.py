@@ -75,6 +75,19 @@ class _TrialLog:
     last_status: str | None = None
     seed: int | None = None
 
+    @property
+    def epochs_run(self) -> int:
+        return max(self.epochs, default=0)
+
+    def best(self, mode: str) -> tuple[int | None, float | None]:
+        """(epoch, metric) of the best epoch; the earliest among ties."""
+        scored = {e: m for e, m in self.epochs.items() if not math.isnan(m)}
+        if not scored:
+            return None, None
+        sign = 1 if mode == "max" else -1
+        epoch = max(scored, key=lambda e: (sign * scored[e], -e))
+        return epoch, scored[epoch]
+
 
 class ParquetSink(Callback):
     """Write every trial's per-epoch results to ``<sweep_dir>/metrics/``.
@@ -110,6 +123,7 @@ class ParquetSink(Callback):
         self._buffer: list[dict[str, Any]] = []
         self._keys: set[tuple[str, int]] = set()
         self._logs: dict[str, _TrialLog] = {}
+        self._errors: dict[tuple[str, int], str] = {}
         self._trials: list[Any] = []
         self._last_flush = time.monotonic()
         self._ready = False
@@ -333,37 +347,31 @@ class ParquetSink(Callback):
         if trial.status == "ERROR":
             return "error"
         if trial.status == "TERMINATED":
-            epochs_run = max(log.epochs) if log and log.epochs else 0
-            return "done" if epochs_run >= self.epochs else "stopped_early"
+            return "done" if log is not None and log.epochs_run >= self.epochs else "stopped_early"
         if trial.status in ("RUNNING", "PAUSED"):
             return "running"
         return "pending"
 
-    def trials_table(self, trials) -> pa.Table:
+    def trial_rows(self, trials) -> list[dict[str, Any]]:
+        """One ``TRIALS_SCHEMA`` row per trial, from the rows seen so far."""
         rows = []
         for trial in trials:
             log = self._logs.get(trial.trial_id, _TrialLog())
             hyper = trial_config(trial.config)
             status = self.trial_status(trial)
-            metrics = {e: m for e, m in log.epochs.items() if not math.isnan(m)}
-            best_epoch = None
-            if metrics:
-                pick = max if self.mode == "max" else min
-                best_epoch = pick(
-                    metrics, key=lambda e: (metrics[e], -e) if self.mode == "max" else (metrics[e], e)
-                )
-            final_epoch = max(log.epochs) if log.epochs else None
+            best_epoch, best_metric = log.best(self.mode)
+            final = log.epochs.get(log.epochs_run)
             rows.append(
                 {
                     "sweep": self.sweep,
                     "trial_id": trial.trial_id,
                     "status": status,
-                    "error": _error_message(trial) if status == "error" else None,
-                    "epochs_run": final_epoch or 0,
+                    "error": self._error(trial) if status == "error" else None,
+                    "epochs_run": log.epochs_run,
                     "metric": self.metric,
                     "best_epoch": best_epoch,
-                    "best_metric": metrics.get(best_epoch) if best_epoch else None,
-                    "final_metric": _float(log.epochs.get(final_epoch)) if final_epoch else None,
+                    "best_metric": best_metric,
+                    "final_metric": _float(final),
                     "start_time": _utc(log.first_start),
                     "end_time": _utc(log.last_time) if status not in ("running", "pending") else None,
                     "node": log.node,
@@ -374,7 +382,20 @@ class ParquetSink(Callback):
                     **config_columns(hyper),
                 }
             )
-        return pa.Table.from_pylist(rows, schema=TRIALS_SCHEMA)
+        return rows
+
+    def trials_table(self, trials) -> pa.Table:
+        return pa.Table.from_pylist(self.trial_rows(trials), schema=TRIALS_SCHEMA)
+
+    def _error(self, trial) -> str:
+        # Read each failure's trace once, not at every flush and redraw.
+        key = (trial.trial_id, trial.num_failures)
+        if key not in self._errors:
+            message = _error_message(trial)
+            if message is None:  # Tune has not written the trace yet
+                return "unknown error"
+            self._errors[key] = message
+        return self._errors[key]
 
 
 def _rebuild(args: dict[str, Any]) -> ParquetSink:
@@ -393,14 +414,14 @@ def _utc(seconds: float | None) -> dt.datetime | None:
     return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
-def _error_message(trial) -> str:
+def _error_message(trial) -> str | None:
     """The last line of the trial's error trace (``ValueError: ...``)."""
     try:
         text = trial.get_error()
     except Exception as e:  # noqa: BLE001 - an unreadable error file must not stop the sink
         return f"(error trace unreadable: {e})"
     if not text:
-        return "unknown error"
+        return None
     lines = [line for line in str(text).strip().splitlines() if line.strip()]
     for line in reversed(lines):
         if not line.startswith((" ", "\t")) and ":" in line:
