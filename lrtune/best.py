@@ -514,7 +514,7 @@ def choose_from(
         shown = "" if len(overlapping) <= top else f" (the {top} best are listed)"
         lines.append(
             f"The top {len(overlapping) + 1} configurations are within noise of each other: "
-            f"{len(overlapping)} other 95% CI{'s' if len(overlapping) != 1 else ''} overlap the best's"
+            f"{len(overlapping)} other 95% CI{'s overlap' if len(overlapping) != 1 else ' overlaps'} the best's"
             f"{shown}. There is no single winner; rerun these with more repeats to separate them."
         )
     elif len(ranked) > 1 and best.n > 1:
