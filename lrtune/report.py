@@ -441,7 +441,8 @@ def figure_step_heatmap(sweep: SweepResults):
     better = "higher" if sweep.mode == "max" else "lower"
     fig.colorbar(image, ax=list(axes), label=f"final {sweep.metric} ({better} is better)", shrink=0.9)
     fig.suptitle(
-        f"Step decay: final {sweep.metric}\nmean over the trials in each cell (grey: none finished)", fontsize=11
+        f"Step decay: final {sweep.metric}\nmean over the trials in each cell (grey: none finished)",
+        fontsize=11,
     )
     return fig
 

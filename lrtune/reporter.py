@@ -1,31 +1,47 @@
-"""The Keras callback that reports each epoch, and the trial checkpoint.
+"""The Keras callback that reports each epoch.
 
-A checkpoint is a folder of three files:
+Each report is ``report(row, checkpoint_dir)``: the epoch's row and, unless
+the epoch diverged, a folder to checkpoint (see :mod:`lrtune.checkpoints`
+for what a checkpoint holds and where).
 
-- ``model.weights.h5``: the model's weights;
-- ``optimizer.npz``: every optimizer variable, the iteration count first,
-  so a resumed time-based or step schedule continues where it stopped;
-- ``trial.json``: ``{"epoch": <epochs done>, "history": [<rows>]}``.
+The first report of every *run* (a trial's training from a start or a
+restore) also carries ``restored_epoch`` (the epoch it resumed from, 0 for
+a fresh start) and ``lineage``: the JSON list of the rows of the history
+it resumed with. A trial restored from an older state than its last
+reported epoch (a driver killed and resumed, a lost node, a PBT exploit of
+another trial's weights) re-runs epochs; the sink uses the lineage to keep,
+for every epoch, the row of the model the trial goes on with.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import keras
-import numpy as np
 
+from lrtune.checkpoints import save_state
 from lrtune.keras_schedule import applied_learning_rate
 
-__all__ = ["Reporter", "save_checkpoint", "load_checkpoint"]
+__all__ = ["Reporter", "local_checkpoint"]
 
 ReportFn = Callable[[dict[str, Any], "str | None"], None]
+#: ``checkpoint(model, epoch, history)``: a context giving the folder to report.
+Checkpointer = Callable[[keras.Model, int, list], AbstractContextManager[str]]
+
+
+@contextlib.contextmanager
+def local_checkpoint(model: keras.Model, epoch: int, history: list[dict[str, Any]]):
+    """A temporary folder holding the whole state (outside Ray: nothing to point to)."""
+    with tempfile.TemporaryDirectory(prefix="lrtune-ckpt-") as directory:
+        save_state(directory, model, epoch, history)
+        yield directory
 
 
 class Reporter(keras.callbacks.Callback):
@@ -40,9 +56,10 @@ class Reporter(keras.callbacks.Callback):
     last epoch, or ``diverged``: a NaN or infinite loss stops training at
     the end of that epoch instead of raising, and writes no checkpoint.
 
-    With ``checkpoint=True`` each report carries a freshly written
-    checkpoint folder, deleted once ``report`` returns (Ray Tune has copied
-    it to storage by then).
+    ``checkpoint`` writes the folder each report carries (None: no
+    checkpoints); the folder is deleted once ``report`` returns (Ray Tune
+    has copied it to storage by then). ``history`` is the rows of the
+    epochs the run resumed with.
     """
 
     def __init__(
@@ -52,7 +69,7 @@ class Reporter(keras.callbacks.Callback):
         num_train: int,
         epochs: int,
         extra: Mapping[str, Any] | None = None,
-        checkpoint: bool = True,
+        checkpoint: Checkpointer | None = local_checkpoint,
         history: list[dict[str, Any]] | None = None,
     ):
         super().__init__()
@@ -63,6 +80,10 @@ class Reporter(keras.callbacks.Callback):
         self._checkpoint = checkpoint
         self.history: list[dict[str, Any]] = list(history or [])
         self.status = "running"
+        self._lineage: dict[str, Any] | None = {
+            "restored_epoch": len(self.history),
+            "lineage": json.dumps(self.history),
+        }
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -97,43 +118,19 @@ class Reporter(keras.callbacks.Callback):
             **self._extra,
         }
         self.history.append(row)
-        if not self._checkpoint or self.status == "diverged":
-            self._report(row, None)
+        self._send(row, None if self.status == "diverged" else self._checkpoint)
+
+    def replay_last(self) -> None:
+        """Report the last row again: a run restored at its final epoch has nothing to train."""
+        if self.history:
+            self.status = self.history[-1].get("status", "done")
+            self._send(dict(self.history[-1]), None)
+
+    def _send(self, row: dict[str, Any], checkpoint: Checkpointer | None) -> None:
+        payload = {**row, **(self._lineage or {})}
+        self._lineage = None
+        if checkpoint is None:
+            self._report(payload, None)
             return
-        with tempfile.TemporaryDirectory(prefix="lrtune-ckpt-") as directory:
-            save_checkpoint(directory, self.model, epoch + 1, self.history)
-            self._report(row, directory)
-
-
-def save_checkpoint(directory: str, model: keras.Model, epoch: int, history: list[dict[str, Any]]) -> None:
-    """Write weights, optimizer state and progress into ``directory``."""
-    model.save_weights(os.path.join(directory, "model.weights.h5"))
-    state = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(model.optimizer.variables)}
-    np.savez(os.path.join(directory, "optimizer.npz"), **state)
-    with open(os.path.join(directory, "trial.json"), "w") as f:
-        json.dump({"epoch": epoch, "history": history}, f)
-
-
-def load_checkpoint(directory: str, model: keras.Model) -> tuple[int, list[dict[str, Any]]]:
-    """Restore what :func:`save_checkpoint` wrote; returns (epoch, history).
-
-    ``model`` must be compiled with the optimizer the checkpoint was saved
-    with; its hyperparameters (lr, momentum) may differ, as after a PBT
-    exploit, and the new ones apply from the next step.
-    """
-    model.load_weights(os.path.join(directory, "model.weights.h5"))
-    model.optimizer.build(model.trainable_variables)
-    with np.load(os.path.join(directory, "optimizer.npz")) as saved:
-        values = [saved[f"v{i}"] for i in range(len(saved.files))]
-    variables = model.optimizer.variables
-    if len(values) != len(variables):
-        raise ValueError(
-            f"Checkpoint {directory} holds {len(values)} optimizer variables but the "
-            f"{type(model.optimizer).__name__} optimizer has {len(variables)}: "
-            "it was saved with another optimizer."
-        )
-    for variable, value in zip(variables, values, strict=True):
-        variable.assign(value)
-    with open(os.path.join(directory, "trial.json")) as f:
-        state = json.load(f)
-    return int(state["epoch"]), list(state["history"])
+        with checkpoint(self.model, row["epoch"], self.history) as directory:
+            self._report(payload, directory)

@@ -5,7 +5,9 @@ Under ``<storage>/<sweep name>/``:
 - ``metrics/``: a Parquet dataset, one row per (trial, epoch), schema
   :data:`METRICS_SCHEMA`. Files appear atomically, so any reader
   (``pyarrow.dataset``, pandas, DuckDB, polars) may read it while the sweep
-  runs; each read is valid and sees at least what the previous one saw.
+  runs; each read is valid. Rows only accrue, except that a trial restored
+  from an earlier state (a resume, a lost node, a PBT exploit) has its
+  rows after that state withdrawn until it trains those epochs again.
 - ``trials.parquet``: one row per trial, schema :data:`TRIALS_SCHEMA`,
   rewritten atomically as trials progress.
 - ``sweep.yaml``: the validated sweep, as run.
@@ -35,7 +37,8 @@ __all__ = [
     "trials_path",
 ]
 
-#: Hyperparameters, each stored as ``config.<name>`` (initial values).
+#: Hyperparameters, each stored as ``config.<name>``: in ``metrics/`` the values in
+#: effect during that epoch (PBT changes them), in ``trials.parquet`` the latest.
 CONFIG_COLUMNS: dict[str, pa.DataType] = {
     "optimizer": pa.string(),
     "schedule": pa.string(),
@@ -70,6 +73,8 @@ METRICS_SCHEMA = pa.schema(
         pa.field("timestamp", pa.timestamp("us", tz="UTC")),
         pa.field("node", pa.string()),
         pa.field("node_id", pa.string()),
+        pa.field("run", pa.string()),
+        pa.field("trained_by", pa.string()),
         pa.field("arm", pa.string()),
         pa.field("family", pa.string()),
         pa.field("repeat", pa.int32()),

@@ -5,27 +5,23 @@ it, and needs nothing from the workers' disks. Only the driver writes to
 the sweep's storage (a local folder, NFS, ``s3://`` or ``gs://``, through
 ``pyarrow.fs``).
 
-How rows land exactly once, across retries, kills and resumes:
+How rows land exactly once, across retries, kills, restores and PBT:
 
-- Each reported epoch becomes a row keyed by (trial_id, epoch). The sink
-  keeps the set of keys it has accepted (read back from Parquet on start)
-  and drops a row whose key it already has: a trial restored from its last
-  checkpoint re-reports nothing older than that checkpoint, and the epochs
-  it runs again after a driver kill are already on disk.
-- Buffered rows are flushed every ``flush_seconds``. Rows still in the
-  buffer when Tune snapshots the experiment go into the snapshot itself
-  (:meth:`ParquetSink.get_state`), so every epoch a snapshot knows about is
-  either on disk or in the snapshot; ``--resume`` writes the latter.
-- Files appear atomically: written under a hidden name, then renamed
-  (object stores publish an object only once it is complete).
+- Each reported epoch becomes a row keyed by (trial_id, epoch); a row
+  whose key is already taken is dropped. The sink reads the keys back
+  from Parquet when it starts.
+- The first report of every run of a trial (see :mod:`lrtune.reporter`)
+  carries the epoch it resumed from and the history it resumed with. The
+  sink then withdraws the trial's rows of later epochs (the abandoned run
+  trained them) and makes its earlier rows equal that history (under PBT
+  the history of the weights the trial inherited), so for every epoch the
+  row that stays is that of the model the trial went on with.
+- Buffered rows are flushed every ``flush_seconds``, and at once when a
+  trial ends. Rows lost with a killed driver come back with the history of
+  the state each unfinished trial resumes from.
 
-When the sweep ends the small files are compacted into one. The compacted
-file lists the files it replaces in its metadata, so a compaction
-interrupted half-way is finished on the next start instead of leaving
-duplicates. Compaction is the one moment a plain reader of the directory
-can see a row twice or a file vanish under it (no single rename replaces
-many files); it comes after the last trial, and
-:func:`lrtune.results.load` drops duplicates.
+Files and their replacement are :class:`~lrtune.parquet_parts.PartFiles`'
+job; when the sweep ends the small files are compacted into one.
 """
 
 from __future__ import annotations
@@ -40,10 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-from pyarrow import fs
+import pyarrow.compute as pc
 from ray.tune import Callback
 
+from lrtune.parquet_parts import PartFiles, write_atomically
 from lrtune.results import (
     METRICS_SCHEMA,
     TRIALS_SCHEMA,
@@ -57,8 +53,6 @@ from lrtune.trial import trial_config
 
 __all__ = ["ParquetSink", "SinkError"]
 
-_REPLACES = b"lrtune.replaces"
-
 
 class SinkError(RuntimeError):
     """The results storage cannot be written; the sweep must stop."""
@@ -66,22 +60,39 @@ class SinkError(RuntimeError):
 
 @dataclass
 class _TrialLog:
-    """What the sink knows of one trial, from its rows."""
+    """What the sink knows of one trial, from its rows: epoch -> values."""
 
-    epochs: dict[int, float] = field(default_factory=dict)  # epoch -> metric
-    first_start: float | None = None
-    last_time: float | None = None
+    metric: dict[int, float] = field(default_factory=dict)
+    spans: dict[int, tuple[float, float]] = field(default_factory=dict)  # epoch -> (start, end), Unix s
+    status: dict[int, str | None] = field(default_factory=dict)
+    run: dict[int, str | None] = field(default_factory=dict)
+    part: dict[int, str | None] = field(default_factory=dict)  # file holding the row; None: buffered
     node: str | None = None
-    last_status: str | None = None
     seed: int | None = None
 
     @property
     def epochs_run(self) -> int:
-        return max(self.epochs, default=0)
+        return max(self.metric, default=0)
+
+    @property
+    def last_status(self) -> str | None:
+        return self.status.get(self.epochs_run)
+
+    @property
+    def first_start(self) -> float | None:
+        return min((s for s, _ in self.spans.values()), default=None)
+
+    @property
+    def last_time(self) -> float | None:
+        return max((e for _, e in self.spans.values()), default=None)
+
+    def forget(self, epoch: int) -> None:
+        for values in (self.metric, self.spans, self.status, self.run, self.part):
+            values.pop(epoch, None)
 
     def best(self, mode: str) -> tuple[int | None, float | None]:
         """(epoch, metric) of the best epoch; the earliest among ties."""
-        scored = {e: m for e, m in self.epochs.items() if not math.isnan(m)}
+        scored = {e: m for e, m in self.metric.items() if not math.isnan(m)}
         if not scored:
             return None, None
         sign = 1 if mode == "max" else -1
@@ -99,6 +110,10 @@ class ParquetSink(Callback):
         epochs: the epoch budget of a trial, to tell ``done`` from
             ``stopped_early``.
         flush_seconds: longest time a row waits in memory.
+
+    Raises:
+        SinkError: (from any hook) the storage cannot be written; the
+            message names the path.
     """
 
     def __init__(
@@ -118,18 +133,18 @@ class ParquetSink(Callback):
         self.epochs = epochs
         self.flush_seconds = flush_seconds
         self._fs, self._root = filesystem(self.sweep_dir)
-        self._session = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self._sequence = 0
+        session = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self._parts = PartFiles(self._fs, metrics_path(self._root), METRICS_SCHEMA, session, self._fail)
         self._buffer: list[dict[str, Any]] = []
-        self._keys: set[tuple[str, int]] = set()
         self._logs: dict[str, _TrialLog] = {}
+        self._in_part: dict[str, set[tuple[str, int]]] = {}
         self._errors: dict[tuple[str, int], str] = {}
         self._trials: list[Any] = []
         self._last_flush = time.monotonic()
         self._ready = False
-        self._pending: list[dict[str, Any]] = []
         self.rows_written = 0
         self.rows_dropped = 0
+        self.rows_withdrawn = 0
         self._args = {
             "sweep_dir": sweep_dir,
             "sweep": sweep,
@@ -170,81 +185,139 @@ class ParquetSink(Callback):
         self.flush()
         self.compact()
 
-    def get_state(self) -> dict:
-        # Tune saves this with each experiment snapshot: the rows not yet on
-        # disk travel with the snapshot that counts their epochs as done.
-        return {"pending": list(self._buffer)}
-
-    def set_state(self, state: dict) -> None:
-        self._pending = list(state.get("pending", []))
-        if self._ready:
-            self._adopt_pending()
-
-    def _adopt_pending(self) -> None:
-        for row in self._pending:
-            key = (row["trial_id"], int(row["epoch"]))
-            if key not in self._keys:
-                self._keys.add(key)
-                self._buffer.append(row)
-                self._log(row)
-        self._pending = []
-
     # --- the sink itself ------------------------------------------------
+
+    def _fail(self, path: str, error: Exception) -> None:
+        raise SinkError(
+            f"cannot write results to {self.sweep_dir} ({path}): {error}. "
+            "What was written before is intact; fix the storage and run again with --resume."
+        ) from error
 
     def _start(self) -> None:
         if self._ready:
             return
         try:
             self._fs.create_dir(metrics_path(self._root), recursive=True)
-            self._finish_compaction()
-            self._load_keys()
+            self._parts.finish_replacements()
+            self._load()
         except OSError as e:
             raise SinkError(f"cannot use results storage {self.sweep_dir}: {e}") from e
         self._ready = True
-        self._adopt_pending()
+
+    def _load(self) -> None:
+        columns = [
+            "trial_id",
+            "epoch",
+            "run",
+            "timestamp",
+            "epoch_seconds",
+            "node",
+            "status",
+            "seed",
+            self.metric,
+        ]
+        for name in self._parts.names():
+            for row in self._parts.read(name, columns=columns).to_pylist():
+                if int(row["epoch"]) not in self._log_of(row["trial_id"]).metric:
+                    self._log(row, part=name)
+
+    def _log_of(self, trial_id: str) -> _TrialLog:
+        return self._logs.setdefault(trial_id, _TrialLog())
 
     def add(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
-        """Buffer the row of one result; False if its epoch was already taken."""
+        """Buffer the row of one result; False if its epoch was already taken.
+
+        A result that opens a run (it has ``lineage``) first reconciles the
+        trial's rows with the history that run resumed from.
+        """
         if "epoch" not in result:
             return False
-        epoch = int(result["epoch"])
-        key = (trial_id, epoch)
-        if key in self._keys:
-            self.rows_dropped += 1
-            return False
-        self._keys.add(key)
-        hyper = trial_config(config)
+        if "lineage" in result:
+            history = json.loads(result["lineage"])
+            self._reconcile(trial_id, config, int(result.get("restored_epoch", len(history))), history)
+        return self._add_row(self._row(trial_id, config, result))
+
+    def _row(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> dict[str, Any]:
+        # The hyperparameters in effect for this epoch: the run's, else the trial's.
+        hyper = dict(result.get("hparams") or trial_config(config))
         timestamp = float(result.get("epoch_end") or result.get("timestamp") or time.time())
-        row = {
+        return {
             "sweep": self.sweep,
             "trial_id": trial_id,
-            "epoch": epoch,
+            "epoch": int(result["epoch"]),
             **{k: _float(result.get(k)) for k in _FLOAT_METRICS},
             "status": result.get("status"),
             "timestamp": dt.datetime.fromtimestamp(timestamp, dt.timezone.utc),
             "node": result.get("node"),
             "node_id": result.get("node_id"),
+            "run": result.get("run"),
+            "trained_by": result.get("trial") or trial_id,
             "arm": hyper.get("label"),
             "family": family(hyper.get("optimizer"), hyper.get("schedule")),
             "repeat": hyper.get("repeat"),
-            "seed": result.get("seed"),
+            "seed": result.get("seed", hyper.get("seed")),
             **config_columns(hyper),
         }
+
+    def _add_row(self, row: dict[str, Any]) -> bool:
+        if row["epoch"] in self._log_of(row["trial_id"]).metric:
+            self.rows_dropped += 1
+            return False
         self._buffer.append(row)
-        self._log(row)
+        self._log(row, part=None)
         return True
 
-    def _log(self, row: Mapping[str, Any]) -> None:
-        log = self._logs.setdefault(row["trial_id"], _TrialLog())
+    def _log(self, row: Mapping[str, Any], part: str | None) -> None:
+        trial_id, epoch = row["trial_id"], int(row["epoch"])
+        log = self._log_of(trial_id)
         metric = row.get(self.metric)
-        log.epochs[int(row["epoch"])] = math.nan if metric is None else float(metric)
+        log.metric[epoch] = math.nan if metric is None else float(metric)
         end = row["timestamp"].timestamp()
-        start = end - (row.get("epoch_seconds") or 0.0)
-        log.first_start = start if log.first_start is None else min(log.first_start, start)
-        log.last_time = end if log.last_time is None else max(log.last_time, end)
+        log.spans[epoch] = (end - (row.get("epoch_seconds") or 0.0), end)
+        log.status[epoch] = row.get("status")
+        log.run[epoch] = row.get("run")
+        log.part[epoch] = part
         log.node = row.get("node") or log.node
-        log.last_status = row.get("status") or log.last_status
         log.seed = row.get("seed", log.seed)
+        if part is not None:
+            self._in_part.setdefault(part, set()).add((trial_id, epoch))
+
+    def _reconcile(
+        self, trial_id: str, config: Mapping[str, Any], restored: int, history: list[dict[str, Any]]
+    ) -> None:
+        """Make the trial's rows those of the history a new run resumed from."""
+        self._start()
+        lineage = {int(h["epoch"]): h for h in history}
+        log = self._log_of(trial_id)
+        stale = {
+            e for e in log.metric if e > restored or (e in lineage and log.run[e] != lineage[e].get("run"))
+        }
+        if stale:
+            self._withdraw(trial_id, stale)
+        for epoch in sorted(lineage):
+            if epoch <= restored and epoch not in log.metric:
+                self._add_row(self._row(trial_id, config, lineage[epoch]))
+
+    def _withdraw(self, trial_id: str, epochs: set[int]) -> None:
+        log = self._log_of(trial_id)
+        files = {log.part[e] for e in epochs} - {None}
+        self._buffer = [r for r in self._buffer if not (r["trial_id"] == trial_id and r["epoch"] in epochs)]
+        values = pa.array(sorted(epochs), pa.int32())
+        for name in sorted(files):
+
+            def drop(table: pa.Table) -> pa.Array:
+                return pc.and_(pc.equal(table["trial_id"], trial_id), pc.is_in(table["epoch"], values))
+
+            keys = self._in_part.pop(name, set())
+            new = self._parts.withdraw(name, drop)
+            kept = {k for k in keys if not (k[0] == trial_id and k[1] in epochs)}
+            if new is not None:
+                self._in_part[new] = kept
+            for t, e in kept:
+                self._logs[t].part[e] = new
+        for epoch in epochs:
+            log.forget(epoch)
+        self.rows_withdrawn += len(epochs)
 
     def maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -256,86 +329,25 @@ class ParquetSink(Callback):
         self._last_flush = time.monotonic()
         if self._buffer:
             table = pa.Table.from_pylist(self._buffer, schema=METRICS_SCHEMA)
-            self._sequence += 1
-            name = f"part-{self._session}-{self._sequence:06d}.parquet"
-            self._write(table, f"{metrics_path(self._root)}/{name}")
+            name = self._parts.add(table)
+            keys = {(r["trial_id"], r["epoch"]) for r in self._buffer}
+            self._in_part[name] = keys
+            for trial_id, epoch in keys:
+                self._logs[trial_id].part[epoch] = name
             self.rows_written += len(self._buffer)
             self._buffer.clear()
         if self._trials:
-            self._write(self.trials_table(self._trials), trials_path(self._root))
-
-    def _write(self, table: pa.Table, path: str) -> None:
-        directory, name = path.rsplit("/", 1)
-        local = isinstance(self._fs, fs.LocalFileSystem)
-        target = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp" if local else path
-        try:
-            pq.write_table(table, target, filesystem=self._fs, compression="zstd")
-            if local:
-                self._fs.move(target, path)
-        except OSError as e:
-            raise SinkError(
-                f"cannot write results to {self.sweep_dir} ({path}): {e}. "
-                "What was written before is intact; fix the storage and run again with --resume."
-            ) from e
-
-    def _parts(self) -> list[fs.FileInfo]:
-        selector = fs.FileSelector(metrics_path(self._root), allow_not_found=True)
-        return [
-            f
-            for f in self._fs.get_file_info(selector)
-            if f.type == fs.FileType.File
-            and f.base_name.endswith(".parquet")
-            and not f.base_name.startswith(".")
-        ]
-
-    def _load_keys(self) -> None:
-        for info in self._parts():
-            table = pq.read_table(
-                info.path,
-                filesystem=self._fs,
-                columns=[
-                    "trial_id",
-                    "epoch",
-                    "timestamp",
-                    "epoch_seconds",
-                    "node",
-                    "status",
-                    "seed",
-                    self.metric,
-                ],
-            )
-            for row in table.to_pylist():
-                key = (row["trial_id"], int(row["epoch"]))
-                if key not in self._keys:
-                    self._keys.add(key)
-                    self._log(row)
+            write_atomically(self._fs, self.trials_table(self._trials), trials_path(self._root), self._fail)
 
     def compact(self) -> None:
         """Merge the small part files into one, then delete them."""
         self._start()
-        parts = [p for p in self._parts() if p.base_name.startswith("part-")]
-        if len(parts) < 2:
-            return
-        tables = [pq.read_table(p.path, filesystem=self._fs, schema=METRICS_SCHEMA) for p in parts]
-        table = pa.concat_tables(tables).sort_by([("trial_id", "ascending"), ("epoch", "ascending")])
-        replaces = json.dumps([p.base_name for p in parts]).encode()
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _REPLACES: replaces})
-        name = f"compacted-{self._session}-{self._sequence:06d}.parquet"
-        self._write(table, f"{metrics_path(self._root)}/{name}")
-        self._delete_replaced(name, [p.base_name for p in parts])
-
-    def _finish_compaction(self) -> None:
-        for info in self._parts():
-            if info.base_name.startswith("compacted-"):
-                metadata = pq.read_schema(info.path, filesystem=self._fs).metadata or {}
-                if _REPLACES in metadata:
-                    self._delete_replaced(info.base_name, json.loads(metadata[_REPLACES]))
-
-    def _delete_replaced(self, compacted: str, names: list[str]) -> None:
-        present = {p.base_name for p in self._parts()}
-        for name in names:
-            if name in present and name != compacted:
-                self._fs.delete_file(f"{metrics_path(self._root)}/{name}")
+        self._parts.compact()
+        self._in_part.clear()
+        for log in self._logs.values():
+            log.part.clear()
+        self._logs.clear()
+        self._load()
 
     # --- trials.parquet ---------------------------------------------------
 
@@ -360,7 +372,7 @@ class ParquetSink(Callback):
             hyper = trial_config(trial.config)
             status = self.trial_status(trial)
             best_epoch, best_metric = log.best(self.mode)
-            final = log.epochs.get(log.epochs_run)
+            final = log.metric.get(log.epochs_run)
             rows.append(
                 {
                     "sweep": self.sweep,

@@ -12,6 +12,8 @@ trainable, the Parquet sink and the live view.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import warnings
@@ -203,10 +205,12 @@ def _on_network_filesystem(path: str) -> bool:
     return best is not None and best[1] in network
 
 
-def _save_spec(spec: SweepSpec, sweep_dir: str) -> None:
+def _save_spec(spec: SweepSpec, sweep_dir: str, fingerprint: dict[str, Any]) -> None:
     fs_, root = results_filesystem(sweep_dir)
     try:
         fs_.create_dir(root, recursive=True)
+        with fs_.open_output_stream(f"{root}/data.json") as f:
+            f.write(json.dumps(fingerprint, indent=1).encode())
         with fs_.open_output_stream(f"{root}/sweep.yaml") as f:
             f.write(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False).encode())
     except OSError as e:
@@ -238,16 +242,31 @@ def run_sweep(
     """Run ``spec`` to completion (or resume it) and return its outcome.
 
     The dataset is loaded once here and shared with every trial through
-    Ray's object store (``tune.with_parameters``).
+    Ray's object store (``tune.with_parameters``). Everything that can be
+    checked is checked before the sweep folder is written: the sweep's
+    name, the data, Ray, whether the trials fit on a node, the storage.
+
+    Raises:
+        SweepError: the sweep cannot start (the message says why and what to do).
+        lrtune.data.DataError: the data cannot be read.
+        lrtune.sink.SinkError: the results storage failed.
     """
     import ray
     from ray import tune
 
     from lrtune.data import load_cifar10
+    from lrtune.housekeeping import LeaseRenewal, StateRetention
+    from lrtune.lock import SweepLock, SweepLocked
     from lrtune.progress import LiveView
     from lrtune.sink import ParquetSink
-    from lrtune.trial import TrainSettings
+    from lrtune.trial import TrainSettings, TrialStorage
 
+    if address is not None and address.startswith("ray://"):
+        raise SweepError(
+            f"--address {address}: Ray Client is not supported (Tune's callbacks, which write the "
+            "results, would run on the client). Run lrtune on the cluster instead: "
+            "`ray job submit --address http://<head>:8265 --working-dir . -- lrtune sweep ... --address auto`"
+        )
     sweep_dir = sweep_dir_for(storage, spec.name)
     saved = _read_saved_spec(sweep_dir)
     if resume and saved is None:
@@ -264,25 +283,36 @@ def run_sweep(
             f"--resume: {sweep_dir}/sweep.yaml differs from the sweep given now; "
             "resume with the same file and --set values, or start a new --name"
         )
+    lock = SweepLock(sweep_dir)
+    if resume:
+        _acquire(lock, SweepLocked)
 
-    if spec.search == "tpe":
-        try:
-            import optuna  # noqa: F401
-        except ImportError:
-            raise SweepError("search: tpe needs Optuna: pip install 'lrtune[tpe]'") from None
-    data_source = data or spec.data.path
-    dataset = load_cifar10(
-        data_source,
-        classes=spec.data.classes,
-        validation=spec.data.validation,
-        seed=spec.seed,
-        limit=spec.data.limit,
-    )
-    started = _init_ray(address)
     try:
+        if spec.search == "tpe":
+            try:
+                import optuna  # noqa: F401
+            except ImportError:
+                raise SweepError("search: tpe needs Optuna: pip install 'lrtune[tpe]'") from None
+        dataset = load_cifar10(
+            data or spec.data.path,
+            classes=spec.data.classes,
+            validation=spec.data.validation,
+            seed=spec.seed,
+            limit=spec.data.limit,
+        )
+        fingerprint = data_fingerprint(dataset)
+        if resume:
+            _check_same_data(sweep_dir, fingerprint)
+        started = _init_ray(address)
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        _check_placement(spec, local=started)
         _check_storage(storage)
         if not resume:
-            _save_spec(spec, sweep_dir)
+            _acquire(lock, SweepLocked)
+            _save_spec(spec, sweep_dir, fingerprint)
         settings = TrainSettings(
             model=spec.model,
             epochs=spec.epochs,
@@ -292,12 +322,23 @@ def run_sweep(
             mixed_precision=spec.mixed_precision,
             seed=spec.seed,
         )
-        trainable = trainable_for(dataset, settings, cpu=spec.resources.cpu, gpu=spec.resources.gpu)
+        trial_storage = TrialStorage(
+            sweep_dir, finished=_finished_trials(sweep_dir) if resume else frozenset()
+        )
+        trainable = trainable_for(
+            dataset, settings, trial_storage, cpu=spec.resources.cpu, gpu=spec.resources.gpu
+        )
         sink = ParquetSink(
             sweep_dir, sweep=spec.name, metric=spec.metric, mode=spec.metric_mode, epochs=spec.epochs
         )
         view = LiveView(spec, sweep_dir, sink=sink, quiet=quiet, console=console)
-        callbacks = [sink, view]
+        # PBT may clone a state its donor has moved past; elsewhere only the newest is resumed.
+        retention = StateRetention(sweep_dir, keep=3 if spec.scheduler.name == "pbt" else 1)
+        callbacks = [sink, retention, LeaseRenewal(lock), view]
+        # Tune's checkpoints are pointers of a few bytes (lrtune.checkpoints):
+        # keep every one, so a lagging experiment snapshot never names a
+        # deleted one, and store no metrics with them, so snapshots stay small.
+        os.environ["TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE"] = "1"
         if resume:
             tuner = tune.Tuner.restore(
                 sweep_dir, trainable=trainable, resume_unfinished=True, resume_errored=False
@@ -316,21 +357,13 @@ def run_sweep(
                     callbacks=callbacks,
                     verbose=0,
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(
-                        # The best two and the latest per trial. Tune snapshots the
-                        # experiment every num_to_keep trial checkpoints, so 1
-                        # would snapshot at every epoch; PBT needs a few more for
-                        # the trials that copy another's checkpoint.
-                        num_to_keep=4 if spec.scheduler.name == "pbt" else 2,
-                        checkpoint_score_attribute=spec.metric,
-                        checkpoint_score_order=spec.metric_mode,
-                    ),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                 ),
             )
         # Ray's new console output prints banners whatever the verbosity;
         # the legacy reporter at verbose=0 leaves the terminal to the live view.
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-        with view, warnings.catch_warnings():
+        with view, warnings.catch_warnings(), _quiet_tune_logs(quiet):
             warnings.filterwarnings("ignore", message=".*reuse_actors.*")
             tuner.fit()
         table = sink.trials_table(view.trials)
@@ -339,18 +372,124 @@ def run_sweep(
             counts[status] = counts.get(status, 0) + 1
         return SweepOutcome(sweep_dir=sweep_dir, counts=counts, trials=table)
     finally:
+        lock.release()
         if started:
             ray.shutdown()
 
 
-def trainable_for(dataset, settings, *, cpu: float, gpu: float):
+def _acquire(lock, locked_error) -> None:
+    try:
+        lock.acquire()
+    except locked_error as e:
+        raise SweepError(str(e)) from None
+    except OSError as e:
+        raise SweepError(f"cannot write to --storage {lock.sweep_dir}: {e}") from None
+
+
+@contextlib.contextmanager
+def _quiet_tune_logs(quiet: bool):
+    """With ``--quiet``, Tune logs no trial tracebacks: trials.parquet and the final table have them."""
+    logger = logging.getLogger("ray.tune")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def data_fingerprint(dataset) -> dict[str, Any]:
+    """What identifies the data a sweep trains on: counts, classes and a SHA-256 of every array.
+
+    ``--resume`` compares it: the training-image count sets the steps per
+    epoch, so a restored optimizer step count on other data would land on
+    another epoch of the schedule.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val):
+        digest.update(str(array.shape).encode())
+        digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
+    return {
+        "source": str(dataset.source),
+        "num_train": len(dataset.x_train),
+        "num_val": len(dataset.x_val),
+        "classes": list(dataset.class_names),
+        "sha256": digest.hexdigest(),
+    }
+
+
+def _check_same_data(sweep_dir: str, fingerprint: dict[str, Any]) -> None:
+    fs_, root = results_filesystem(sweep_dir)
+    try:
+        with fs_.open_input_stream(f"{root}/data.json") as f:
+            before = json.loads(f.read().decode())
+    except FileNotFoundError:
+        return  # a sweep started before lrtune recorded its data
+    if before.get("sha256") != fingerprint["sha256"]:
+        raise SweepError(
+            f"--resume: the data differs from the data this sweep started with "
+            f"({before.get('num_train')} training / {before.get('num_val')} validation images of "
+            f"{before.get('source')}; now {fingerprint['num_train']} / {fingerprint['num_val']} of "
+            f"{fingerprint['source']}). Steps per epoch and the restored schedules depend on it: "
+            "resume with the same --data, or start a new --name"
+        )
+
+
+def _finished_trials(sweep_dir: str) -> frozenset[str]:
+    """Trials that trials.parquet records as over (done, stopped early, diverged)."""
+    from lrtune.results import load_trials
+
+    try:
+        trials = load_trials(sweep_dir)
+    except FileNotFoundError:
+        return frozenset()
+    over = {"done", "stopped_early", "diverged"}
+    return frozenset(
+        r["trial_id"] for r in trials.select(["trial_id", "status"]).to_pylist() if r["status"] in over
+    )
+
+
+def _check_placement(spec: SweepSpec, *, local: bool) -> None:
+    """Refuse, before anything starts, a sweep whose trials fit on no node.
+
+    On a local Ray nothing will ever add a node; on a cluster the
+    autoscaler may, and the trials wait for it.
+    """
+    import ray
+
+    need = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(all(r.get(k, 0) >= v for k, v in need.items() if v) for r in nodes):
+        return
+    have = ", ".join(f"{r.get('CPU', 0):g} CPU {r.get('GPU', 0):g} GPU" for r in nodes) or "no nodes"
+    short = [k for k, v in need.items() if v and not any(r.get(k, 0) >= v for r in nodes)]
+    fix = " ".join(f"--set resources.{k.lower()}={_fit(k, nodes):g}" for k in short)
+    message = (
+        f"{spec.name}: a trial needs resources: {{cpu: {spec.resources.cpu:g}, gpu: {spec.resources.gpu:g}}} "
+        f"but no node of this Ray has that (nodes: {have}). Run with {fix}"
+    )
+    if local:
+        raise SweepError(message)
+    log.warning("%s, or trials wait until the autoscaler adds such a node.", message)
+
+
+def _fit(resource: str, nodes: list[dict[str, float]]) -> float:
+    """The most of ``resource`` any node has (what a trial may ask for)."""
+    return max((r.get(resource, 0) for r in nodes), default=0)
+
+
+def trainable_for(dataset, settings, storage, *, cpu: float, gpu: float):
     """The Tune trainable: the dataset goes into the object store once, here."""
     from ray import tune
 
     from lrtune.trial import tune_trainable
 
     return tune.with_resources(
-        tune.with_parameters(tune_trainable, data=dataset, settings=settings), {"cpu": cpu, "gpu": gpu}
+        tune.with_parameters(tune_trainable, data=dataset, settings=settings, storage=storage),
+        {"cpu": cpu, "gpu": gpu},
     )
 
 

@@ -16,22 +16,26 @@ Fixed settings (model, epochs, batch size) are a :class:`TrainSettings`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import socket
+import tempfile
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from lrtune.checkpoints import write_pointer
 from lrtune.schedules import make_schedule, schedule_params
 
 if TYPE_CHECKING:
     from lrtune.data import Dataset
-    from lrtune.reporter import Reporter
+    from lrtune.reporter import Checkpointer, Reporter
 
 __all__ = [
     "TrainSettings",
     "run_trial",
     "tune_trainable",
+    "TrialStorage",
     "configure_tensorflow",
     "trial_config",
 ]
@@ -126,14 +130,18 @@ def run_trial(
     *,
     restore_from: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> Reporter:
     """Train one trial to ``settings.epochs``, reporting every epoch.
 
-    ``restore_from`` is a checkpoint directory written by this function:
-    training continues at the epoch after it, with the optimizer's state and
-    iteration count restored, so a schedule goes on where it left off. The
-    trial's config may differ from the checkpoint's (PBT changes ``lr`` and
-    ``momentum``): the new values take effect from the next step.
+    ``restore_from`` is a state folder (:func:`lrtune.checkpoints.save_state`):
+    training continues at the epoch after it, with the optimizer's state,
+    iteration count and dropout RNG restored, so a schedule goes on where
+    it left off and a re-run epoch repeats exactly. The trial's config may
+    differ from the state's (PBT changes ``lr`` and ``momentum``): the new
+    values take effect from the next step. ``checkpoint`` writes the
+    folder reported with each epoch (default: a local copy of the state;
+    none if ``settings.checkpoint`` is false).
 
     Returns the :class:`Reporter`, whose ``status`` is ``done``,
     ``diverged`` or (stopped from outside) ``running``.
@@ -141,9 +149,10 @@ def run_trial(
     configure_tensorflow(settings.threads, settings.mixed_precision)
     import keras
 
+    from lrtune.checkpoints import load_state
     from lrtune.models import build_model
     from lrtune.optimizers import build_optimizer
-    from lrtune.reporter import Reporter, load_checkpoint
+    from lrtune.reporter import Reporter, local_checkpoint
 
     keras.backend.clear_session()  # a reused worker drops the previous trial's model
     seed = int(config.get("seed", 0))
@@ -159,17 +168,18 @@ def run_trial(
     )
     initial_epoch, history = 0, []
     if restore_from is not None:
-        initial_epoch, history = load_checkpoint(restore_from, model)
+        initial_epoch, history = load_state(restore_from, model)
     reporter = Reporter(
         report,
         num_train=len(data.x_train),
         epochs=settings.epochs,
         extra={"seed": seed, **(extra or {})},
-        checkpoint=settings.checkpoint,
+        checkpoint=(checkpoint or local_checkpoint) if settings.checkpoint else None,
         history=history,
     )
+    reporter.set_model(model)
     if initial_epoch >= settings.epochs:
-        reporter.status = "done"
+        reporter.replay_last()
         return reporter
     from lrtune.batches import Batches
 
@@ -182,6 +192,9 @@ def run_trial(
         validation_data=Batches(data.x_val, data.y_val, settings.batch_size, shuffle=False),
         callbacks=[reporter],
         verbose=0,
+        # Batches shuffles by (seed, epoch). Keras's own shuffle of the batch
+        # order draws from Python's global RNG, so a re-run epoch would differ.
+        shuffle=False,
     )
     return reporter
 
@@ -197,27 +210,84 @@ def _node() -> tuple[str, str]:
     return socket.gethostname(), node_id or ""
 
 
-def tune_trainable(config: dict[str, Any], data: Dataset, settings: TrainSettings) -> None:
+@dataclasses.dataclass(frozen=True)
+class TrialStorage:
+    """Where a sweep's trials keep their states, and which trials are over.
+
+    ``finished``: trials that ``trials.parquet`` records as done, stopped
+    early or diverged. Tune's experiment snapshot lags behind the trials,
+    so ``--resume`` may start a trial again that ended (an early-stopping
+    decision the snapshot missed); such a trial returns at once.
+    """
+
+    sweep_dir: str
+    finished: frozenset[str] = frozenset()
+
+
+def tune_trainable(
+    config: dict[str, Any], data: Dataset, settings: TrainSettings, storage: TrialStorage
+) -> None:
     """Ray Tune function trainable: :func:`run_trial` reporting to Tune.
 
-    Each epoch's row goes to ``ray.tune.report`` with a checkpoint; a trial
-    restored by Tune (node failure, ``--resume``, PBT exploit) continues
-    from ``tune.get_checkpoint()``.
+    Each epoch's state goes to the sweep's storage and its row to
+    ``ray.tune.report`` with a pointer to that state as the checkpoint. A
+    trial started again by Tune (a lost node, ``--resume``, a PBT exploit)
+    resumes from :func:`lrtune.checkpoints.choose_state`.
     """
+    import os
+    import uuid
+
     from ray import tune
 
-    def report(row: dict[str, Any], checkpoint_dir: str | None) -> None:
-        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report(row, checkpoint=checkpoint)
+    from lrtune.checkpoints import StateStore, choose_state, read_pointer
 
+    # Tune reuses this worker for the next trial only if this function has
+    # returned within TUNE_FUNCTION_THREAD_TIMEOUT_S of its last report (2 s
+    # by default, read here in the worker): a big model's teardown can take
+    # longer, and a refused reuse fails the next trial (ray-project/ray#29268).
+    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "600"
+    trial_id = tune.get_context().get_trial_id()
+    if trial_id in storage.finished:
+        return
     hyper = trial_config(config)
     repeat = int(hyper.get("repeat", 0))
     hyper.setdefault("seed", settings.seed + repeat)
+    run = uuid.uuid4().hex[:12]
     host, node_id = _node()
-    extra = {"node": host, "node_id": node_id}
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        run_trial(hyper, data, settings, report, extra=extra)
+    extra = {"node": host, "node_id": node_id, "trial": trial_id, "run": run, "hparams": hyper}
+    own = StateStore(storage.sweep_dir, trial_id)
+
+    def report(row: dict[str, Any], checkpoint_dir: str | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        # `done` ends the trial with this result: no scheduler acts on a last
+        # epoch (PBT would otherwise replace a finished model with a copy).
+        tune.report({**row, "done": row["status"] in ("done", "diverged")}, checkpoint=checkpoint)
+
+    @contextlib.contextmanager
+    def checkpoint(model, epoch: int, history: list[dict[str, Any]]):
+        name = own.save(model, epoch, history, run=run, hparams=hyper)
+        with tempfile.TemporaryDirectory(prefix="lrtune-pointer-") as directory:
+            write_pointer(directory, trial_id, name, epoch)
+            yield directory
+
+    pointer = None
+    given = tune.get_checkpoint()
+    if given is not None:
+        with given.as_directory() as directory:
+            pointer = read_pointer(directory)
+    donor = (
+        StateStore(storage.sweep_dir, pointer["trial_id"])
+        if pointer is not None and pointer["trial_id"] != trial_id
+        else None
+    )
+    source = choose_state(own, pointer, hyper, donor)
+    for state in own.states():
+        # States past the one resumed from belong to an abandoned line of training.
+        if source is None or (state.epoch > source[1].epoch and state != source[1]):
+            own.delete(state.name)
+    if source is None:
+        run_trial(hyper, data, settings, report, extra=extra, checkpoint=checkpoint)
         return
-    with checkpoint.as_directory() as directory:
-        run_trial(hyper, data, settings, report, restore_from=directory, extra=extra)
+    store, state = source
+    with store.open(state.name) as directory:
+        run_trial(hyper, data, settings, report, restore_from=directory, extra=extra, checkpoint=checkpoint)

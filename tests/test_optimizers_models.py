@@ -49,8 +49,14 @@ def test_applied_learning_rate_is_the_last_updates_rate():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: build_optimizer("adamw", constant(0.1), 1), r"Unknown optimizer 'adamw'. Valid optimizers: sgd, adagrad"),
-        (lambda: build_optimizer("adam", constant(0.1), 1, momentum=0.9), r"Optimizer 'adam' takes \(beta_1, beta_2, epsilon\); got unexpected momentum"),
+        (
+            lambda: build_optimizer("adamw", constant(0.1), 1),
+            r"Unknown optimizer 'adamw'. Valid optimizers: sgd, adagrad",
+        ),
+        (
+            lambda: build_optimizer("adam", constant(0.1), 1, momentum=0.9),
+            r"Optimizer 'adam' takes \(beta_1, beta_2, epsilon\); got unexpected momentum",
+        ),
     ],
 )
 def test_bad_optimizer_settings_raise(call, message):
@@ -67,7 +73,15 @@ def test_seed_tiny_layers_are_the_notebooks():
 
     model = build_model("seed-tiny", num_classes=2)
     assert _shapes(model) == [
-        (32, 32, 3), (30, 30, 4), (28, 28, 8), (14, 14, 8), (14, 14, 8), (1568,), (16,), (16,), (2,)
+        (32, 32, 3),
+        (30, 30, 4),
+        (28, 28, 8),
+        (14, 14, 8),
+        (14, 14, 8),
+        (1568,),
+        (16,),
+        (16,),
+        (2,),
     ]
     assert model.count_params() == (3 * 3 * 3 * 4 + 4) + (3 * 3 * 4 * 8 + 8) + (1568 * 16 + 16) + (16 * 2 + 2)
 
@@ -77,8 +91,19 @@ def test_keras_cifar10_cnn_layers_are_the_keras_examples():
 
     model = build_model("keras-cifar10-cnn", num_classes=10)
     assert _shapes(model) == [
-        (32, 32, 3), (32, 32, 32), (30, 30, 32), (15, 15, 32), (15, 15, 32),
-        (15, 15, 64), (13, 13, 64), (6, 6, 64), (6, 6, 64), (2304,), (512,), (512,), (10,),
+        (32, 32, 3),
+        (32, 32, 32),
+        (30, 30, 32),
+        (15, 15, 32),
+        (15, 15, 32),
+        (15, 15, 64),
+        (13, 13, 64),
+        (6, 6, 64),
+        (6, 6, 64),
+        (2304,),
+        (512,),
+        (512,),
+        (10,),
     ]
     assert model.count_params() == 1_250_858
 
@@ -97,5 +122,7 @@ def test_models_scale_uint8_pixels_to_unit_range():
 def test_unknown_model_lists_valid_ones():
     from lrtune.models import build_model
 
-    with pytest.raises(ValueError, match="Unknown model 'resnet'. Valid models: seed-tiny, keras-cifar10-cnn"):
+    with pytest.raises(
+        ValueError, match="Unknown model 'resnet'. Valid models: seed-tiny, keras-cifar10-cnn"
+    ):
         build_model("resnet", 10)

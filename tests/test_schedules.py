@@ -99,7 +99,11 @@ def test_keras_schedule_round_trips_through_config():
 
     adapter = KerasSchedule(step_decay(0.2, 0.25, 3), steps_per_epoch=5)
     again = KerasSchedule.from_config(adapter.get_config())
-    assert again.get_config() == {"name": "step", "params": {"lr": 0.2, "drop": 0.25, "epochs_drop": 3.0}, "steps_per_epoch": 5}
+    assert again.get_config() == {
+        "name": "step",
+        "params": {"lr": 0.2, "drop": 0.25, "epochs_drop": 3.0},
+        "steps_per_epoch": 5,
+    }
 
 
 def test_lr_by_epoch_is_rate_of_each_epochs_last_iteration():
@@ -125,8 +129,14 @@ def test_schedule_params_name_the_articles_hyperparameters():
         (lambda: step_decay(0.1, 1.5, 10), r"Argument `drop` must be in \(0, 1\]. Received: drop=1.5"),
         (lambda: step_decay(0.1, 0.5, 0), r"Argument `epochs_drop` must be > 0"),
         (lambda: exponential(0.1, -0.1), r"Argument `k` must be >= 0"),
-        (lambda: make_schedule("cosine", lr=0.1), r"Unknown schedule 'cosine'. Valid schedules: constant, time, step, exponential"),
-        (lambda: make_schedule("step", lr=0.1, drop=0.5), r"Schedule 'step' takes \(lr, drop, epochs_drop\); missing epochs_drop"),
+        (
+            lambda: make_schedule("cosine", lr=0.1),
+            r"Unknown schedule 'cosine'. Valid schedules: constant, time, step, exponential",
+        ),
+        (
+            lambda: make_schedule("step", lr=0.1, drop=0.5),
+            r"Schedule 'step' takes \(lr, drop, epochs_drop\); missing epochs_drop",
+        ),
         (lambda: make_schedule("time", lr=0.1, decay=0.1, k=1), r"got unexpected k"),
     ],
 )

@@ -22,7 +22,7 @@ from lrtune.sweep import SweepError, run_sweep
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -74,9 +74,10 @@ def arms_sweep(local_ray, cifar_archive, tmp_path_factory):
         done.set()
         reader.join()
     READS.extend(reads)
+    import ray
     from ray._private.internal_api import memory_summary
 
-    plasma = memory_summary(stats_only=True)
+    plasma = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
     return outcome, plasma
 
 
@@ -132,21 +133,21 @@ def test_unused_hyperparameters_are_null_and_repeats_differ_only_in_seed(arms_sw
     assert sorted((t["repeat"], t["seed"]) for t in adam) == [(0, 0), (1, 1)]
 
 
-def test_one_copy_of_the_dataset_serves_every_trial(arms_sweep, tiny_dataset):
+def test_one_copy_of_the_dataset_serves_every_trial(arms_sweep, tiny_dataset, tmp_path):
     """The driver puts the images in the object store once; trials read that copy."""
     import re
 
     from ray import cloudpickle
 
     from lrtune.sweep import trainable_for
-    from lrtune.trial import TrainSettings
+    from lrtune.trial import TrainSettings, TrialStorage
 
     _, plasma = arms_sweep
     used_mib = int(re.search(r"Plasma memory usage (\d+) MiB", plasma).group(1))
     dataset_mib = (tiny_dataset.x_train.nbytes + tiny_dataset.x_val.nbytes) / 2**20
     assert used_mib <= math.ceil(dataset_mib), plasma  # 6 trials ran; one copy is held
     # ...and the trainable Tune ships to each trial holds a reference, not the images.
-    trainable = trainable_for(tiny_dataset, TrainSettings(), cpu=1, gpu=0)
+    trainable = trainable_for(tiny_dataset, TrainSettings(), TrialStorage(str(tmp_path)), cpu=1, gpu=0)
     assert len(cloudpickle.dumps(trainable)) < 50_000 < tiny_dataset.x_train.nbytes
 
 
