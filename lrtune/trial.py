@@ -235,6 +235,7 @@ def tune_trainable(
     resumes from :func:`lrtune.checkpoints.choose_state`.
     """
     import os
+    import time
     import uuid
 
     from ray import tune
@@ -285,9 +286,15 @@ def tune_trainable(
         # States past the one resumed from belong to an abandoned line of training.
         if source is None or (state.epoch > source[1].epoch and state != source[1]):
             own.delete(state.name)
-    if source is None:
-        run_trial(hyper, data, settings, report, extra=extra, checkpoint=checkpoint)
-        return
-    store, state = source
-    with store.open(state.name) as directory:
-        run_trial(hyper, data, settings, report, restore_from=directory, extra=extra, checkpoint=checkpoint)
+    try:
+        if source is None:
+            run_trial(hyper, data, settings, report, extra=extra, checkpoint=checkpoint)
+            return
+        store, state = source
+        with store.open(state.name) as directory:
+            run_trial(
+                hyper, data, settings, report, restore_from=directory, extra=extra, checkpoint=checkpoint
+            )
+    finally:
+        # Fault injection for tests: a teardown as slow as a big model's.
+        time.sleep(float(os.environ.get("LRTUNE_TEST_TEARDOWN_SECONDS", 0)))

@@ -1,0 +1,230 @@
+"""Every trial of a sweep finishes: kills at random moments, early-stopping
+decisions kept across a resume, reused workers, one driver per sweep.
+
+Each test drives ``lrtune sweep`` as a user does, in a subprocess of its
+own process group (a SIGKILL of the group takes the driver and the Ray it
+started), on the tiny archive of ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from lrtune.checkpoints import StateStore
+from lrtune.results import load_trials
+
+SWEEP = """
+name: {name}
+data: {{classes: [airplane, automobile]}}
+epochs: {epochs}
+batch_size: 8
+repeats: 2
+space: {{optimizer: sgd, schedule: time, lr: {{grid: [0.01, 0.03]}}, decay: 0.001, momentum: 0.5}}
+"""
+
+COLUMNS = ["trial_id", "epoch", "run", "lr", "loss", "val_accuracy", "status"]
+
+
+def start(*args, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "lrtune", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the kill takes Ray's processes too
+        env={**os.environ, **(env or {})},
+    )
+
+
+def kill(process) -> None:
+    """SIGKILL the driver's process group, and wait until every member is gone."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)  # reap the leader: a zombie still counts as a member
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"process group {process.pid} outlived SIGKILL")
+
+
+def rows(sweep_dir: Path) -> list[dict]:
+    path = sweep_dir / "metrics"
+    if not path.is_dir() or not any(path.glob("*.parquet")):
+        return []
+    try:
+        return ds.dataset(str(path)).to_table(columns=COLUMNS).to_pylist()
+    except (FileNotFoundError, OSError):  # a file replaced while listed: read again
+        return rows(sweep_dir)
+
+
+def result_lines(sweep_dir: Path) -> list[dict]:
+    """Every result Tune received, from each trial's result.json (all runs)."""
+    lines = []
+    for path in sweep_dir.glob("*/result.json"):
+        lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return lines
+
+
+def assert_rows_are_the_final_models_history(sweep_dir: Path, trials: int, epochs: int) -> None:
+    """Every (trial, epoch) once, each row that of the state the trial ended with."""
+    found = rows(sweep_dir)
+    keys = [(r["trial_id"], r["epoch"]) for r in found]
+    assert len(keys) == len(set(keys)), "a (trial, epoch) row is there twice"
+    by_trial: dict[str, dict[int, dict]] = {}
+    for r in found:
+        by_trial.setdefault(r["trial_id"], {})[r["epoch"]] = r
+    assert len(by_trial) == trials
+    for trial_id, got in by_trial.items():
+        store = StateStore(str(sweep_dir), trial_id)
+        final = store.states()[-1]
+        history = store.meta(final.name)["history"]
+        assert sorted(got) == list(range(1, epochs + 1)) == [h["epoch"] for h in history]
+        for h in history:
+            row = got[h["epoch"]]
+            assert (row["run"], row["loss"], row["val_accuracy"], row["lr"]) == pytest.approx(
+                (h["run"], h["loss"], h["val_accuracy"], h["lr"])
+            ), f"{trial_id} epoch {h['epoch']}: the row is not the final model's"
+
+
+def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_once(cifar_archive, tmp_path):
+    seed = int(os.environ.get("LRTUNE_SOAK_SEED", random.SystemRandom().randrange(10**6)))
+    rng = random.Random(seed)
+    trials, epochs = 4, 6
+    sweep_file = tmp_path / "soak.yaml"
+    sweep_file.write_text(SWEEP.format(name="soak", epochs=epochs))
+    storage, sweep_dir = tmp_path / "results", tmp_path / "results" / "soak"
+    total = trials * epochs
+    # Row counts to kill at: one inside the first epoch, one inside the last, the rest anywhere.
+    thresholds = sorted([0, total - rng.randint(1, 3), *(rng.randrange(total) for _ in range(4))])
+    kills, finished = 0, False
+    for threshold in thresholds:
+        process = start(
+            "sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet",
+            *(["--resume"] if (sweep_dir / "sweep.yaml").exists() else []),
+        )  # fmt: skip
+        deadline = time.monotonic() + 240
+        while len(rows(sweep_dir)) < threshold and process.poll() is None:
+            assert time.monotonic() < deadline, f"seed {seed}: no progress"
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.0, 2.5))  # a moment inside that epoch, a flush or a start
+        if process.poll() is not None:
+            output = process.stdout.read()
+            assert process.returncode == 0, f"seed {seed}: {output}"
+            finished = True
+            break
+        kill(process)
+        kills += 1
+    print(f"soak seed={seed} kills={kills} thresholds={thresholds}")
+    if not finished:
+        last = start(
+            "sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet", "--resume"
+        )
+        output, _ = last.communicate(timeout=420)
+        assert last.returncode == 0, f"seed {seed}: {output}"
+        assert "Error handling checkpoint" not in output and "Traceback" not in output, output
+    assert kills >= 5, f"seed {seed}: the sweep finished before {len(thresholds)} kills"
+    statuses = load_trials(str(sweep_dir))["status"].to_pylist()
+    assert statuses == ["done"] * trials, f"seed {seed}: {statuses}"
+    assert_rows_are_the_final_models_history(sweep_dir, trials, epochs)
+
+
+ASHA = """
+name: asha
+data: {classes: [airplane, automobile]}
+epochs: 4
+batch_size: 8
+space: {optimizer: sgd, lr: {grid: [0.05, 1.0e-6, 0.05, 1.0e-6, 0.05, 1.0e-6]}, momentum: 0.9}
+scheduler: {asha: {grace_period: 1, reduction_factor: 2}}
+"""
+
+
+def test_early_stopping_decisions_survive_a_kill_and_resume(cifar_archive, tmp_path):
+    sweep_file = tmp_path / "asha.yaml"
+    sweep_file.write_text(ASHA)
+    storage, sweep_dir = tmp_path / "results", tmp_path / "results" / "asha"
+    first = start("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet")
+    deadline = time.monotonic() + 240
+    stopped: dict[str, int] = {}
+    while not stopped:
+        assert first.poll() is None, first.stdout.read()
+        assert time.monotonic() < deadline
+        if (sweep_dir / "trials.parquet").exists():
+            trials = load_trials(str(sweep_dir)).to_pylist()
+            stopped = {t["trial_id"]: t["epochs_run"] for t in trials if t["status"] == "stopped_early"}
+        time.sleep(0.2)
+    kill(first)
+    second = start("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet", "--resume")
+    output, _ = second.communicate(timeout=420)
+    assert second.returncode == 0, output
+    after = {t["trial_id"]: t for t in load_trials(str(sweep_dir)).to_pylist()}
+    for trial_id, epochs_run in stopped.items():
+        assert after[trial_id]["status"] == "stopped_early", after[trial_id]
+        assert after[trial_id]["epochs_run"] == epochs_run
+    hopeless_done = [t for t in after.values() if t["config.lr"] < 1e-3 and t["status"] == "done"]
+    assert not hopeless_done, "a hopeless trial ran to the end after the resume"
+    # Epochs trained twice: at most the ones in flight at the kill (2 slots).
+    trained = [r for r in result_lines(sweep_dir) if r.get("restored_epoch") != r["epoch"]]
+    assert len(trained) - sum(t["epochs_run"] for t in after.values()) <= 2
+
+
+def test_a_slow_finishing_trial_does_not_fail_the_trial_that_reuses_its_worker(cifar_archive, tmp_path):
+    """Tune gives a finishing trial 2 s before it refuses to reuse its worker."""
+    sweep_file = tmp_path / "slow.yaml"
+    sweep_file.write_text(
+        "name: slow\ndata: {classes: [airplane, automobile]}\nepochs: 1\nbatch_size: 32\n"
+        "space: {optimizer: sgd, lr: {grid: [0.01, 0.02, 0.03, 0.04]}}\n"
+    )
+    process = start(
+        "sweep", sweep_file, "--data", cifar_archive, "--storage", tmp_path, "--quiet",
+        env={"LRTUNE_TEST_TEARDOWN_SECONDS": "4"},
+    )  # fmt: skip
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    trials = load_trials(str(tmp_path / "slow")).to_pylist()
+    assert [t["status"] for t in trials] == ["done"] * 4, [t["error"] for t in trials]
+    pids = {r["pid"] for r in result_lines(tmp_path / "slow")}
+    assert len(pids) < 4, "no worker was reused"
+
+
+def test_a_second_driver_on_a_running_sweep_is_refused(cifar_archive, make_cifar_archive, tmp_path):
+    sweep_file = tmp_path / "busy.yaml"
+    sweep_file.write_text(SWEEP.format(name="busy", epochs=30))
+    storage = tmp_path / "results"
+    first = start("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet")
+    try:
+        deadline = time.monotonic() + 240
+        while not rows(storage / "busy"):
+            assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
+            time.sleep(0.2)
+        second = subprocess.run(
+            [sys.executable, "-m", "lrtune", "sweep", sweep_file, "--data", cifar_archive,
+             "--storage", storage, "--quiet", "--resume"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "is in use by another lrtune sweep (host" in second.stderr
+    finally:
+        kill(first)
+    # The killed driver's lock went with it: the sweep resumes, but only on the same data.
+    other = make_cifar_archive(tmp_path / "other.tar.gz", train_per_batch=40)
+    refused = subprocess.run(
+        [sys.executable, "-m", "lrtune", "sweep", sweep_file, "--data", other,
+         "--storage", storage, "--quiet", "--resume"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--resume: the data differs from the data this sweep started with (400 training" in refused.stderr
+    assert "now 200 / 100" in refused.stderr
