@@ -88,3 +88,30 @@ def tiny_dataset(cifar_archive):
     from lrtune.data import load_cifar10
 
     return load_cifar10(str(cifar_archive), classes=["airplane", "automobile"])
+
+
+def kill_process_group(process) -> None:
+    """SIGKILL ``process``'s group (started with ``start_new_session``) until every member is gone.
+
+    Tests stop only what they started: a process group, never ``ray stop``,
+    which would stop every Ray on the machine, a user's sweep included.
+    """
+    import signal
+    import time
+
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)  # reap the leader: a zombie still counts as a member
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"process group {process.pid} outlived SIGKILL")
+
+
+@pytest.fixture(scope="session")
+def kill_group():
+    """:func:`kill_process_group`."""
+    return kill_process_group

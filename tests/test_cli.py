@@ -155,3 +155,48 @@ def test_report_writes_html_and_pngs(finished_sweep, tmp_path):
     assert sorted(p.name for p in html.parent.glob("*.png")) == sorted(
         f"{n}.png" for n in ("lr", "curves", "families", "step_heatmap", "early_stopping")
     )
+
+
+TINY = (
+    "name: tiny\ndata: {classes: [airplane, automobile]}\nepochs: 1\nbatch_size: 32\n"
+    "space: {optimizer: sgd, lr: 0.05}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("resource", "message"),
+    [
+        (
+            "resources.gpu=0.25",
+            "tiny: a trial needs resources: {cpu: 1, gpu: 0.25} but no node of this Ray has that "
+            "(nodes: 2 CPU 0 GPU). Run with --set resources.gpu=0",
+        ),
+        (
+            "resources.cpu=3",
+            "tiny: a trial needs resources: {cpu: 3, gpu: 0} but no node of this Ray has that "
+            "(nodes: 2 CPU 0 GPU). Run with --set resources.cpu=2",
+        ),
+    ],
+)
+def test_a_sweep_that_fits_on_no_node_is_refused_before_anything_starts(
+    resource, message, cifar_archive, tmp_path
+):
+    sweep_file = tmp_path / "tiny.yaml"
+    sweep_file.write_text(TINY)
+    result = lrtune(
+        "sweep", sweep_file, "--set", resource, "--data", cifar_archive, "--storage", tmp_path / "out",
+        "--quiet", timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert not (tmp_path / "out" / "tiny").exists()
+
+
+def test_ray_client_is_refused_with_the_way_that_works(cifar_archive, tmp_path):
+    sweep_file = tmp_path / "tiny.yaml"
+    sweep_file.write_text(TINY)
+    result = lrtune("sweep", sweep_file, "--address", "ray://127.0.0.1:10001", "--storage", tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Ray Client is not supported" in result.stderr
+    assert "ray job submit" in result.stderr
+    assert not (tmp_path / "tiny").exists()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -47,7 +45,7 @@ RUNNING: list[subprocess.Popen] = []
 
 
 @pytest.fixture(autouse=True)
-def no_leftover_sweeps():
+def no_leftover_sweeps(kill_group):
     yield
     for process in RUNNING:
         if process.poll() is None:
@@ -68,13 +66,7 @@ def lrtune(*args, **kwargs):
     return process
 
 
-def kill_group(process):
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    time.sleep(1)
-
-
-def test_driver_killed_mid_sweep_resumes_with_every_row_once(cifar_archive, tmp_path):
+def test_driver_killed_mid_sweep_resumes_with_every_row_once(cifar_archive, tmp_path, kill_group):
     sweep_file = tmp_path / "slow.yaml"
     sweep_file.write_text(SLOW.format(name="killed", epochs=6))
     storage = tmp_path / "results"
@@ -118,7 +110,9 @@ def local_ray():
     ray.shutdown()
 
 
-def test_a_raising_trial_is_recorded_as_error_and_the_others_finish(local_ray, cifar_archive, tmp_path):
+def test_a_raising_trial_is_recorded_as_error_and_the_others_finish(
+    local_ray, cifar_archive, tmp_path, capfd
+):
     spec = make_spec(
         """
 name: raising
@@ -142,6 +136,7 @@ space:
     assert trials[1.5]["status"] == "error"
     assert "momentum" in trials[1.5]["error"] and "ValueError" in trials[1.5]["error"]
     assert outcome.counts == {"done": 1, "error": 1} and not outcome.all_failed
+    assert "Traceback" not in capfd.readouterr().err  # --quiet: the error is in trials.parquet
 
 
 def test_unwritable_storage_stops_the_sweep_and_resume_completes_it(local_ray, cifar_archive, tmp_path):

@@ -140,27 +140,40 @@ def port_free() -> int:
         return s.getsockname()[1]
 
 
-def test_lrtune_sweep_joins_a_running_cluster_by_address(cifar_archive, tmp_path):
+def test_lrtune_sweep_joins_a_running_cluster_by_address(cifar_archive, tmp_path, kill_group):
     """`ray start --head` then `lrtune sweep --address`: the cluster path, end to end."""
+    import os
+    import socket
     import subprocess
     import sys
+    import time
+    import uuid
+
+    from ray._private.services import get_node_ip_address
 
     port = port_free()
-    ray = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
-    subprocess.run(
+    address = f"{get_node_ip_address()}:{port}"
+    # A token of this test's own: ~/.ray/auth_token is shared with every local Ray here.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    # --block keeps `ray start` in the foreground, in a process group of its own
+    # with the processes it starts: the test stops exactly this Ray, never a
+    # user's (`ray stop` would stop every Ray on the machine).
+    head = subprocess.Popen(
         [
-            *ray,
-            "start",
-            "--head",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
+            sys.executable, "-c", "from ray.scripts.scripts import main; main()",
+            "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+            "--include-dashboard=false", "--disable-usage-stats",
         ],
-        check=True,
-        capture_output=True,
-    )
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )  # fmt: skip
     try:
+        deadline = time.monotonic() + 60
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:  # the head's GCS is up
+            assert head.poll() is None and time.monotonic() < deadline, "ray start --head failed"
+            time.sleep(0.5)
         sweep_file = tmp_path / "joined.yaml"
         sweep_file.write_text(
             "name: joined\ndata: {classes: [airplane, automobile]}\nepochs: 2\nbatch_size: 32\n"
@@ -174,7 +187,7 @@ def test_lrtune_sweep_joins_a_running_cluster_by_address(cifar_archive, tmp_path
                 "sweep",
                 str(sweep_file),
                 "--address",
-                "auto",
+                address,
                 "--data",
                 str(cifar_archive),
                 "--storage",
@@ -184,9 +197,10 @@ def test_lrtune_sweep_joins_a_running_cluster_by_address(cifar_archive, tmp_path
             capture_output=True,
             text=True,
             timeout=300,
+            env=env,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "joined: 2 trials (2 done)" in result.stdout
         assert load(str(tmp_path / "results" / "joined")).num_rows == 4
     finally:
-        subprocess.run([*ray, "stop", "--force"], capture_output=True)
+        kill_group(head)

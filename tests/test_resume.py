@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -44,20 +43,6 @@ def start(*args, env=None):
         start_new_session=True,  # its own process group: the kill takes Ray's processes too
         env={**os.environ, **(env or {})},
     )
-
-
-def kill(process) -> None:
-    """SIGKILL the driver's process group, and wait until every member is gone."""
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)  # reap the leader: a zombie still counts as a member
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"process group {process.pid} outlived SIGKILL")
 
 
 def rows(sweep_dir: Path) -> list[dict]:
@@ -99,7 +84,9 @@ def assert_rows_are_the_final_models_history(sweep_dir: Path, trials: int, epoch
             ), f"{trial_id} epoch {h['epoch']}: the row is not the final model's"
 
 
-def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_once(cifar_archive, tmp_path):
+def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_once(
+    cifar_archive, tmp_path, kill_group
+):
     seed = int(os.environ.get("LRTUNE_SOAK_SEED", random.SystemRandom().randrange(10**6)))
     rng = random.Random(seed)
     trials, epochs = 4, 6
@@ -125,7 +112,7 @@ def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_onc
             assert process.returncode == 0, f"seed {seed}: {output}"
             finished = True
             break
-        kill(process)
+        kill_group(process)
         kills += 1
     print(f"soak seed={seed} kills={kills} thresholds={thresholds}")
     if not finished:
@@ -151,7 +138,7 @@ scheduler: {asha: {grace_period: 1, reduction_factor: 2}}
 """
 
 
-def test_early_stopping_decisions_survive_a_kill_and_resume(cifar_archive, tmp_path):
+def test_early_stopping_decisions_survive_a_kill_and_resume(cifar_archive, tmp_path, kill_group):
     sweep_file = tmp_path / "asha.yaml"
     sweep_file.write_text(ASHA)
     storage, sweep_dir = tmp_path / "results", tmp_path / "results" / "asha"
@@ -165,7 +152,7 @@ def test_early_stopping_decisions_survive_a_kill_and_resume(cifar_archive, tmp_p
             trials = load_trials(str(sweep_dir)).to_pylist()
             stopped = {t["trial_id"]: t["epochs_run"] for t in trials if t["status"] == "stopped_early"}
         time.sleep(0.2)
-    kill(first)
+    kill_group(first)
     second = start("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet", "--resume")
     output, _ = second.communicate(timeout=420)
     assert second.returncode == 0, output
@@ -199,7 +186,9 @@ def test_a_slow_finishing_trial_does_not_fail_the_trial_that_reuses_its_worker(c
     assert len(pids) < 4, "no worker was reused"
 
 
-def test_a_second_driver_on_a_running_sweep_is_refused(cifar_archive, make_cifar_archive, tmp_path):
+def test_a_second_driver_on_a_running_sweep_is_refused(
+    cifar_archive, make_cifar_archive, tmp_path, kill_group
+):
     sweep_file = tmp_path / "busy.yaml"
     sweep_file.write_text(SWEEP.format(name="busy", epochs=30))
     storage = tmp_path / "results"
@@ -217,7 +206,7 @@ def test_a_second_driver_on_a_running_sweep_is_refused(cifar_archive, make_cifar
         assert second.returncode == 2, second.stdout + second.stderr
         assert "is in use by another lrtune sweep (host" in second.stderr
     finally:
-        kill(first)
+        kill_group(first)
     # The killed driver's lock went with it: the sweep resumes, but only on the same data.
     other = make_cifar_archive(tmp_path / "other.tar.gz", train_per_batch=40)
     refused = subprocess.run(
