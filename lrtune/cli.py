@@ -129,7 +129,7 @@ def schedules(
     ] = None,
 ):
     """List the schedules with their formulas; --plot draws them."""
-    from lrtune.plots import plot_schedules, schedule_catalogue
+    from lrtune.plots import format_params, plot_schedules, schedule_catalogue
 
     try:
         catalogue = schedule_catalogue(list(set_ or []))
@@ -137,7 +137,7 @@ def schedules(
         _fail(str(e))
     for name, formula, params in catalogue:
         out.print(f"[bold]{name}[/]  {formula}", highlight=False)
-        out.print("    " + ", ".join(f"{k}={v:g}" for k, v in params.items()), highlight=False)
+        out.print("    " + format_params(params), highlight=False)
     if plot is not None:
         plot_schedules(
             [(n, p) for n, _, p in catalogue], plot, epochs=epochs, steps_per_epoch=steps_per_epoch

@@ -40,7 +40,7 @@ class KerasSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self) -> dict[str, Any]:
         return {
             "name": self.schedule.name,
-            "params": dict(self.schedule.params),
+            "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.schedule.params.items()},
             "steps_per_epoch": self.steps_per_epoch,
         }
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lrtune.schedules import SCHEDULES, lr_by_epoch, make_schedule, schedule_params
 
-__all__ = ["ARTICLE_PARAMS", "schedule_catalogue", "plot_schedules"]
+__all__ = ["ARTICLE_PARAMS", "schedule_catalogue", "plot_schedules", "format_params"]
 
 #: The seed article's settings for each schedule (lr 0.1, 100 epochs).
 ARTICLE_PARAMS: dict[str, dict[str, float]] = {
@@ -20,7 +21,24 @@ ARTICLE_PARAMS: dict[str, dict[str, float]] = {
     "time": {"lr": 0.1, "decay": 0.001},
     "step": {"lr": 0.1, "drop": 0.5, "epochs_drop": 10},
     "exponential": {"lr": 0.1, "k": 0.1},
+    # Not in the article: a typical piecewise schedule (÷10 at 50% and 75%).
+    "piecewise": {"boundaries": [50, 75], "values": [0.1, 0.01, 0.001]},
 }
+
+
+def format_params(params: dict[str, Any]) -> str:
+    """``lr=0.1, boundaries=[50, 75]``: a schedule's parameters, short.
+
+    >>> format_params({"lr": 0.1, "boundaries": [50.0, 75.0], "cycle_mode": "triangular"})
+    'lr=0.1, boundaries=[50, 75], cycle_mode=triangular'
+    """
+
+    def one(v: Any) -> str:
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(one(x) for x in v) + "]"
+        return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+    return ", ".join(f"{k}={one(v)}" for k, v in params.items())
 
 
 def schedule_catalogue(overrides: Sequence[str] = ()) -> list[tuple[str, str, dict[str, float]]]:
@@ -71,9 +89,11 @@ def plot_schedules(
     epoch = np.arange(1, epochs + 1)
     for name, params in schedules:
         lr = lr_by_epoch(make_schedule(name, **params), epochs, steps_per_epoch)
-        label = f"{name} ({', '.join(f'{k}={v:g}' for k, v in params.items())})"
+        label = f"{name} ({format_params(params)})"
         for ax in (linear, log):
-            ax.plot(epoch, lr, label=label, drawstyle="steps-post" if name == "step" else "default")
+            ax.plot(
+                epoch, lr, label=label, drawstyle="steps-post" if name in ("step", "piecewise") else "default"
+            )
     linear.set_title("learning rate by epoch")
     log.set_title("same, log scale")
     log.set_yscale("log")

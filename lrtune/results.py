@@ -50,6 +50,8 @@ CONFIG_COLUMNS: dict[str, pa.DataType] = {
     "beta_1": pa.float64(),
     "beta_2": pa.float64(),
     "epsilon": pa.float64(),
+    "boundaries": pa.list_(pa.float64()),
+    "values": pa.list_(pa.float64()),
 }
 
 _CONFIG_FIELDS = [pa.field(f"config.{k}", t) for k, t in CONFIG_COLUMNS.items()]
@@ -130,10 +132,13 @@ def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
     (0.001, 0.999, None, 'constant')
     """
     from lrtune.optimizers import DEFAULTS
+    from lrtune.schedules import SCHEDULES, schedule_params
 
     optimizer = config.get("optimizer") or "sgd"
     effective = {"optimizer": optimizer, "schedule": "constant", **DEFAULTS.get(optimizer, {})}
     effective.update({k: v for k, v in config.items() if v is not None})
+    if effective["schedule"] in SCHEDULES and "lr" not in schedule_params(effective["schedule"]):
+        effective.pop("lr")  # the optimizer's default lr is not what this schedule starts at
     return {f"config.{k}": effective.get(k) for k in CONFIG_COLUMNS}
 
 

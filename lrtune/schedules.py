@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, Literal
 
@@ -35,7 +35,10 @@ __all__ = [
     "time_based",
     "step_decay",
     "exponential",
+    "piecewise",
     "make_schedule",
+    "schedule_params",
+    "required_params",
     "lr_by_epoch",
 ]
 
@@ -51,7 +54,7 @@ class Schedule:
     """
 
     name: str
-    params: Mapping[str, float]
+    params: Mapping[str, Any]
     unit: Unit
     fn: Callable[[Any, ModuleType], Any] = dataclasses.field(repr=False, compare=False)
 
@@ -151,17 +154,84 @@ def exponential(lr: float, k: float) -> Schedule:
     return Schedule("exponential", {"lr": lr, "k": k}, "epoch", lambda t, ops: lr * ops.exp(-k * t))
 
 
+def piecewise(boundaries: Sequence[float], values: Sequence[float]) -> Schedule:
+    """``lr(epoch) = values[i]`` for ``boundaries[i-1] <= epoch < boundaries[i]``, epoch 0-based.
+
+    A piecewise-constant rate set epoch by epoch: ``values[0]`` until epoch
+    ``boundaries[0]``, ``values[1]`` from there until ``boundaries[1]``,
+    and so on; ``values[-1]`` from ``boundaries[-1]`` to the end. The rate
+    is constant within an epoch (like optax's
+    ``piecewise_constant_schedule`` but with absolute values and in epochs).
+    ``values[0]`` is the initial rate: the schedule takes no ``lr``.
+
+    Args:
+        boundaries: epochs at which the rate changes, strictly increasing, > 0.
+        values: the rates, one more than ``boundaries``, each > 0.
+
+    Raises:
+        ValueError: a boundary is not > 0 or not above the one before, a
+            value is not > 0, or ``len(values) != len(boundaries) + 1``.
+
+    >>> piecewise(boundaries=[2, 4], values=[0.1, 0.01, 0.001])(np.arange(6))
+    array([0.1  , 0.1  , 0.01 , 0.01 , 0.001, 0.001])
+    """
+    boundaries = _numbers("boundaries", boundaries)
+    values = _numbers("values", values)
+    if any(b <= 0 for b in boundaries) or any(
+        b >= c for b, c in zip(boundaries, boundaries[1:], strict=False)
+    ):
+        raise ValueError(
+            f"Argument `boundaries` must be > 0 and strictly increasing. Received: boundaries={list(boundaries)}"
+        )
+    for v in values:
+        _positive("values", v)
+    if len(values) != len(boundaries) + 1:
+        raise ValueError(
+            "Argument `values` must have one more entry than `boundaries`. Received: "
+            f"{len(values)} values for {len(boundaries)} boundaries"
+        )
+
+    def fn(t, ops):
+        lr = values[0] + 0.0 * t
+        for boundary, value in zip(boundaries, values[1:], strict=True):
+            lr = ops.where(t >= boundary, value, lr)
+        return lr
+
+    return Schedule("piecewise", {"boundaries": boundaries, "values": values}, "epoch", fn)
+
+
+def _numbers(name: str, value: Any) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"Argument `{name}` must be a list of numbers. Received: {name}={value!r}")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+        raise ValueError(
+            f"Argument `{name}` must be a list of finite numbers. Received: {name}={list(value)!r}"
+        )
+    return tuple(float(v) for v in value)
+
+
 SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "constant": constant,
     "time": time_based,
     "step": step_decay,
     "exponential": exponential,
+    "piecewise": piecewise,
 }
 
 
 def schedule_params(name: str) -> tuple[str, ...]:
     """The hyperparameter names schedule ``name`` takes, e.g. ``('lr', 'decay')``."""
     return tuple(inspect.signature(_factory(name)).parameters)
+
+
+def required_params(name: str) -> tuple[str, ...]:
+    """The hyperparameters schedule ``name`` has no default for.
+
+    >>> required_params("step")
+    ('lr', 'drop', 'epochs_drop')
+    """
+    parameters = inspect.signature(_factory(name)).parameters.values()
+    return tuple(p.name for p in parameters if p.default is inspect.Parameter.empty)
 
 
 def _factory(name: str) -> Callable[..., Schedule]:
@@ -184,7 +254,7 @@ def make_schedule(name: str, **params: float) -> Schedule:
     factory = _factory(name)
     allowed = schedule_params(name)
     unexpected = sorted(set(params) - set(allowed))
-    missing = [p for p in allowed if p not in params]
+    missing = [p for p in required_params(name) if p not in params]
     if unexpected or missing:
         problems = []
         if unexpected:

@@ -32,7 +32,7 @@ from pydantic import (
 
 from lrtune.models import MODELS as MODEL_NAMES
 from lrtune.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
-from lrtune.schedules import SCHEDULES, schedule_params
+from lrtune.schedules import SCHEDULES, required_params, schedule_params
 from lrtune.space import PARAMS, Dist, SpaceError, parse_dist
 
 __all__ = ["SweepSpec", "SweepFileError", "load_spec", "parse_spec", "apply_overrides", "Arm"]
@@ -212,6 +212,13 @@ def parse_arm(raw: Any, where: str) -> Arm:
             continue
         users = [s for s in arm.schedules if key in schedule_params(s)]
         if key == "lr":
+            for schedule in arm.schedules:
+                if "lr" not in schedule_params(schedule):
+                    raise SpaceError(
+                        f"{where}.lr",
+                        f"schedule {schedule} does not use lr (it takes {', '.join(schedule_params(schedule))}); "
+                        "remove lr",
+                    )
             continue
         if key in {p for s in SCHEDULES for p in schedule_params(s)}:
             if len(users) != len(arm.schedules):
@@ -230,7 +237,7 @@ def parse_arm(raw: Any, where: str) -> Arm:
                     f"optimizer {optimizer} does not use {key} (only {', '.join(takes)} does); "
                     "put each optimizer in its own arm",
                 )
-    missing = [(s, p) for s in arm.schedules for p in schedule_params(s) if p != "lr" and p not in params]
+    missing = [(s, p) for s in arm.schedules for p in required_params(s) if p != "lr" and p not in params]
     if missing:
         schedule, param = missing[0]
         raise SpaceError(where, f"schedule {schedule} needs {param}")

@@ -112,7 +112,8 @@ def split_config(config: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any]]:
     name = config.get("schedule", "constant")
     wanted = schedule_params(name)
     params = {k: config[k] for k in wanted if config.get(k) is not None}
-    params.setdefault("lr", DEFAULTS[optimizer]["lr"])
+    if "lr" in wanted:
+        params.setdefault("lr", DEFAULTS[optimizer]["lr"])
     schedule = make_schedule(name, **params)
     settings = {k: v for k, v in config.items() if k not in _TRIAL_KEYS and k not in wanted and v is not None}
     return optimizer, schedule, settings

@@ -184,3 +184,32 @@ def test_set_reaches_into_an_arm_by_index():
 )
 def test_bad_overrides_are_named(override, message, tmp_path):
     assert re.search(message, error_of(BASE, tmp_path, override))
+
+
+def test_piecewise_lists_are_fixed_values_not_distributions(tmp_path):
+    text = "name: pw\nspace: {optimizer: sgd, schedule: piecewise, boundaries: [2, 4], values: [0.1, 0.01, 0.001]}\n"
+    arm = spec_of(text, tmp_path).space[0]
+    assert arm.params["boundaries"].to_tune() == [2, 4]
+    assert arm.params["values"].to_json() == [0.1, 0.01, 0.001]
+
+
+@pytest.mark.parametrize(
+    ("arm", "message"),
+    [
+        (
+            "{schedule: piecewise, lr: 0.1, boundaries: [2], values: [0.1, 0.01]}",
+            r"space.lr: schedule piecewise does not use lr \(it takes boundaries, values\); remove lr",
+        ),
+        (
+            "{schedule: piecewise, boundaries: [2], values: [0.1, -1]}",
+            r"space.values: -1 in \[0.1, -1\] is not in \(0, inf\)",
+        ),
+        (
+            "{schedule: piecewise, boundaries: 2, values: [0.1, 0.01]}",
+            r"space.boundaries: 2 is not a list of numbers in \(0, inf\)",
+        ),
+        ("{schedule: piecewise, values: [0.1]}", r"space: schedule piecewise needs boundaries"),
+    ],
+)
+def test_piecewise_arms_are_checked(arm, message, tmp_path):
+    assert re.search(message, error_of(f"name: pw\nspace: {arm}\n", tmp_path))
