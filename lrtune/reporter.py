@@ -5,7 +5,9 @@ A checkpoint is a folder of three files:
 - ``model.weights.h5``: the model's weights;
 - ``optimizer.npz``: every optimizer variable, the iteration count first,
   so a resumed time-based or step schedule continues where it stopped;
-- ``trial.json``: ``{"epoch": <epochs done>, "history": [<rows>]}``.
+- ``trial.json``: ``{"epoch": <epochs done>, "history": [<rows>]}``, plus
+  ``"extra_state"``: the state of callbacks that must survive a resume
+  (reduce on plateau's), when the trial has any.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from lrtune.keras_schedule import applied_learning_rate
 
-__all__ = ["Reporter", "save_checkpoint", "load_checkpoint"]
+__all__ = ["Reporter", "save_checkpoint", "load_checkpoint", "load_extra_state"]
 
 ReportFn = Callable[[dict[str, Any], "str | None"], None]
 
@@ -54,6 +56,7 @@ class Reporter(keras.callbacks.Callback):
         extra: Mapping[str, Any] | None = None,
         checkpoint: bool = True,
         history: list[dict[str, Any]] | None = None,
+        extra_state: Callable[[], Mapping[str, Any]] | None = None,
     ):
         super().__init__()
         self._report = report
@@ -62,6 +65,7 @@ class Reporter(keras.callbacks.Callback):
         self._extra = dict(extra or {})
         self._checkpoint = checkpoint
         self.history: list[dict[str, Any]] = list(history or [])
+        self._extra_state = extra_state
         self.status = "running"
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -101,17 +105,27 @@ class Reporter(keras.callbacks.Callback):
             self._report(row, None)
             return
         with tempfile.TemporaryDirectory(prefix="lrtune-ckpt-") as directory:
-            save_checkpoint(directory, self.model, epoch + 1, self.history)
+            extra_state = self._extra_state() if self._extra_state else None
+            save_checkpoint(directory, self.model, epoch + 1, self.history, extra_state=extra_state)
             self._report(row, directory)
 
 
-def save_checkpoint(directory: str, model: keras.Model, epoch: int, history: list[dict[str, Any]]) -> None:
-    """Write weights, optimizer state and progress into ``directory``."""
+def save_checkpoint(
+    directory: str,
+    model: keras.Model,
+    epoch: int,
+    history: list[dict[str, Any]],
+    extra_state: Mapping[str, Any] | None = None,
+) -> None:
+    """Write weights, optimizer state and progress (and ``extra_state``) into ``directory``."""
     model.save_weights(os.path.join(directory, "model.weights.h5"))
     state = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(model.optimizer.variables)}
     np.savez(os.path.join(directory, "optimizer.npz"), **state)
     with open(os.path.join(directory, "trial.json"), "w") as f:
-        json.dump({"epoch": epoch, "history": history}, f)
+        progress = {"epoch": epoch, "history": history}
+        if extra_state is not None:
+            progress["extra_state"] = dict(extra_state)
+        json.dump(progress, f)
 
 
 def load_checkpoint(directory: str, model: keras.Model) -> tuple[int, list[dict[str, Any]]]:
@@ -137,3 +151,9 @@ def load_checkpoint(directory: str, model: keras.Model) -> tuple[int, list[dict[
     with open(os.path.join(directory, "trial.json")) as f:
         state = json.load(f)
     return int(state["epoch"]), list(state["history"])
+
+
+def load_extra_state(directory: str) -> dict[str, Any]:
+    """The ``extra_state`` a checkpoint was saved with; ``{}`` if none."""
+    with open(os.path.join(directory, "trial.json")) as f:
+        return dict(json.load(f).get("extra_state") or {})

@@ -291,6 +291,8 @@ def run_sweep(
             xla=spec.xla,
             mixed_precision=spec.mixed_precision,
             seed=spec.seed,
+            metric=spec.metric,
+            mode=spec.metric_mode,
         )
         trainable = trainable_for(dataset, settings, cpu=spec.resources.cpu, gpu=spec.resources.gpu)
         sink = ParquetSink(
