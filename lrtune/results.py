@@ -52,6 +52,29 @@ CONFIG_COLUMNS: dict[str, pa.DataType] = {
     "epsilon": pa.float64(),
     "boundaries": pa.list_(pa.float64()),
     "values": pa.list_(pa.float64()),
+    "lr_min": pa.float64(),
+    "decay_epochs": pa.float64(),
+    "period_epochs": pa.float64(),
+    "period_mult": pa.float64(),
+    "restart_decay": pa.float64(),
+    "max_lr": pa.float64(),
+    "cycle_epochs": pa.float64(),
+    "pct_start": pa.float64(),
+    "div_factor": pa.float64(),
+    "final_div_factor": pa.float64(),
+    "anneal": pa.string(),
+    "step_size_epochs": pa.float64(),
+    "cycle_mode": pa.string(),
+    "gamma": pa.float64(),
+    "end_lr": pa.float64(),
+    "power": pa.float64(),
+    "factor": pa.float64(),
+    "patience": pa.float64(),
+    "min_lr": pa.float64(),
+    "cooldown": pa.float64(),
+    "warmup_epochs": pa.float64(),
+    "warmup_start": pa.float64(),
+    "weight_decay": pa.float64(),
 }
 
 _CONFIG_FIELDS = [pa.field(f"config.{k}", t) for k, t in CONFIG_COLUMNS.items()]
@@ -106,17 +129,22 @@ TRIALS_SCHEMA = pa.schema(
 TRIAL_STATUSES = ("pending", "running", "done", "stopped_early", "diverged", "error")
 
 
-def family(optimizer: str | None, schedule: str | None) -> str:
+def family(optimizer: str | None, schedule: str | None, warmup_epochs: float | None = None) -> str:
     """The schedule family a trial belongs to, as the reports group them.
 
     SGD trials are named by their schedule; adaptive optimizers by their
-    name, with the schedule appended when it is not constant.
+    name, with the schedule appended when it is not constant. A warmup
+    makes its own family: ``warmup+cosine``, ``adamw+warmup+cosine``.
 
     >>> family("sgd", "step"), family("adam", "constant"), family("adam", "time")
     ('step', 'adam', 'adam+time')
+    >>> family("sgd", "cosine", 5), family("adamw", "cosine", 2)
+    ('warmup+cosine', 'adamw+warmup+cosine')
     """
     optimizer = optimizer or "sgd"
     schedule = schedule or "constant"
+    if warmup_epochs:
+        schedule = f"warmup+{schedule}"
     if optimizer == "sgd":
         return schedule
     return optimizer if schedule == "constant" else f"{optimizer}+{schedule}"
@@ -143,7 +171,26 @@ def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: The hyperparameters worth showing beside a trial, in this order.
-SHOWN = ("lr", "momentum", "decay", "drop", "epochs_drop", "k", "rho")
+SHOWN = (
+    "lr",
+    "max_lr",
+    "momentum",
+    "weight_decay",
+    "decay",
+    "drop",
+    "epochs_drop",
+    "k",
+    "rho",
+    "warmup_epochs",
+    "lr_min",
+    "period_epochs",
+    "period_mult",
+    "step_size_epochs",
+    "cycle_mode",
+    "power",
+    "factor",
+    "patience",
+)
 
 
 def describe(row: Mapping[str, Any]) -> str:
@@ -155,7 +202,7 @@ def describe(row: Mapping[str, Any]) -> str:
     parts = []
     for key in SHOWN:
         value = row.get(f"config.{key}")
-        if value is not None:
+        if value is not None and not (key == "weight_decay" and value == 0):
             parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
     return ", ".join(parts)
 

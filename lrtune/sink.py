@@ -225,7 +225,7 @@ class ParquetSink(Callback):
             "node": result.get("node"),
             "node_id": result.get("node_id"),
             "arm": hyper.get("label"),
-            "family": family(hyper.get("optimizer"), hyper.get("schedule")),
+            "family": family(hyper.get("optimizer"), hyper.get("schedule"), hyper.get("warmup_epochs")),
             "repeat": hyper.get("repeat"),
             "seed": result.get("seed"),
             **config_columns(hyper),
@@ -376,7 +376,9 @@ class ParquetSink(Callback):
                     "end_time": _utc(log.last_time) if status not in ("running", "pending") else None,
                     "node": log.node,
                     "arm": hyper.get("label"),
-                    "family": family(hyper.get("optimizer"), hyper.get("schedule")),
+                    "family": family(
+                        hyper.get("optimizer"), hyper.get("schedule"), hyper.get("warmup_epochs")
+                    ),
                     "repeat": hyper.get("repeat"),
                     "seed": log.seed,
                     **config_columns(hyper),

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lrtune.optimizers import DEFAULTS as OPTIMIZER_SETTINGS
-from lrtune.schedules import SCHEDULES
+from lrtune.schedules import ANNEALING, CYCLE_MODES, SCHEDULES
 
 __all__ = ["DISTRIBUTIONS", "PARAMS", "Dist", "parse_dist", "SpaceError"]
 
@@ -91,6 +91,29 @@ PARAMS: dict[str, Range | Numbers | tuple[str, ...] | type] = {
     "epsilon": POSITIVE,
     "boundaries": Numbers(POSITIVE),
     "values": Numbers(POSITIVE),
+    "lr_min": NON_NEGATIVE,
+    "decay_epochs": POSITIVE,
+    "period_epochs": POSITIVE,
+    "period_mult": Range(1, math.inf, high_open=True),
+    "restart_decay": Range(0, 1, low_open=True),
+    "max_lr": POSITIVE,
+    "cycle_epochs": POSITIVE,
+    "pct_start": Range(0, 1, low_open=True, high_open=True),
+    "div_factor": Range(1, math.inf, high_open=True),
+    "final_div_factor": Range(1, math.inf, high_open=True),
+    "anneal": ANNEALING,
+    "step_size_epochs": POSITIVE,
+    "cycle_mode": CYCLE_MODES,
+    "gamma": Range(0, 1, low_open=True),
+    "end_lr": NON_NEGATIVE,
+    "power": POSITIVE,
+    "factor": Range(0, 1, low_open=True, high_open=True),
+    "patience": NON_NEGATIVE,
+    "min_lr": NON_NEGATIVE,
+    "cooldown": NON_NEGATIVE,
+    "warmup_epochs": POSITIVE,
+    "warmup_start": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE,
 }
 
 

@@ -32,7 +32,7 @@ from pydantic import (
 
 from lrtune.models import MODELS as MODEL_NAMES
 from lrtune.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
-from lrtune.schedules import SCHEDULES, required_params, schedule_params
+from lrtune.schedules import SCHEDULES, SPAN_PARAMS, WARMUP_PARAMS, required_params, schedule_params
 from lrtune.space import PARAMS, Dist, SpaceError, parse_dist
 
 __all__ = ["SweepSpec", "SweepFileError", "load_spec", "parse_spec", "apply_overrides", "Arm"]
@@ -190,9 +190,11 @@ class Arm(BaseModel):
 
     @property
     def label(self) -> str:
-        """A readable name: ``sgd/step``, ``sgd/constant``, ``adam``, or the choices joined."""
+        """A readable name: ``sgd/step``, ``sgd/warmup+cosine``, ``adam``, or the choices joined."""
         optimizer = "|".join(self.optimizers)
         schedule = "|".join(self.schedules)
+        if "warmup_epochs" in self.params:
+            schedule = f"warmup+{schedule}"
         return optimizer if schedule == "constant" and optimizer != "sgd" else f"{optimizer}/{schedule}"
 
 
@@ -208,7 +210,7 @@ def parse_arm(raw: Any, where: str) -> Arm:
             raise SpaceError(f"{where}.{e.key}", str(e).split(": ", 1)[1]) from None
     arm = Arm(params=params)
     for key in params:
-        if key in ("optimizer", "schedule"):
+        if key in ("optimizer", "schedule", *WARMUP_PARAMS):
             continue
         users = [s for s in arm.schedules if key in schedule_params(s)]
         if key == "lr":
@@ -237,7 +239,12 @@ def parse_arm(raw: Any, where: str) -> Arm:
                     f"optimizer {optimizer} does not use {key} (only {', '.join(takes)} does); "
                     "put each optimizer in its own arm",
                 )
-    missing = [(s, p) for s in arm.schedules for p in required_params(s) if p != "lr" and p not in params]
+    missing = [
+        (s, p)
+        for s in arm.schedules
+        for p in required_params(s)
+        if p != "lr" and p not in SPAN_PARAMS and p not in params  # the trial supplies lr and spans
+    ]
     if missing:
         schedule, param = missing[0]
         raise SpaceError(where, f"schedule {schedule} needs {param}")
