@@ -308,3 +308,26 @@ def test_lr_by_epoch_of_a_per_step_schedule_is_its_rate_at_each_epochs_last_step
 def test_bad_arguments_raise_with_the_value(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_schedules_plot_draws_every_schedule_and_a_warmup(tmp_path):
+    from lrtune.plots import plot_schedules, schedule_catalogue
+
+    catalogue = schedule_catalogue(["cosine.lr_min=0.001"], epochs=20)
+    labels = [label for label, *_ in catalogue]
+    assert set(SCHEDULES) | {"warmup+cosine"} == set(labels)
+    assert dict((label, p) for label, _, _, p in catalogue)["cosine"]["decay_epochs"] == 20
+    png = plot_schedules(
+        [(label, name, p) for label, _, name, p in catalogue],
+        tmp_path / "s.png",
+        epochs=20,
+        steps_per_epoch=5,
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_schedules_overrides_name_what_takes_them():
+    from lrtune.plots import schedule_catalogue
+
+    with pytest.raises(ValueError, match=r"--set 'step.lr_min=0.1': no schedule takes 'lr_min'"):
+        schedule_catalogue(["step.lr_min=0.1"])
