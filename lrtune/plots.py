@@ -130,6 +130,7 @@ def plot_schedules(
 ) -> Path:
     """Draw LR against epoch for each (label, schedule, params), one panel each, into the PNG ``path``."""
     import math
+    import textwrap
 
     import matplotlib
 
@@ -141,7 +142,7 @@ def plot_schedules(
     ncols = min(4, len(curves))
     nrows = math.ceil(len(curves) / ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(3.4 * ncols, 2.5 * nrows + 0.6), squeeze=False, constrained_layout=True
+        nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows + 0.6), squeeze=False, constrained_layout=True
     )
     for ax, (label, name, params) in zip(axes.flat, curves, strict=False):
         schedule = make_schedule(name, **params)
@@ -157,7 +158,7 @@ def plot_schedules(
             )
             title = f"{label} (metric flat from epoch {flat_from})"
         ax.plot(steps / steps_per_epoch, lr, lw=1.2)
-        ax.set_title(f"{title}\n{format_params(_shown(params))}", fontsize=7.5)
+        ax.set_title(f"{title}\n{textwrap.fill(format_params(_shown(params)), 48)}", fontsize=7.5)
         ax.set_xlim(0, epochs)
         ax.set_ylim(bottom=0)
         ax.set_xlabel("epoch")
