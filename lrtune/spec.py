@@ -32,7 +32,15 @@ from pydantic import (
 
 from lrtune.models import MODELS as MODEL_NAMES
 from lrtune.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
-from lrtune.schedules import SCHEDULES, SPAN_PARAMS, WARMUP_PARAMS, required_params, schedule_params
+from lrtune.schedules import (
+    SCHEDULES,
+    SPAN_PARAMS,
+    WARMUP_PARAMS,
+    fit_to_trial,
+    make_schedule,
+    required_params,
+    schedule_params,
+)
 from lrtune.space import PARAMS, Dist, SpaceError, parse_dist
 
 __all__ = ["SweepSpec", "SweepFileError", "load_spec", "parse_spec", "apply_overrides", "Arm"]
@@ -251,6 +259,24 @@ def parse_arm(raw: Any, where: str) -> Arm:
     return arm
 
 
+def _check_fixed_schedules(arm: Arm, epochs: int, where: str) -> None:
+    """Build each schedule of ``arm`` whose parameters are all fixed, so rules
+    between parameters (``lr_min <= lr``, ``warmup_epochs < epochs``, one more
+    value than boundaries) fail here rather than in every trial."""
+    fixed = {k: d.args[0] for k, d in arm.params.items() if d.kind == "fixed"}
+    for schedule in arm.schedules:
+        takes = (*schedule_params(schedule), *WARMUP_PARAMS)
+        if any(k in takes and k not in fixed for k in arm.params):
+            continue  # sampled: checked per trial
+        params = {k: v for k, v in fixed.items() if k in takes}
+        if "lr" in takes and "lr" not in params:
+            params["lr"] = OPTIMIZER_DEFAULTS[arm.optimizers[0]]["lr"]
+        try:
+            make_schedule(schedule, **fit_to_trial(schedule, params, epochs))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+
+
 class SweepSpec(_Strict):
     """A whole sweep, as written in a sweep file."""
 
@@ -302,6 +328,8 @@ class SweepSpec(_Strict):
                             f"space.{i}.{key}: search: grid needs fixed, grid or choice values, "
                             f"got {dist.kind}; use search: random"
                         )
+        for i, arm in enumerate(self.space):
+            _check_fixed_schedules(arm, self.epochs, f"space.{i}" if len(self.space) > 1 else "space")
         if self.scheduler.name == "pbt" and len(self.space) != 1:
             raise ValueError("scheduler.pbt: PBT runs one population; the space must have one arm")
         return self

@@ -255,3 +255,24 @@ def test_modern_arms_are_checked(arm, message, tmp_path):
 def test_a_span_may_be_left_to_the_trial(tmp_path):
     arm = spec_of("name: c\nspace: {schedule: one_cycle, max_lr: 0.1}\n", tmp_path).space[0]
     assert set(arm.params) == {"schedule", "max_lr"}
+
+
+@pytest.mark.parametrize(
+    ("arm", "message"),
+    [
+        (
+            "{schedule: cosine, lr: 0.1, lr_min: 0.2}",
+            r"s.yaml: space: Argument `lr_min` must be <= lr. Received: lr_min=0.2, lr=0.1",
+        ),
+        (
+            "{schedule: cosine, lr: 0.1, warmup_epochs: 3}",
+            r"s.yaml: space: warmup_epochs=3 leaves no epoch of the trial's 3 for schedule 'cosine'",
+        ),
+        (
+            "{schedule: piecewise, boundaries: [1, 2], values: [0.1, 0.01]}",
+            r"s.yaml: space: Argument `values` must have one more entry than `boundaries`",
+        ),
+    ],
+)
+def test_rules_between_fixed_parameters_are_checked_before_anything_runs(arm, message, tmp_path):
+    assert re.search(message, error_of(f"name: m\nepochs: 3\nspace: {arm}\n", tmp_path))
