@@ -169,12 +169,35 @@ class SweepResults:
         return sorted({t.family for t in self.trials}, key=family_order)
 
 
-#: Families in the order of the seed article, then the rest alphabetically.
-_FAMILY_ORDER = ("constant", "time", "step", "exponential", "adagrad", "adadelta", "rmsprop", "adam")
+#: Families in the order of the seed article, then today's schedules and
+#: optimizers (issue 15), then the rest alphabetically.
+_FAMILY_ORDER = (
+    "constant",
+    "time",
+    "step",
+    "exponential",
+    "adagrad",
+    "adadelta",
+    "rmsprop",
+    "adam",
+    "piecewise",
+    "polynomial",
+    "cosine",
+    "warmup+cosine",
+    "cosine_restarts",
+    "one_cycle",
+    "cyclic",
+    "plateau",
+    "adamw",
+    "adamw+cosine",
+    "adamw+warmup+cosine",
+    "nadam",
+    "lion",
+)
 
 
 def family_order(name: str) -> tuple[int, str]:
-    """Sort key: the seed article's order, unknown families after."""
+    """Sort key: the article's order, then today's families, unknown ones after."""
     return (_FAMILY_ORDER.index(name) if name in _FAMILY_ORDER else len(_FAMILY_ORDER), name)
 
 
@@ -276,7 +299,7 @@ def read_results(sweep_dir: str) -> SweepResults:
                 status=status,
                 family=fam
                 or (entry or {}).get("family")
-                or results.family(config["optimizer"], config["schedule"]),
+                or results.family(config["optimizer"], config["schedule"], config.get("warmup_epochs")),
                 config=config,
                 repeat=repeat,
                 error=entry["error"] if entry is not None else None,

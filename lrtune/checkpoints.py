@@ -8,8 +8,9 @@ A *state* is a folder of four files, written in this order:
 - ``rng.npz``: the dropout layers' seed-generator states (``save_weights``
   leaves them out), so an epoch re-run from a state repeats exactly;
 - ``trial.json``: ``{"epoch": <epochs done>, "history": [<rows>],
-  "trial_id", "run", "hparams"}``, written last: a state is complete
-  exactly when its ``trial.json`` exists.
+  "trial_id", "run", "hparams", "extra_state"}``, written last: a state is
+  complete exactly when its ``trial.json`` exists. ``extra_state`` holds
+  the state of callbacks that must survive a resume (reduce on plateau's).
 
 During a sweep the states of trial ``T`` live on the sweep's storage under
 ``<sweep_dir>/T/state/epoch-000005-<run>/``, written there by the trial
@@ -41,6 +42,7 @@ from pyarrow import fs
 __all__ = [
     "save_state",
     "load_state",
+    "load_extra_state",
     "StateStore",
     "StateInfo",
     "choose_state",
@@ -100,6 +102,12 @@ def load_state(directory: str, model) -> tuple[int, list[dict[str, Any]]]:
     with open(os.path.join(directory, _META)) as f:
         state = json.load(f)
     return int(state["epoch"]), list(state["history"])
+
+
+def load_extra_state(directory: str) -> dict[str, Any]:
+    """The ``extra_state`` a state was saved with; ``{}`` if none."""
+    with open(os.path.join(directory, _META)) as f:
+        return dict(json.load(f).get("extra_state") or {})
 
 
 def _rng_variables(model) -> list:

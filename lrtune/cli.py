@@ -121,7 +121,7 @@ def schedules(
     plot: Annotated[Optional[Path], typer.Option(help="Draw LR against epoch into this PNG.")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs to draw.")] = 100,
     steps_per_epoch: Annotated[
-        int, typer.Option(min=1, help="Iterations per epoch (time-based decay).")
+        int, typer.Option(min=1, help="Iterations per epoch (per-step schedules).")
     ] = 157,
     set_: Annotated[
         Optional[list[str]],
@@ -129,18 +129,23 @@ def schedules(
     ] = None,
 ):
     """List the schedules with their formulas; --plot draws them."""
-    from lrtune.plots import plot_schedules, schedule_catalogue
+    from rich.markup import escape
+
+    from lrtune.plots import format_params, plot_schedules, schedule_catalogue
 
     try:
-        catalogue = schedule_catalogue(list(set_ or []))
+        catalogue = schedule_catalogue(list(set_ or []), epochs=epochs)
     except ValueError as e:
         _fail(str(e))
-    for name, formula, params in catalogue:
-        out.print(f"[bold]{name}[/]  {formula}", highlight=False)
-        out.print("    " + ", ".join(f"{k}={v:g}" for k, v in params.items()), highlight=False)
+    for label, formula, _, params in catalogue:
+        out.print(f"[bold]{label}[/]  {escape(formula)}", highlight=False, soft_wrap=True)
+        out.print("    " + escape(format_params(params)), highlight=False, soft_wrap=True)
     if plot is not None:
         plot_schedules(
-            [(n, p) for n, _, p in catalogue], plot, epochs=epochs, steps_per_epoch=steps_per_epoch
+            [(label, name, p) for label, _, name, p in catalogue],
+            plot,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
         )
         out.print(f"wrote {plot}")
 

@@ -23,6 +23,10 @@ class KerasSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     Keras calls it with the optimizer's iteration count; epoch schedules
     see ``floor(step / steps_per_epoch)`` (see ``Schedule.at_step``).
+
+    A reactive schedule (``plateau``) gets ``multiplier``, a variable its
+    callback sets between epochs; Keras refuses to set the rate of an
+    optimizer built with a schedule, so the change goes through here.
     """
 
     def __init__(self, schedule: Schedule, steps_per_epoch: int):
@@ -32,15 +36,21 @@ class KerasSchedule(keras.optimizers.schedules.LearningRateSchedule):
             )
         self.schedule = schedule
         self.steps_per_epoch = int(steps_per_epoch)
+        self.multiplier = (
+            keras.Variable(1.0, dtype="float32", trainable=False, name="lr_multiplier")
+            if schedule.reactive
+            else None
+        )
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
-        return keras.ops.cast(self.schedule.at_step(step, self.steps_per_epoch, ops=keras.ops), "float32")
+        lr = keras.ops.cast(self.schedule.at_step(step, self.steps_per_epoch, ops=keras.ops), "float32")
+        return lr if self.multiplier is None else lr * self.multiplier
 
     def get_config(self) -> dict[str, Any]:
         return {
             "name": self.schedule.name,
-            "params": dict(self.schedule.params),
+            "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.schedule.params.items()},
             "steps_per_epoch": self.steps_per_epoch,
         }
 

@@ -1,19 +1,41 @@
-"""Keras optimizers built from a trial config, with the seed article's defaults.
+"""Keras optimizers built from a trial config, with published defaults.
 
 Keras 3 changed several defaults the article relied on (Adagrad and
 Adadelta now start at lr 0.001, epsilon is 1e-7) and dropped ``lr=`` and
 ``decay=``. lrtune states every default explicitly, so a sweep file means
 the same thing whatever Keras version runs it:
 
-=========  =====  ==========================================
-optimizer  lr     other defaults
-=========  =====  ==========================================
-sgd        0.1    momentum 0.0, nesterov False
-adagrad    0.01   epsilon 1e-8
-adadelta   1.0    rho 0.95, epsilon 1e-8
-rmsprop    0.001  rho 0.9, epsilon 1e-8
-adam       0.001  beta_1 0.9, beta_2 0.999, epsilon 1e-8
-=========  =====  ==========================================
+=========  ======  ==============================================================
+optimizer  lr      other defaults
+=========  ======  ==============================================================
+sgd        0.1     momentum 0.0, nesterov False, weight_decay 0.0
+adagrad    0.01    epsilon 1e-8
+adadelta   1.0     rho 0.95, epsilon 1e-8
+rmsprop    0.001   rho 0.9, epsilon 1e-8
+adam       0.001   beta_1 0.9, beta_2 0.999, epsilon 1e-8, weight_decay 0.0
+adamw      0.001   beta_1 0.9, beta_2 0.999, epsilon 1e-8, weight_decay 0.01
+nadam      0.002   beta_1 0.9, beta_2 0.999, epsilon 1e-8, weight_decay 0.0
+lion       0.0001  beta_1 0.9, beta_2 0.99, weight_decay 0.0
+=========  ======  ==============================================================
+
+The first five are the seed article's (Keras 2's). The others:
+
+- ``adamw``: Adam with decoupled weight decay (Loshchilov & Hutter 2019,
+  "Decoupled Weight Decay Regularization"); ``weight_decay`` 0.01 is
+  PyTorch's ``AdamW`` default (Keras 3's is 0.004).
+- ``nadam``: Adam with Nesterov momentum (Dozat 2016, "Incorporating
+  Nesterov Momentum into Adam"); lr 0.002 is the value Keras 2 shipped
+  from that paper (Keras 3's is 0.001).
+- ``lion``: sign momentum (Chen et al. 2023, "Symbolic Discovery of
+  Optimization Algorithms"); lr 1e-4, betas (0.9, 0.99) and no decay are
+  the authors' implementation defaults (the paper advises an lr 3-10x
+  smaller and a weight decay 3-10x larger than AdamW's).
+
+``weight_decay`` is decoupled for every optimizer that takes it (Keras 3's
+base optimizer): each step, before the gradient update, every trainable
+variable (biases included) is multiplied by ``1 - lr_t * weight_decay``,
+``lr_t`` the schedule's rate at that step, as PyTorch's ``AdamW`` does. It
+is not an L2 term in the loss, so Adam's moments never see it.
 
 Any schedule combines with any optimizer: the optimizer gets a
 :class:`~lrtune.keras_schedule.KerasSchedule` as its ``learning_rate``.
@@ -37,14 +59,20 @@ OPTIMIZERS: dict[str, str] = {
     "adadelta": "Adadelta",
     "rmsprop": "RMSprop",
     "adam": "Adam",
+    "adamw": "AdamW",
+    "nadam": "Nadam",
+    "lion": "Lion",
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "sgd": {"lr": 0.1, "momentum": 0.0, "nesterov": False},
+    "sgd": {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
     "adagrad": {"lr": 0.01, "epsilon": 1e-8},
     "adadelta": {"lr": 1.0, "rho": 0.95, "epsilon": 1e-8},
     "rmsprop": {"lr": 0.001, "rho": 0.9, "epsilon": 1e-8},
-    "adam": {"lr": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8},
+    "adam": {"lr": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0},
+    "adamw": {"lr": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.01},
+    "nadam": {"lr": 0.002, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0},
+    "lion": {"lr": 1e-4, "beta_1": 0.9, "beta_2": 0.99, "weight_decay": 0.0},
 }
 
 
@@ -69,6 +97,9 @@ def build_optimizer(
     settings = {**allowed, **hyper}
     if name == "sgd":
         settings["nesterov"] = bool(settings["nesterov"])
+    if "weight_decay" in settings and not settings["weight_decay"] and name != "adamw":
+        # None skips Keras's decay step instead of multiplying every variable by 1 (AdamW insists on a float).
+        settings["weight_decay"] = None
     import keras
 
     from lrtune.keras_schedule import KerasSchedule

@@ -32,15 +32,17 @@ from lrtune.keras_schedule import applied_learning_rate
 __all__ = ["Reporter", "local_checkpoint"]
 
 ReportFn = Callable[[dict[str, Any], "str | None"], None]
-#: ``checkpoint(model, epoch, history)``: a context giving the folder to report.
-Checkpointer = Callable[[keras.Model, int, list], AbstractContextManager[str]]
+#: ``checkpoint(model, epoch, history, extra_state)``: a context giving the folder to report.
+Checkpointer = Callable[[keras.Model, int, list, "Mapping[str, Any] | None"], AbstractContextManager[str]]
 
 
 @contextlib.contextmanager
-def local_checkpoint(model: keras.Model, epoch: int, history: list[dict[str, Any]]):
+def local_checkpoint(
+    model: keras.Model, epoch: int, history: list[dict[str, Any]], extra_state: Mapping[str, Any] | None
+):
     """A temporary folder holding the whole state (outside Ray: nothing to point to)."""
     with tempfile.TemporaryDirectory(prefix="lrtune-ckpt-") as directory:
-        save_state(directory, model, epoch, history)
+        save_state(directory, model, epoch, history, extra_state=extra_state)
         yield directory
 
 
@@ -59,7 +61,9 @@ class Reporter(keras.callbacks.Callback):
     ``checkpoint`` writes the folder each report carries (None: no
     checkpoints); the folder is deleted once ``report`` returns (Ray Tune
     has copied it to storage by then). ``history`` is the rows of the
-    epochs the run resumed with.
+    epochs the run resumed with. ``extra_state()`` gives the state of
+    callbacks that must survive a resume (reduce on plateau's), saved with
+    each checkpoint.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class Reporter(keras.callbacks.Callback):
         extra: Mapping[str, Any] | None = None,
         checkpoint: Checkpointer | None = local_checkpoint,
         history: list[dict[str, Any]] | None = None,
+        extra_state: Callable[[], Mapping[str, Any]] | None = None,
     ):
         super().__init__()
         self._report = report
@@ -79,6 +84,7 @@ class Reporter(keras.callbacks.Callback):
         self._extra = dict(extra or {})
         self._checkpoint = checkpoint
         self.history: list[dict[str, Any]] = list(history or [])
+        self._extra_state = extra_state
         self.status = "running"
         self._lineage: dict[str, Any] | None = {
             "restored_epoch": len(self.history),
@@ -132,5 +138,6 @@ class Reporter(keras.callbacks.Callback):
         if checkpoint is None:
             self._report(payload, None)
             return
-        with checkpoint(self.model, row["epoch"], self.history) as directory:
+        extra_state = self._extra_state() if self._extra_state else None
+        with checkpoint(self.model, row["epoch"], self.history, extra_state) as directory:
             self._report(payload, directory)

@@ -53,6 +53,31 @@ CONFIG_COLUMNS: dict[str, pa.DataType] = {
     "beta_1": pa.float64(),
     "beta_2": pa.float64(),
     "epsilon": pa.float64(),
+    "boundaries": pa.list_(pa.float64()),
+    "values": pa.list_(pa.float64()),
+    "lr_min": pa.float64(),
+    "decay_epochs": pa.float64(),
+    "period_epochs": pa.float64(),
+    "period_mult": pa.float64(),
+    "restart_decay": pa.float64(),
+    "max_lr": pa.float64(),
+    "cycle_epochs": pa.float64(),
+    "pct_start": pa.float64(),
+    "div_factor": pa.float64(),
+    "final_div_factor": pa.float64(),
+    "anneal": pa.string(),
+    "step_size_epochs": pa.float64(),
+    "cycle_mode": pa.string(),
+    "gamma": pa.float64(),
+    "end_lr": pa.float64(),
+    "power": pa.float64(),
+    "factor": pa.float64(),
+    "patience": pa.float64(),
+    "min_lr": pa.float64(),
+    "cooldown": pa.float64(),
+    "warmup_epochs": pa.float64(),
+    "warmup_start": pa.float64(),
+    "weight_decay": pa.float64(),
 }
 
 _CONFIG_FIELDS = [pa.field(f"config.{k}", t) for k, t in CONFIG_COLUMNS.items()]
@@ -109,17 +134,22 @@ TRIALS_SCHEMA = pa.schema(
 TRIAL_STATUSES = ("pending", "running", "done", "stopped_early", "diverged", "error")
 
 
-def family(optimizer: str | None, schedule: str | None) -> str:
+def family(optimizer: str | None, schedule: str | None, warmup_epochs: float | None = None) -> str:
     """The schedule family a trial belongs to, as the reports group them.
 
     SGD trials are named by their schedule; adaptive optimizers by their
-    name, with the schedule appended when it is not constant.
+    name, with the schedule appended when it is not constant. A warmup
+    makes its own family: ``warmup+cosine``, ``adamw+warmup+cosine``.
 
     >>> family("sgd", "step"), family("adam", "constant"), family("adam", "time")
     ('step', 'adam', 'adam+time')
+    >>> family("sgd", "cosine", 5), family("adamw", "cosine", 2)
+    ('warmup+cosine', 'adamw+warmup+cosine')
     """
     optimizer = optimizer or "sgd"
     schedule = schedule or "constant"
+    if warmup_epochs:
+        schedule = f"warmup+{schedule}"
     if optimizer == "sgd":
         return schedule
     return optimizer if schedule == "constant" else f"{optimizer}+{schedule}"
@@ -135,15 +165,37 @@ def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
     (0.001, 0.999, None, 'constant')
     """
     from lrtune.optimizers import DEFAULTS
+    from lrtune.schedules import SCHEDULES, schedule_params
 
     optimizer = config.get("optimizer") or "sgd"
     effective = {"optimizer": optimizer, "schedule": "constant", **DEFAULTS.get(optimizer, {})}
     effective.update({k: v for k, v in config.items() if v is not None})
+    if effective["schedule"] in SCHEDULES and "lr" not in schedule_params(effective["schedule"]):
+        effective.pop("lr")  # the optimizer's default lr is not what this schedule starts at
     return {f"config.{k}": effective.get(k) for k in CONFIG_COLUMNS}
 
 
 #: The hyperparameters worth showing beside a trial, in this order.
-SHOWN = ("lr", "momentum", "decay", "drop", "epochs_drop", "k", "rho")
+SHOWN = (
+    "lr",
+    "max_lr",
+    "momentum",
+    "weight_decay",
+    "decay",
+    "drop",
+    "epochs_drop",
+    "k",
+    "rho",
+    "warmup_epochs",
+    "lr_min",
+    "period_epochs",
+    "period_mult",
+    "step_size_epochs",
+    "cycle_mode",
+    "power",
+    "factor",
+    "patience",
+)
 
 
 def describe(row: Mapping[str, Any]) -> str:
@@ -155,7 +207,7 @@ def describe(row: Mapping[str, Any]) -> str:
     parts = []
     for key in SHOWN:
         value = row.get(f"config.{key}")
-        if value is not None:
+        if value is not None and not (key == "weight_decay" and value == 0):
             parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
     return ", ".join(parts)
 

@@ -253,7 +253,7 @@ class ParquetSink(Callback):
             "run": result.get("run"),
             "trained_by": result.get("trial") or trial_id,
             "arm": hyper.get("label"),
-            "family": family(hyper.get("optimizer"), hyper.get("schedule")),
+            "family": family(hyper.get("optimizer"), hyper.get("schedule"), hyper.get("warmup_epochs")),
             "repeat": hyper.get("repeat"),
             "seed": result.get("seed", hyper.get("seed")),
             **config_columns(hyper),
@@ -388,7 +388,9 @@ class ParquetSink(Callback):
                     "end_time": _utc(log.last_time) if status not in ("running", "pending") else None,
                     "node": log.node,
                     "arm": hyper.get("label"),
-                    "family": family(hyper.get("optimizer"), hyper.get("schedule")),
+                    "family": family(
+                        hyper.get("optimizer"), hyper.get("schedule"), hyper.get("warmup_epochs")
+                    ),
                     "repeat": hyper.get("repeat"),
                     "seed": log.seed,
                     **config_columns(hyper),

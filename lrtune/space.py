@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lrtune.optimizers import DEFAULTS as OPTIMIZER_SETTINGS
-from lrtune.schedules import SCHEDULES
+from lrtune.schedules import ANNEALING, CYCLE_MODES, SCHEDULES
 
 __all__ = ["DISTRIBUTIONS", "PARAMS", "Dist", "parse_dist", "SpaceError"]
 
@@ -56,12 +56,26 @@ class Range:
         return f"{left}{self.low:g}, {high}{right}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Numbers:
+    """A non-empty list of numbers, each in ``item``: one hyperparameter value.
+
+    Written as a plain list it is a fixed value (``boundaries: [10, 20]``),
+    not a distribution; ``{grid: [[10, 20], [5, 15]]}`` tries several.
+    """
+
+    item: Range
+
+    def __str__(self) -> str:
+        return f"a list of numbers in {self.item}"
+
+
 POSITIVE = Range(0, math.inf, low_open=True, high_open=True)
 NON_NEGATIVE = Range(0, math.inf, high_open=True)
 
 #: Every hyperparameter a space may set: a Range for numbers, a tuple of
 #: names for categories, ``bool`` for flags.
-PARAMS: dict[str, Range | tuple[str, ...] | type] = {
+PARAMS: dict[str, Range | Numbers | tuple[str, ...] | type] = {
     "optimizer": tuple(OPTIMIZER_SETTINGS),
     "schedule": tuple(SCHEDULES),
     "lr": POSITIVE,
@@ -75,6 +89,31 @@ PARAMS: dict[str, Range | tuple[str, ...] | type] = {
     "beta_1": Range(0, 1, high_open=True),
     "beta_2": Range(0, 1, high_open=True),
     "epsilon": POSITIVE,
+    "boundaries": Numbers(POSITIVE),
+    "values": Numbers(POSITIVE),
+    "lr_min": NON_NEGATIVE,
+    "decay_epochs": POSITIVE,
+    "period_epochs": POSITIVE,
+    "period_mult": Range(1, math.inf, high_open=True),
+    "restart_decay": Range(0, 1, low_open=True),
+    "max_lr": POSITIVE,
+    "cycle_epochs": POSITIVE,
+    "pct_start": Range(0, 1, low_open=True, high_open=True),
+    "div_factor": Range(1, math.inf, high_open=True),
+    "final_div_factor": Range(1, math.inf, high_open=True),
+    "anneal": ANNEALING,
+    "step_size_epochs": POSITIVE,
+    "cycle_mode": CYCLE_MODES,
+    "gamma": Range(0, 1, low_open=True),
+    "end_lr": NON_NEGATIVE,
+    "power": POSITIVE,
+    "factor": Range(0, 1, low_open=True, high_open=True),
+    "patience": NON_NEGATIVE,
+    "min_lr": NON_NEGATIVE,
+    "cooldown": NON_NEGATIVE,
+    "warmup_epochs": POSITIVE,
+    "warmup_start": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE,
 }
 
 
@@ -85,6 +124,13 @@ def check_value(key: str, value: Any) -> Any:
         if value not in rule:
             raise SpaceError(key, f"{value!r} is not one of: {', '.join(rule)}")
         return value
+    if isinstance(rule, Numbers):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise SpaceError(key, f"{value!r} is not {rule}")
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not rule.item.contains(float(v)):
+                raise SpaceError(key, f"{v!r} in {list(value)} is not in {rule.item}")
+        return tuple(value)
     if rule is bool:
         if not isinstance(value, bool):
             raise SpaceError(key, f"{value!r} is not true or false")
@@ -115,18 +161,23 @@ class Dist:
         from ray import tune
 
         if self.kind == "fixed":
-            return self.args[0]
+            return _plain(self.args[0])
         if self.kind == "grid":
-            return tune.grid_search(list(self.args))
+            return tune.grid_search([_plain(a) for a in self.args])
         if self.kind == "choice":
-            return tune.choice(list(self.args))
+            return tune.choice([_plain(a) for a in self.args])
         if self.kind == "randint":
             low, high = self.args
             return tune.randint(low, high + 1)  # both ends included, as written
         return getattr(tune, self.kind)(*self.args)
 
     def to_json(self) -> Any:
-        return self.args[0] if self.kind == "fixed" else {self.kind: list(self.args)}
+        return _plain(self.args[0]) if self.kind == "fixed" else {self.kind: [_plain(a) for a in self.args]}
+
+
+def _plain(value: Any) -> Any:
+    """A list for a :class:`Numbers` value (kept as a tuple inside a Dist)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 _BOUNDED = ("uniform", "loguniform", "randint", "quniform", "qloguniform")
@@ -156,7 +207,7 @@ def parse_dist(key: str, raw: Any) -> Dist:
     if key not in PARAMS:
         raise SpaceError(key, f"unknown hyperparameter; allowed: {', '.join(PARAMS)}")
     if not isinstance(raw, Mapping):
-        if isinstance(raw, list):
+        if isinstance(raw, list) and not isinstance(PARAMS[key], Numbers):
             raise SpaceError(key, f"a list needs a distribution: {{grid: {raw}}} or {{choice: {raw}}}")
         return Dist("fixed", (check_value(key, raw),))
     if len(raw) != 1 or next(iter(raw)) not in DISTRIBUTIONS:

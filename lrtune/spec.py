@@ -32,7 +32,15 @@ from pydantic import (
 
 from lrtune.models import MODELS as MODEL_NAMES
 from lrtune.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
-from lrtune.schedules import SCHEDULES, schedule_params
+from lrtune.schedules import (
+    SCHEDULES,
+    SPAN_PARAMS,
+    WARMUP_PARAMS,
+    fit_to_trial,
+    make_schedule,
+    required_params,
+    schedule_params,
+)
 from lrtune.space import PARAMS, Dist, SpaceError, parse_dist
 
 __all__ = ["SweepSpec", "SweepFileError", "load_spec", "parse_spec", "apply_overrides", "Arm"]
@@ -190,9 +198,11 @@ class Arm(BaseModel):
 
     @property
     def label(self) -> str:
-        """A readable name: ``sgd/step``, ``sgd/constant``, ``adam``, or the choices joined."""
+        """A readable name: ``sgd/step``, ``sgd/warmup+cosine``, ``adam``, or the choices joined."""
         optimizer = "|".join(self.optimizers)
         schedule = "|".join(self.schedules)
+        if "warmup_epochs" in self.params:
+            schedule = f"warmup+{schedule}"
         return optimizer if schedule == "constant" and optimizer != "sgd" else f"{optimizer}/{schedule}"
 
 
@@ -208,10 +218,17 @@ def parse_arm(raw: Any, where: str) -> Arm:
             raise SpaceError(f"{where}.{e.key}", str(e).split(": ", 1)[1]) from None
     arm = Arm(params=params)
     for key in params:
-        if key in ("optimizer", "schedule"):
+        if key in ("optimizer", "schedule", *WARMUP_PARAMS):
             continue
         users = [s for s in arm.schedules if key in schedule_params(s)]
         if key == "lr":
+            for schedule in arm.schedules:
+                if "lr" not in schedule_params(schedule):
+                    raise SpaceError(
+                        f"{where}.lr",
+                        f"schedule {schedule} does not use lr (it takes {', '.join(schedule_params(schedule))}); "
+                        "remove lr",
+                    )
             continue
         if key in {p for s in SCHEDULES for p in schedule_params(s)}:
             if len(users) != len(arm.schedules):
@@ -230,11 +247,34 @@ def parse_arm(raw: Any, where: str) -> Arm:
                     f"optimizer {optimizer} does not use {key} (only {', '.join(takes)} does); "
                     "put each optimizer in its own arm",
                 )
-    missing = [(s, p) for s in arm.schedules for p in schedule_params(s) if p != "lr" and p not in params]
+    missing = [
+        (s, p)
+        for s in arm.schedules
+        for p in required_params(s)
+        if p != "lr" and p not in SPAN_PARAMS and p not in params  # the trial supplies lr and spans
+    ]
     if missing:
         schedule, param = missing[0]
         raise SpaceError(where, f"schedule {schedule} needs {param}")
     return arm
+
+
+def _check_fixed_schedules(arm: Arm, epochs: int, where: str) -> None:
+    """Build each schedule of ``arm`` whose parameters are all fixed, so rules
+    between parameters (``lr_min <= lr``, ``warmup_epochs < epochs``, one more
+    value than boundaries) fail here rather than in every trial."""
+    fixed = {k: d.args[0] for k, d in arm.params.items() if d.kind == "fixed"}
+    for schedule in arm.schedules:
+        takes = (*schedule_params(schedule), *WARMUP_PARAMS)
+        if any(k in takes and k not in fixed for k in arm.params):
+            continue  # sampled: checked per trial
+        params = {k: v for k, v in fixed.items() if k in takes}
+        if "lr" in takes and "lr" not in params:
+            params["lr"] = OPTIMIZER_DEFAULTS[arm.optimizers[0]]["lr"]
+        try:
+            make_schedule(schedule, **fit_to_trial(schedule, params, epochs))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
 
 
 class SweepSpec(_Strict):
@@ -288,6 +328,8 @@ class SweepSpec(_Strict):
                             f"space.{i}.{key}: search: grid needs fixed, grid or choice values, "
                             f"got {dist.kind}; use search: random"
                         )
+        for i, arm in enumerate(self.space):
+            _check_fixed_schedules(arm, self.epochs, f"space.{i}" if len(self.space) > 1 else "space")
         if self.scheduler.name == "pbt" and len(self.space) != 1:
             raise ValueError("scheduler.pbt: PBT runs one population; the space must have one arm")
         return self

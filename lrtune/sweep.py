@@ -321,6 +321,8 @@ def run_sweep(
             xla=spec.xla,
             mixed_precision=spec.mixed_precision,
             seed=spec.seed,
+            metric=spec.metric,
+            mode=spec.metric_mode,
         )
         trial_storage = TrialStorage(
             sweep_dir, finished=_finished_trials(sweep_dir) if resume else frozenset()

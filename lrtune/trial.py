@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lrtune.checkpoints import write_pointer
-from lrtune.schedules import make_schedule, schedule_params
+from lrtune.schedules import WARMUP_PARAMS, fit_to_trial, make_schedule, schedule_params
 
 if TYPE_CHECKING:
     from lrtune.data import Dataset
@@ -53,7 +53,8 @@ class TrainSettings:
     ``threads``: TensorFlow's intra-op threads (the trial's CPUs), so
     concurrent trials on one machine do not oversubscribe its cores.
     ``xla`` and ``mixed_precision`` only pay off on a GPU (XLA measured
-    3-4x slower on this project's CPUs).
+    3-4x slower on this project's CPUs). ``metric``/``mode``: what a
+    reduce-on-plateau schedule watches (the sweep's).
     """
 
     model: str = "seed-tiny"
@@ -64,6 +65,8 @@ class TrainSettings:
     mixed_precision: bool = False
     checkpoint: bool = True
     seed: int = 0
+    metric: str = "val_accuracy"
+    mode: str = "max"
 
 
 def configure_tensorflow(threads: int | None, mixed_precision: bool = False) -> None:
@@ -101,12 +104,15 @@ def trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def split_config(config: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+def split_config(config: Mapping[str, Any], epochs: int) -> tuple[str, Any, dict[str, Any]]:
     """(optimizer name, schedule, optimizer settings) from a trial config.
 
     Keys are either trial keys (``optimizer``, ``schedule``, ``seed``), the
-    schedule's parameters (``lr``, ``drop``, ...) or optimizer settings
-    (``momentum``, ``rho``, ...); ``lr`` defaults to the optimizer's.
+    schedule's parameters (``lr``, ``drop``, ..., ``warmup_epochs``) or
+    optimizer settings (``momentum``, ``rho``, ...); ``lr`` defaults to the
+    optimizer's. A schedule's length left out (``decay_epochs``,
+    ``cycle_epochs``) is the trial's ``epochs`` less any warmup: this is
+    the one place a schedule learns the trial's length.
     """
     from lrtune.optimizers import DEFAULTS
 
@@ -114,10 +120,11 @@ def split_config(config: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any]]:
     if optimizer not in DEFAULTS:
         raise ValueError(f"Unknown optimizer {optimizer!r}. Valid optimizers: {', '.join(DEFAULTS)}.")
     name = config.get("schedule", "constant")
-    wanted = schedule_params(name)
+    wanted = (*schedule_params(name), *WARMUP_PARAMS)
     params = {k: config[k] for k in wanted if config.get(k) is not None}
-    params.setdefault("lr", DEFAULTS[optimizer]["lr"])
-    schedule = make_schedule(name, **params)
+    if "lr" in wanted:
+        params.setdefault("lr", DEFAULTS[optimizer]["lr"])
+    schedule = make_schedule(name, **fit_to_trial(name, params, epochs))
     settings = {k: v for k, v in config.items() if k not in _TRIAL_KEYS and k not in wanted and v is not None}
     return optimizer, schedule, settings
 
@@ -149,7 +156,7 @@ def run_trial(
     configure_tensorflow(settings.threads, settings.mixed_precision)
     import keras
 
-    from lrtune.checkpoints import load_state
+    from lrtune.checkpoints import load_extra_state, load_state
     from lrtune.models import build_model
     from lrtune.optimizers import build_optimizer
     from lrtune.reporter import Reporter, local_checkpoint
@@ -157,18 +164,22 @@ def run_trial(
     keras.backend.clear_session()  # a reused worker drops the previous trial's model
     seed = int(config.get("seed", 0))
     keras.utils.set_random_seed(seed)
-    optimizer_name, schedule, optimizer_settings = split_config(config)
+    optimizer_name, schedule, optimizer_settings = split_config(config, settings.epochs)
     steps_per_epoch = math.ceil(len(data.x_train) / settings.batch_size)
     model = build_model(settings.model, data.num_classes)
+    optimizer = build_optimizer(optimizer_name, schedule, steps_per_epoch, **optimizer_settings)
     model.compile(
-        optimizer=build_optimizer(optimizer_name, schedule, steps_per_epoch, **optimizer_settings),
+        optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=settings.xla,
     )
+    plateau = _plateau(schedule, optimizer, settings)
     initial_epoch, history = 0, []
     if restore_from is not None:
         initial_epoch, history = load_state(restore_from, model)
+        if plateau is not None and "plateau" in load_extra_state(restore_from):
+            plateau.set_state(load_extra_state(restore_from)["plateau"])
     reporter = Reporter(
         report,
         num_train=len(data.x_train),
@@ -176,6 +187,7 @@ def run_trial(
         extra={"seed": seed, **(extra or {})},
         checkpoint=(checkpoint or local_checkpoint) if settings.checkpoint else None,
         history=history,
+        extra_state=(lambda: {"plateau": plateau.get_state()}) if plateau is not None else None,
     )
     reporter.set_model(model)
     if initial_epoch >= settings.epochs:
@@ -190,13 +202,23 @@ def run_trial(
         epochs=settings.epochs,
         initial_epoch=initial_epoch,
         validation_data=Batches(data.x_val, data.y_val, settings.batch_size, shuffle=False),
-        callbacks=[reporter],
+        # The plateau rule first, so the checkpoint written by the reporter holds its new state.
+        callbacks=[reporter] if plateau is None else [plateau, reporter],
         verbose=0,
         # Batches shuffles by (seed, epoch). Keras's own shuffle of the batch
         # order draws from Python's global RNG, so a re-run epoch would differ.
         shuffle=False,
     )
     return reporter
+
+
+def _plateau(schedule, optimizer, settings: TrainSettings):
+    """The reduce-on-plateau callback for a reactive schedule, else None."""
+    if not schedule.reactive:
+        return None
+    from lrtune.plateau import ReduceOnPlateau
+
+    return ReduceOnPlateau(schedule, optimizer._learning_rate.multiplier, settings.metric, settings.mode)
 
 
 def _node() -> tuple[str, str]:
@@ -265,8 +287,8 @@ def tune_trainable(
         tune.report({**row, "done": row["status"] in ("done", "diverged")}, checkpoint=checkpoint)
 
     @contextlib.contextmanager
-    def checkpoint(model, epoch: int, history: list[dict[str, Any]]):
-        name = own.save(model, epoch, history, run=run, hparams=hyper)
+    def checkpoint(model, epoch: int, history: list[dict[str, Any]], extra_state: Mapping[str, Any] | None):
+        name = own.save(model, epoch, history, run=run, hparams=hyper, extra_state=extra_state)
         with tempfile.TemporaryDirectory(prefix="lrtune-pointer-") as directory:
             write_pointer(directory, trial_id, name, epoch)
             yield directory

@@ -198,6 +198,7 @@ def test_candidate_config_holds_only_the_settings_that_apply(tmp_path):
         "beta_1": 0.9,
         "beta_2": 0.999,
         "epsilon": 1e-8,
+        "weight_decay": 0.0,  # Adam takes a (decoupled) weight decay, default 0
     }
 
 
@@ -217,6 +218,7 @@ def test_yaml_output_is_a_space_fragment_of_plain_values_that_a_sweep_file_accep
         "epochs_drop": 2,
         "momentum": 0.9,
         "nesterov": False,
+        "weight_decay": 0.0,
     }
     assert type(data["space"]["lr"]) is float and type(data["space"]["drop"]) is float
     comments = [line for line in text.splitlines() if line.startswith("#")]

@@ -140,6 +140,7 @@ def test_best_prints_a_fragment_the_sweep_file_takes_back(finished_sweep, tmp_pa
         "epochs_drop": 4,
         "momentum": 0.9,
         "nesterov": False,
+        "weight_decay": 0.0,  # SGD's default, stated like nesterov's
     }
     sweep_file = tmp_path / "confirm.yaml"
     sweep_file.write_text(yaml.safe_dump({"name": "confirm", "repeats": 5, "space": space}))

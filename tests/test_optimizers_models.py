@@ -9,19 +9,23 @@ from lrtune.schedules import constant, step_decay
 @pytest.mark.parametrize(
     ("name", "lr", "expected"),
     [
-        ("sgd", 0.1, {"momentum": 0.0, "nesterov": False}),
+        ("sgd", 0.1, {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0}),
         ("adagrad", 0.01, {"epsilon": 1e-8}),
         ("adadelta", 1.0, {"rho": 0.95, "epsilon": 1e-8}),
         ("rmsprop", 0.001, {"rho": 0.9, "epsilon": 1e-8}),
-        ("adam", 0.001, {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}),
+        ("adam", 0.001, {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0}),
+        ("adamw", 0.001, {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.01}),
+        ("nadam", 0.002, {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0}),
+        ("lion", 1e-4, {"beta_1": 0.9, "beta_2": 0.99, "weight_decay": 0.0}),
     ],
 )
-def test_defaults_are_the_articles(name, lr, expected):
+def test_defaults_are_the_articles_and_the_papers(name, lr, expected):
     assert DEFAULTS[name] == {"lr": lr, **expected}
     optimizer = build_optimizer(name, constant(DEFAULTS[name]["lr"]), steps_per_epoch=10)
     config = optimizer.get_config()
     for key, value in expected.items():
-        assert config[key] == pytest.approx(value), key
+        got = 0.0 if key == "weight_decay" and config[key] is None else config[key]  # None: no decay step
+        assert got == pytest.approx(value), key
     assert float(optimizer.learning_rate) == pytest.approx(lr)
 
 
@@ -50,12 +54,16 @@ def test_applied_learning_rate_is_the_last_updates_rate():
     ("call", "message"),
     [
         (
-            lambda: build_optimizer("adamw", constant(0.1), 1),
-            r"Unknown optimizer 'adamw'. Valid optimizers: sgd, adagrad",
+            lambda: build_optimizer("adamax", constant(0.1), 1),
+            r"Unknown optimizer 'adamax'. Valid optimizers: sgd, adagrad, adadelta, rmsprop, adam, adamw, nadam, lion",
         ),
         (
             lambda: build_optimizer("adam", constant(0.1), 1, momentum=0.9),
-            r"Optimizer 'adam' takes \(beta_1, beta_2, epsilon\); got unexpected momentum",
+            r"Optimizer 'adam' takes \(beta_1, beta_2, epsilon, weight_decay\); got unexpected momentum",
+        ),
+        (
+            lambda: build_optimizer("rmsprop", constant(0.1), 1, weight_decay=0.1),
+            r"Optimizer 'rmsprop' takes \(rho, epsilon\); got unexpected weight_decay",
         ),
     ],
 )

@@ -100,8 +100,8 @@ space:
             r"s.yaml: space.1.momentum: optimizer adam does not use momentum \(only sgd does\)",
         ),
         (
-            "name: t\nspace: {schedule: cosine}\n",
-            r"s.yaml: space.schedule: 'cosine' is not one of: constant, time, step, exponential",
+            "name: t\nspace: {schedule: cosinus}\n",
+            r"s.yaml: space.schedule: 'cosinus' is not one of: constant, time, step, exponential, piecewise, cosine",
         ),
         (
             "name: t\nspace: {lr: {normal: [0, 1]}}\n",
@@ -184,3 +184,95 @@ def test_set_reaches_into_an_arm_by_index():
 )
 def test_bad_overrides_are_named(override, message, tmp_path):
     assert re.search(message, error_of(BASE, tmp_path, override))
+
+
+def test_piecewise_lists_are_fixed_values_not_distributions(tmp_path):
+    text = "name: pw\nspace: {optimizer: sgd, schedule: piecewise, boundaries: [2, 4], values: [0.1, 0.01, 0.001]}\n"
+    arm = spec_of(text, tmp_path).space[0]
+    assert arm.params["boundaries"].to_tune() == [2, 4]
+    assert arm.params["values"].to_json() == [0.1, 0.01, 0.001]
+
+
+@pytest.mark.parametrize(
+    ("arm", "message"),
+    [
+        (
+            "{schedule: piecewise, lr: 0.1, boundaries: [2], values: [0.1, 0.01]}",
+            r"space.lr: schedule piecewise does not use lr \(it takes boundaries, values\); remove lr",
+        ),
+        (
+            "{schedule: piecewise, boundaries: [2], values: [0.1, -1]}",
+            r"space.values: -1 in \[0.1, -1\] is not in \(0, inf\)",
+        ),
+        (
+            "{schedule: piecewise, boundaries: 2, values: [0.1, 0.01]}",
+            r"space.boundaries: 2 is not a list of numbers in \(0, inf\)",
+        ),
+        ("{schedule: piecewise, values: [0.1]}", r"space: schedule piecewise needs boundaries"),
+    ],
+)
+def test_piecewise_arms_are_checked(arm, message, tmp_path):
+    assert re.search(message, error_of(f"name: pw\nspace: {arm}\n", tmp_path))
+
+
+def test_warmup_goes_with_any_schedule_and_optimizer_and_names_the_arm(tmp_path):
+    text = """
+name: w
+space:
+  - {optimizer: sgd, schedule: step, lr: 0.1, drop: 0.5, epochs_drop: 2, warmup_epochs: 1}
+  - {optimizer: lion, schedule: one_cycle, max_lr: 0.001, warmup_epochs: 0.5, warmup_start: 1e-5}
+  - {optimizer: adamw, schedule: cosine, lr: 0.001, weight_decay: 0.05}
+"""
+    spec = spec_of(text, tmp_path)
+    assert [a.label for a in spec.space] == ["sgd/warmup+step", "lion/warmup+one_cycle", "adamw/cosine"]
+
+
+@pytest.mark.parametrize(
+    ("arm", "message"),
+    [
+        (
+            "{optimizer: rmsprop, weight_decay: 0.01}",
+            r"space.weight_decay: optimizer rmsprop does not use weight_decay \(only sgd, adam, adamw, nadam, lion does\)",
+        ),
+        ("{schedule: one_cycle, lr: 0.1, max_lr: 0.1}", r"space.lr: schedule one_cycle does not use lr"),
+        (
+            "{schedule: cyclic, lr: 0.01, max_lr: 0.1, step_size_epochs: 2, cycle_mode: triangle}",
+            r"space.cycle_mode: 'triangle' is not one of: triangular, triangular2, exp_range",
+        ),
+        ("{schedule: cyclic, lr: 0.01, max_lr: 0.1}", r"space: schedule cyclic needs step_size_epochs"),
+        ("{schedule: cosine, lr: 0.1, warmup_epochs: 0}", r"space.warmup_epochs: 0 is not in \(0, inf\)"),
+        ("{schedule: plateau, lr: 0.1, factor: 1.5}", r"space.factor: 1.5 is not in \(0, 1\)"),
+        (
+            "{schedule: step, lr: 0.1, drop: 0.5, epochs_drop: 2, lr_min: 0.01}",
+            r"space.lr_min: schedule step does not use lr_min \(only cosine, cosine_restarts does\)",
+        ),
+    ],
+)
+def test_modern_arms_are_checked(arm, message, tmp_path):
+    assert re.search(message, error_of(f"name: m\nspace: {arm}\n", tmp_path))
+
+
+def test_a_span_may_be_left_to_the_trial(tmp_path):
+    arm = spec_of("name: c\nspace: {schedule: one_cycle, max_lr: 0.1}\n", tmp_path).space[0]
+    assert set(arm.params) == {"schedule", "max_lr"}
+
+
+@pytest.mark.parametrize(
+    ("arm", "message"),
+    [
+        (
+            "{schedule: cosine, lr: 0.1, lr_min: 0.2}",
+            r"s.yaml: space: Argument `lr_min` must be <= lr. Received: lr_min=0.2, lr=0.1",
+        ),
+        (
+            "{schedule: cosine, lr: 0.1, warmup_epochs: 3}",
+            r"s.yaml: space: warmup_epochs=3 leaves no epoch of the trial's 3 for schedule 'cosine'",
+        ),
+        (
+            "{schedule: piecewise, boundaries: [1, 2], values: [0.1, 0.01]}",
+            r"s.yaml: space: Argument `values` must have one more entry than `boundaries`",
+        ),
+    ],
+)
+def test_rules_between_fixed_parameters_are_checked_before_anything_runs(arm, message, tmp_path):
+    assert re.search(message, error_of(f"name: m\nepochs: 3\nspace: {arm}\n", tmp_path))
