@@ -59,16 +59,16 @@ _NAME = re.compile(r"^epoch-(\d{6})-([0-9a-f]+)$")
 def save_state(directory: str, model, epoch: int, history: list[dict[str, Any]], **meta: Any) -> None:
     """Write ``model``'s weights, optimizer and RNG state and the history into ``directory``.
 
-    ``meta`` (trial_id, run, hparams) goes into ``trial.json`` beside
+    ``meta`` (trial_id, run, hparams, extra_state) goes into ``trial.json`` beside
     ``epoch`` (epochs done, 1-based count) and ``history`` (one row per
     epoch done, oldest first).
     """
     model.save_weights(os.path.join(directory, "model.weights.h5"))
-    optimizer = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(model.optimizer.variables)}
+    optimizer = {_slot(v): np.asarray(v.numpy()) for v in model.optimizer.variables}
     np.savez(os.path.join(directory, "optimizer.npz"), **optimizer)
     np.savez(os.path.join(directory, "rng.npz"), *[np.asarray(v.numpy()) for v in _rng_variables(model)])
     with open(os.path.join(directory, _META), "w") as f:
-        json.dump({"epoch": epoch, "history": history, **meta}, f)
+        json.dump({"epoch": epoch, "history": history, "optimizer": _class(model.optimizer), **meta}, f)
 
 
 def load_state(directory: str, model) -> tuple[int, list[dict[str, Any]]]:
@@ -78,29 +78,34 @@ def load_state(directory: str, model) -> tuple[int, list[dict[str, Any]]]:
     its hyperparameters (lr, momentum) may differ, as after a PBT exploit,
     and the new ones apply from the next step.
 
+    Optimizer variables are matched by name, so a PBT perturbation that
+    turns SGD's momentum on or off (which adds or removes its slots)
+    restores too.
+
     Raises:
-        ValueError: the state holds another optimizer's variables.
+        ValueError: the state was saved with another optimizer class.
     """
+    with open(os.path.join(directory, _META)) as f:
+        state = json.load(f)
+    if state.get("optimizer") != _class(model.optimizer):
+        raise ValueError(
+            f"State {directory} was saved with the {state.get('optimizer')} optimizer, "
+            f"not {_class(model.optimizer)}: it belongs to another configuration."
+        )
     model.load_weights(os.path.join(directory, "model.weights.h5"))
     model.optimizer.build(model.trainable_variables)
     with np.load(os.path.join(directory, "optimizer.npz")) as saved:
-        values = [saved[f"v{i}"] for i in range(len(saved.files))]
-    variables = model.optimizer.variables
-    if len(values) != len(variables):
-        raise ValueError(
-            f"State {directory} holds {len(values)} optimizer variables but the "
-            f"{type(model.optimizer).__name__} optimizer has {len(variables)}: "
-            "it was saved with another optimizer."
-        )
-    for variable, value in zip(variables, values, strict=True):
-        variable.assign(value)
+        values = {name: saved[name] for name in saved.files}
+    # By name: a slot the state lacks starts at zero (SGD given momentum by a
+    # PBT perturbation), one the optimizer lacks is dropped (momentum now 0).
+    for variable in model.optimizer.variables:
+        if _slot(variable) in values:
+            variable.assign(values[_slot(variable)])
     rng_path = os.path.join(directory, "rng.npz")
     if os.path.exists(rng_path):
         with np.load(rng_path) as saved:
             for i, variable in enumerate(_rng_variables(model)):
                 variable.assign(saved[f"arr_{i}"])
-    with open(os.path.join(directory, _META)) as f:
-        state = json.load(f)
     return int(state["epoch"]), list(state["history"])
 
 
@@ -108,6 +113,16 @@ def load_extra_state(directory: str) -> dict[str, Any]:
     """The ``extra_state`` a state was saved with; ``{}`` if none."""
     with open(os.path.join(directory, _META)) as f:
         return dict(json.load(f).get("extra_state") or {})
+
+
+def _slot(variable) -> str:
+    """An optimizer variable's name without the optimizer's own (``sgd_1/``)."""
+    return variable.path.split("/", 1)[-1]
+
+
+def _class(optimizer) -> str:
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # mixed precision wraps it
+    return type(inner).__name__
 
 
 def _rng_variables(model) -> list:
@@ -139,12 +154,22 @@ class StateStore:
         self.fs, root = filesystem(sweep_dir.rstrip("/"))
         self.root = f"{root}/{trial_id}/state"
 
-    def save(self, model, epoch: int, history: list[dict[str, Any]], *, run: str, hparams: Mapping) -> str:
+    def save(
+        self,
+        model,
+        epoch: int,
+        history: list[dict[str, Any]],
+        *,
+        run: str,
+        hparams: Mapping,
+        extra_state: Mapping[str, Any] | None = None,
+    ) -> str:
         """Write a new complete state for ``epoch``; returns its name."""
         name = f"epoch-{epoch:06d}-{run}"
         target = f"{self.root}/{name}"
         with tempfile.TemporaryDirectory(prefix="lrtune-state-") as local:
-            save_state(local, model, epoch, history, trial_id=self.trial_id, run=run, hparams=dict(hparams))
+            meta = {"trial_id": self.trial_id, "run": run, "hparams": dict(hparams)}
+            save_state(local, model, epoch, history, **meta, extra_state=dict(extra_state or {}))
             self.fs.create_dir(target, recursive=True)
             for file in (*_FILES, _META):  # trial.json last: it marks the state complete
                 fs.copy_files(

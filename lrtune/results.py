@@ -10,6 +10,7 @@ Under ``<storage>/<sweep name>/``:
   rows after that state withdrawn until it trains those epochs again.
 - ``trials.parquet``: one row per trial, schema :data:`TRIALS_SCHEMA`,
   rewritten atomically as trials progress.
+- ``exploits.parquet`` (PBT): one row per exploit, :data:`EXPLOITS_SCHEMA`.
 - ``sweep.yaml``: the validated sweep, as run.
 - Ray Tune's own experiment state (``tuner.pkl``, ``experiment_state-*``,
   one folder per trial with its checkpoints and TensorBoard logs).
@@ -28,6 +29,7 @@ import pyarrow as pa
 __all__ = [
     "METRICS_SCHEMA",
     "TRIALS_SCHEMA",
+    "EXPLOITS_SCHEMA",
     "CONFIG_COLUMNS",
     "family",
     "filesystem",
@@ -212,12 +214,31 @@ def describe(row: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+#: PBT's exploits, one row each: at the end of its epoch ``epoch`` trial
+#: ``trial_id`` took the weights of ``donor_trial_id`` at the end of the
+#: donor's epoch ``donor_epoch`` (and perturbed its hyperparameters).
+EXPLOITS_SCHEMA = pa.schema(
+    [
+        pa.field("sweep", pa.string(), nullable=False),
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("epoch", pa.int32(), nullable=False),
+        pa.field("donor_trial_id", pa.string(), nullable=False),
+        pa.field("donor_epoch", pa.int32(), nullable=False),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
 def metrics_path(sweep_dir: str) -> str:
     return f"{sweep_dir.rstrip('/')}/metrics"
 
 
 def trials_path(sweep_dir: str) -> str:
     return f"{sweep_dir.rstrip('/')}/trials.parquet"
+
+
+def exploits_path(sweep_dir: str) -> str:
+    return f"{sweep_dir.rstrip('/')}/exploits.parquet"
 
 
 def filesystem(path: str):

@@ -37,13 +37,17 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyarrow import fs
 from ray.tune import Callback
 
 from lrtune.parquet_parts import PartFiles, write_atomically
 from lrtune.results import (
+    EXPLOITS_SCHEMA,
     METRICS_SCHEMA,
     TRIALS_SCHEMA,
     config_columns,
+    exploits_path,
     family,
     filesystem,
     metrics_path,
@@ -139,6 +143,7 @@ class ParquetSink(Callback):
         self._logs: dict[str, _TrialLog] = {}
         self._in_part: dict[str, set[tuple[str, int]]] = {}
         self._errors: dict[tuple[str, int], str] = {}
+        self._exploits: list[dict[str, Any]] = []
         self._trials: list[Any] = []
         self._last_flush = time.monotonic()
         self._ready = False
@@ -200,6 +205,9 @@ class ParquetSink(Callback):
             self._fs.create_dir(metrics_path(self._root), recursive=True)
             self._parts.finish_replacements()
             self._load()
+            if self._fs.get_file_info(exploits_path(self._root)).type == fs.FileType.File:
+                table = pq.read_table(exploits_path(self._root), filesystem=self._fs, schema=EXPLOITS_SCHEMA)
+                self._exploits = table.to_pylist()
         except OSError as e:
             raise SinkError(f"cannot use results storage {self.sweep_dir}: {e}") from e
         self._ready = True
@@ -289,14 +297,27 @@ class ParquetSink(Callback):
         self._start()
         lineage = {int(h["epoch"]): h for h in history}
         log = self._log_of(trial_id)
+        reached = log.epochs_run
         stale = {
             e for e in log.metric if e > restored or (e in lineage and log.run[e] != lineage[e].get("run"))
         }
         if stale:
             self._withdraw(trial_id, stale)
-        for epoch in sorted(lineage):
-            if epoch <= restored and epoch not in log.metric:
-                self._add_row(self._row(trial_id, config, lineage[epoch]))
+        added = [e for e in sorted(lineage) if e <= restored and e not in log.metric]
+        for epoch in added:
+            self._add_row(self._row(trial_id, config, lineage[epoch]))
+        donor = history[-1].get("trial") if history else None
+        if donor not in (None, trial_id) and (stale or added):
+            self._exploits.append(
+                {
+                    "sweep": self.sweep,
+                    "trial_id": trial_id,
+                    "epoch": reached,
+                    "donor_trial_id": donor,
+                    "donor_epoch": restored,
+                    "timestamp": dt.datetime.now(dt.timezone.utc),
+                }
+            )
 
     def _withdraw(self, trial_id: str, epochs: set[int]) -> None:
         log = self._log_of(trial_id)
@@ -338,6 +359,9 @@ class ParquetSink(Callback):
             self._buffer.clear()
         if self._trials:
             write_atomically(self._fs, self.trials_table(self._trials), trials_path(self._root), self._fail)
+        if self._exploits:
+            table = pa.Table.from_pylist(self._exploits, schema=EXPLOITS_SCHEMA)
+            write_atomically(self._fs, table, exploits_path(self._root), self._fail)
 
     def compact(self) -> None:
         """Merge the small part files into one, then delete them."""

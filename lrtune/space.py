@@ -171,6 +171,32 @@ class Dist:
             return tune.randint(low, high + 1)  # both ends included, as written
         return getattr(tune, self.kind)(*self.args)
 
+    def clip(self, value: Any) -> Any:
+        """``value`` moved to the nearest value this distribution can produce.
+
+        Ray's PBT perturbs a continuous value by x0.8 or x1.2 and does not
+        clip it (ray-project/ray#5035): momentum 0.95 becomes 1.14, which
+        Keras refuses. Categories are returned as they are.
+
+        >>> Dist("uniform", (0.5, 0.95)).clip(1.14)
+        0.95
+        >>> Dist("qloguniform", (0.001, 0.1, 0.001)).clip(0.00042)
+        0.001
+        >>> Dist("randint", (1, 10)).clip(11.6)
+        10
+        """
+        if self.kind not in _BOUNDED:
+            return value
+        low, high = self.args[0], self.args[1]
+        clipped = min(max(float(value), low), high)
+        if self.kind == "randint":
+            return int(round(clipped))
+        if self.kind.startswith("q"):
+            q = self.args[2]
+            steps = [math.ceil(low / q - 1e-9), math.floor(high / q + 1e-9)]
+            return round(min(max(round(clipped / q), steps[0]), steps[1]) * q, 12)
+        return clipped
+
     def to_json(self) -> Any:
         return _plain(self.args[0]) if self.kind == "fixed" else {self.kind: [_plain(a) for a in self.args]}
 

@@ -110,28 +110,45 @@ def make_scheduler(spec: SweepSpec):
             quantile_fraction=s.quantile_fraction,
             resample_probability=s.resample_probability,
             hyperparam_mutations={"arm": pbt_mutations(spec)},
+            custom_explore_fn=InRange(pbt_distributions(spec)),
         )
     return FIFOScheduler()
 
 
-def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
-    """PBT's mutations: the file's ``mutations``, or the space's lr and momentum."""
+def pbt_distributions(spec: SweepSpec) -> dict[str, Any]:
+    """What PBT perturbs: the file's ``mutations``, or the space's sampled lr and momentum."""
     from lrtune.space import parse_dist
 
     pbt = spec.scheduler.pbt
     if pbt.mutations:
-        dists = {k: parse_dist(k, v) for k, v in pbt.mutations.items()}
-    else:
-        dists = {
-            k: d for k, d in spec.space[0].params.items() if k in ("lr", "momentum") and d.kind != "fixed"
-        }
-    mutations = {}
-    for key, dist in dists.items():
-        if dist.kind in ("grid", "choice"):
-            mutations[key] = list(dist.args)
-        else:
-            mutations[key] = dist.to_tune()
-    return mutations
+        return {k: parse_dist(k, v) for k, v in pbt.mutations.items()}
+    return {k: d for k, d in spec.space[0].params.items() if k in ("lr", "momentum") and d.kind != "fixed"}
+
+
+def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
+    """PBT's ``hyperparam_mutations`` for the trial config's ``arm``."""
+    return {
+        key: list(dist.args) if dist.kind in ("grid", "choice") else dist.to_tune()
+        for key, dist in pbt_distributions(spec).items()
+    }
+
+
+class InRange:
+    """PBT's explore step kept inside the space: each perturbed value clipped by its distribution.
+
+    Given to ``PopulationBasedTraining(custom_explore_fn=...)``, which calls
+    it with the perturbed trial config after its own x0.8/x1.2 step.
+    """
+
+    def __init__(self, distributions: Mapping[str, Any]):
+        self.distributions = dict(distributions)
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        arm = dict(config["arm"])
+        for key, dist in self.distributions.items():
+            if key in arm:
+                arm[key] = dist.clip(arm[key])
+        return {**config, "arm": arm}
 
 
 def sweep_dir_for(storage: str, name: str) -> str:
@@ -334,8 +351,7 @@ def run_sweep(
             sweep_dir, sweep=spec.name, metric=spec.metric, mode=spec.metric_mode, epochs=spec.epochs
         )
         view = LiveView(spec, sweep_dir, sink=sink, quiet=quiet, console=console)
-        # PBT may clone a state its donor has moved past; elsewhere only the newest is resumed.
-        retention = StateRetention(sweep_dir, keep=3 if spec.scheduler.name == "pbt" else 1)
+        retention = StateRetention(sweep_dir, pin_clones=spec.scheduler.name == "pbt")
         callbacks = [sink, retention, LeaseRenewal(lock), view]
         # Tune's checkpoints are pointers of a few bytes (lrtune.checkpoints):
         # keep every one, so a lagging experiment snapshot never names a
