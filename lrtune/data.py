@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pyarrow.fs as pafs
 
-__all__ = ["CLASS_NAMES", "DataError", "Dataset", "load_cifar10", "scale_pixels"]
+__all__ = ["CLASS_NAMES", "DataError", "Dataset", "class_indices", "load_cifar10", "scale_pixels"]
 
 CLASS_NAMES: tuple[str, ...] = (
     "airplane",
@@ -163,7 +163,7 @@ def load_cifar10(
         DataError: the source is missing, unreadable, corrupt, not CIFAR-10,
             or the arguments select nothing.
     """
-    wanted = _class_indices(classes)
+    wanted = class_indices(classes)
     held_out = _check_validation(validation)
     if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
         raise DataError(f"seed must be an integer >= 0, got {seed!r}")
@@ -222,7 +222,15 @@ def _channels_last(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
     return images
 
 
-def _class_indices(classes: Iterable[str | int] | None) -> tuple[int, ...]:
+def class_indices(classes: Iterable[str | int] | None) -> tuple[int, ...]:
+    """CIFAR-10 class indices (0..9) for ``classes``, names or indices, in order.
+
+    ``None`` means all ten. Raises :class:`DataError` for an unknown name, an
+    index outside 0..9, a class listed twice or an empty list.
+
+    >>> class_indices(["cat", 5])
+    (3, 5)
+    """
     if classes is None:
         return tuple(range(len(CLASS_NAMES)))
     valid = f"valid classes are {', '.join(CLASS_NAMES)} (or their indices 0..9)"
