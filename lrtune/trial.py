@@ -81,6 +81,9 @@ def configure_tensorflow(threads: int | None, mixed_precision: bool = False) -> 
         pass
     import keras
 
+    # A reused worker drops the previous trial's model. clear_session() also
+    # resets the global dtype policy to float32, so it must come first.
+    keras.backend.clear_session()
     # Process-wide: set it either way, since a reused worker may have run another sweep.
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
 
@@ -145,7 +148,6 @@ def run_trial(
     from lrtune.optimizers import build_optimizer
     from lrtune.reporter import Reporter, load_checkpoint
 
-    keras.backend.clear_session()  # a reused worker drops the previous trial's model
     seed = int(config.get("seed", 0))
     keras.utils.set_random_seed(seed)
     optimizer_name, schedule, optimizer_settings = split_config(config)
