@@ -131,6 +131,23 @@ class Dist:
             return tune.randint(low, high + 1)  # both ends included, as written
         return getattr(tune, self.kind)(*self.args)
 
+    def on_grid(self, value: float) -> float:
+        """``value`` moved to the nearest multiple of ``q`` inside ``[low, high]``.
+
+        For ``quniform``/``qloguniform`` (both bounds are multiples of ``q``,
+        see :func:`parse_dist`): a searcher that suggests floats (Optuna has
+        no log scale with a step) rounds through this, so a suggestion is
+        never 0 and never outside the bounds.
+
+        >>> Dist("qloguniform", (0.001, 0.1, 0.001)).on_grid(0.0004)
+        0.001
+        >>> Dist("qloguniform", (0.001, 0.1, 0.001)).on_grid(0.0526)
+        0.053
+        """
+        low, high, q = self.args
+        k = min(max(round(value / q), math.ceil(low / q - 1e-9)), math.floor(high / q + 1e-9))
+        return min(max(float(round(k * q, 12)), low), high)
+
     def to_json(self) -> Any:
         return self.args[0] if self.kind == "fixed" else {self.kind: list(self.args)}
 

@@ -1,11 +1,12 @@
 """Run a validated sweep on Ray Tune.
 
 The translation is direct: each arm of the space becomes a dict of Tune
-domains under the key ``arm`` (several arms: a ``tune.grid_search`` over
-them, so every family gets the same budget), repeats become a grid over
-``repeat`` inside each arm, and random values are drawn once per sample
-and held across the grid (``constant_grid_search``), so the repeats of a
-configuration differ only in their seed. Tune's own schedulers,
+domains under the key ``arm``, once per sample, numbered ``sample`` (several
+arms or samples: a ``tune.grid_search`` over them, so every family gets the
+same budget), repeats become a grid over ``repeat`` inside each arm, and
+random values are drawn once per sample and held across the grid
+(``constant_grid_search``), so the repeats of a configuration differ only
+in their seed (:func:`lrtune.trial.trial_seed`). Tune's own schedulers,
 ``FailureConfig``, checkpointing and storage do the rest; lrtune adds the
 trainable, the Parquet sink and the live view.
 """
@@ -23,15 +24,20 @@ from typing import Any
 import yaml
 
 from lrtune.results import filesystem as results_filesystem
+from lrtune.space import KeepInBounds
 from lrtune.spec import SweepSpec
 
-__all__ = ["run_sweep", "SweepOutcome", "SweepError", "param_space", "make_scheduler", "sweep_dir_for"]
+__all__ = ["run_sweep", "SweepOutcome", "SweepError", "StorageError", "param_space", "make_scheduler", "sweep_dir_for"]
 
 log = logging.getLogger(__name__)
 
 
 class SweepError(RuntimeError):
     """The sweep cannot start or finish; the message says why and what to do."""
+
+
+class StorageError(SweepError):
+    """The results storage cannot be read or written (``lrtune sweep`` exits 3)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,10 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
         domains["label"] = arm.label
         domains["repeat"] = tune.grid_search(list(range(spec.repeats))) if spec.repeats > 1 else 0
         arms.append(domains)
-    return {"arm": arms[0] if len(arms) == 1 else tune.grid_search(arms)}
+    # One grid entry per (sample, arm), numbered for the seed rule (lrtune.trial.trial_seed):
+    # Tune draws each entry's random values once and holds them across its inner grid.
+    draws = [{**domains, "sample": i} for i in range(spec.num_samples) for domains in arms]
+    return {"arm": draws[0] if len(draws) == 1 else tune.grid_search(draws)}
 
 
 def make_scheduler(spec: SweepSpec):
@@ -108,23 +117,25 @@ def make_scheduler(spec: SweepSpec):
             quantile_fraction=s.quantile_fraction,
             resample_probability=s.resample_probability,
             hyperparam_mutations={"arm": pbt_mutations(spec)},
+            custom_explore_fn=KeepInBounds(pbt_dists(spec)),
         )
     return FIFOScheduler()
 
 
-def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
-    """PBT's mutations: the file's ``mutations``, or the space's lr and momentum."""
+def pbt_dists(spec: SweepSpec) -> dict[str, Any]:
+    """The distributions PBT perturbs: the file's ``mutations``, or the space's lr and momentum."""
     from lrtune.space import parse_dist
 
     pbt = spec.scheduler.pbt
     if pbt.mutations:
-        dists = {k: parse_dist(k, v) for k, v in pbt.mutations.items()}
-    else:
-        dists = {
-            k: d for k, d in spec.space[0].params.items() if k in ("lr", "momentum") and d.kind != "fixed"
-        }
+        return {k: parse_dist(k, v) for k, v in pbt.mutations.items()}
+    return {k: d for k, d in spec.space[0].params.items() if k in ("lr", "momentum") and d.kind != "fixed"}
+
+
+def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
+    """PBT's mutations: :func:`pbt_dists` as Tune lists and domains."""
     mutations = {}
-    for key, dist in dists.items():
+    for key, dist in pbt_dists(spec).items():
         if dist.kind in ("grid", "choice"):
             mutations[key] = list(dist.args)
         else:
@@ -210,7 +221,39 @@ def _save_spec(spec: SweepSpec, sweep_dir: str) -> None:
         with fs_.open_output_stream(f"{root}/sweep.yaml") as f:
             f.write(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False).encode())
     except OSError as e:
-        raise SweepError(f"cannot write to --storage {sweep_dir}: {e}") from None
+        raise StorageError(f"cannot write to --storage {sweep_dir}: {e}") from None
+
+
+def _check_writable(storage: str, sweep_dir: str) -> None:
+    """Write and delete a probe file in ``storage``, leaving no sweep folder behind.
+
+    Raises :class:`StorageError` naming the path when it cannot be written.
+    """
+    import uuid
+
+    try:
+        fs_, root = results_filesystem(sweep_dir.rsplit("/", 1)[0])
+        probe = f"{root.rstrip('/')}/.lrtune-probe-{uuid.uuid4().hex[:8]}"
+        fs_.create_dir(root, recursive=True)
+        with fs_.open_output_stream(probe) as f:
+            f.write(b"lrtune checks that it can write here\n")
+        fs_.delete_file(probe)
+    except (OSError, ValueError) as e:  # pyarrow: ArrowInvalid (a bad URI) is a ValueError
+        raise StorageError(f"cannot write to --storage {storage}: {e}") from None
+
+
+def _check_resources(spec: SweepSpec) -> None:
+    """A trial must fit on the local Ray (no autoscaler adds nodes to it)."""
+    import ray
+
+    total = ray.cluster_resources()
+    for name, key in (("cpu", "CPU"), ("gpu", "GPU")):
+        wanted, have = getattr(spec.resources, name), total.get(key, 0.0)
+        if wanted > have:
+            raise SweepError(
+                f"resources.{name}: each trial asks for {wanted:g} {key}s but this machine's Ray has "
+                f"{have:g}; lower resources.{name} (--set resources.{name}=...), or join a cluster with --address"
+            )
 
 
 def _read_saved_spec(sweep_dir: str) -> dict[str, Any] | None:
@@ -221,7 +264,7 @@ def _read_saved_spec(sweep_dir: str) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise SweepError(f"cannot read --storage {sweep_dir}: {e}") from None
+        raise StorageError(f"cannot read --storage {sweep_dir}: {e}") from None
 
 
 def run_sweep(
@@ -238,7 +281,16 @@ def run_sweep(
     """Run ``spec`` to completion (or resume it) and return its outcome.
 
     The dataset is loaded once here and shared with every trial through
-    Ray's object store (``tune.with_parameters``).
+    Ray's object store (``tune.with_parameters``). Everything that can
+    refuse to start (the data, Optuna, the storage, the resources, Tune's
+    search space and scheduler) is checked before ``sweep.yaml`` is written,
+    so a failed start leaves no folder behind and the same command can run
+    again.
+
+    Raises:
+        SweepError: the sweep cannot start (a :class:`StorageError` when the
+            storage cannot be read or written).
+        lrtune.data.DataError: the data cannot be loaded.
     """
     import ray
     from ray import tune
@@ -270,6 +322,8 @@ def run_sweep(
             import optuna  # noqa: F401
         except ImportError:
             raise SweepError("search: tpe needs Optuna: pip install 'lrtune[tpe]'") from None
+    if not resume:
+        _check_writable(storage, sweep_dir)
     data_source = data or spec.data.path
     dataset = load_cifar10(
         data_source,
@@ -281,8 +335,8 @@ def run_sweep(
     started = _init_ray(address)
     try:
         _check_storage(storage)
-        if not resume:
-            _save_spec(spec, sweep_dir)
+        if address is None:
+            _check_resources(spec)
         settings = TrainSettings(
             model=spec.model,
             epochs=spec.epochs,
@@ -291,6 +345,7 @@ def run_sweep(
             xla=spec.xla,
             mixed_precision=spec.mixed_precision,
             seed=spec.seed,
+            repeats=spec.repeats,
         )
         trainable = trainable_for(dataset, settings, cpu=spec.resources.cpu, gpu=spec.resources.gpu)
         sink = ParquetSink(
@@ -306,10 +361,13 @@ def run_sweep(
             # sink and view (fresh state, this run's --quiet) replace them.
             tuner._local_tuner.get_run_config().callbacks = callbacks
         else:
+            # Built before sweep.yaml is written: Tune and Optuna check them here.
+            space, tune_config = param_space(spec), _tune_config(spec, max_concurrent)
+            _save_spec(spec, sweep_dir)
             tuner = tune.Tuner(
                 trainable,
-                param_space=param_space(spec),
-                tune_config=_tune_config(spec, max_concurrent),
+                param_space=space,
+                tune_config=tune_config,
                 run_config=tune.RunConfig(
                     name=spec.name,
                     storage_path=sweep_dir.rsplit("/", 1)[0],
@@ -365,7 +423,8 @@ def _tune_config(spec: SweepSpec, max_concurrent: int | None):
     return tune.TuneConfig(
         metric=spec.metric,
         mode=spec.metric_mode,
-        num_samples=spec.num_samples * (spec.repeats if spec.search == "tpe" else 1),
+        # Random and grid search: the samples are in the param space (param_space).
+        num_samples=spec.num_samples * spec.repeats if spec.search == "tpe" else 1,
         max_concurrent_trials=max_concurrent or spec.max_concurrent,
         time_budget_s=spec.time_budget_s,
         scheduler=make_scheduler(spec),
@@ -399,12 +458,11 @@ class ArmSpace:
                 values[key] = trial.suggest_int(name, dist.args[0], dist.args[1])
             elif dist.kind == "quniform":
                 low, high, q = dist.args
-                values[key] = trial.suggest_float(name, low, high, step=q)
-            else:  # uniform, loguniform, qloguniform (Optuna has no log with a step: round after)
+                values[key] = dist.on_grid(trial.suggest_float(name, low, high, step=q))
+            else:  # uniform, loguniform, qloguniform (Optuna has no log with a step: onto the grid after)
                 value = trial.suggest_float(name, dist.args[0], dist.args[1], log="log" in dist.kind)
-                values[key] = (
-                    round(value / dist.args[2]) * dist.args[2] if dist.kind == "qloguniform" else value
-                )
+                values[key] = dist.on_grid(value) if dist.kind == "qloguniform" else value
+        values["sample"] = trial.number  # Optuna numbers its trials 0, 1, ...: the seed rule's sample
         return {"arm": values}
 
 

@@ -34,10 +34,11 @@ __all__ = [
     "tune_trainable",
     "configure_tensorflow",
     "trial_config",
+    "trial_seed",
 ]
 
 #: Config keys that are not optimizer settings or schedule parameters.
-_TRIAL_KEYS = {"optimizer", "schedule", "seed", "repeat", "label"}
+_TRIAL_KEYS = {"optimizer", "schedule", "seed", "repeat", "label", "sample"}
 
 ReportFn = Callable[[dict[str, Any], str | None], None]
 
@@ -60,6 +61,7 @@ class TrainSettings:
     mixed_precision: bool = False
     checkpoint: bool = True
     seed: int = 0
+    repeats: int = 1
 
 
 def configure_tensorflow(threads: int | None, mixed_precision: bool = False) -> None:
@@ -98,6 +100,22 @@ def trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if "__trial_index__" in config:  # Tune's Repeater numbers the repeats of a suggestion
         flat["repeat"] = config["__trial_index__"]
     return flat
+
+
+def trial_seed(base: int, sample: int, repeat: int, repeats: int) -> int:
+    """The seed of repeat ``repeat`` of sample ``sample``: ``base + sample * repeats + repeat``.
+
+    The repeats of one configuration get ``base, base + 1, ...``; the next
+    sample (``num_samples``, or TPE's next suggestion) continues after them,
+    so two samples that happen to be the same configuration (grid search
+    with ``num_samples: 2``, random search over choices only) are
+    independent runs, not copies. Within a sample, every grid point and arm
+    shares the seeds, so they are compared on the same initialisations.
+
+    >>> [trial_seed(7, sample, repeat, repeats=3) for sample in (0, 1) for repeat in range(3)]
+    [7, 8, 9, 10, 11, 12]
+    """
+    return base + sample * repeats + repeat
 
 
 def split_config(config: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any]]:
@@ -213,8 +231,8 @@ def tune_trainable(config: dict[str, Any], data: Dataset, settings: TrainSetting
         tune.report(row, checkpoint=checkpoint)
 
     hyper = trial_config(config)
-    repeat = int(hyper.get("repeat", 0))
-    hyper.setdefault("seed", settings.seed + repeat)
+    sample, repeat = int(hyper.get("sample", 0)), int(hyper.get("repeat", 0))
+    hyper.setdefault("seed", trial_seed(settings.seed, sample, repeat, settings.repeats))
     host, node_id = _node()
     extra = {"node": host, "node_id": node_id}
     checkpoint = tune.get_checkpoint()

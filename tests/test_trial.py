@@ -112,3 +112,9 @@ def test_reported_lr_under_mixed_precision_is_the_applied_one(tiny_dataset):
     expected = lr_by_epoch(make_schedule("step", lr=0.05, drop=0.5, epochs_drop=1), 2, steps_per_epoch)
     np.testing.assert_allclose([r["lr"] for r in rows], expected, rtol=1e-6)  # [0.05, 0.025], not [0.025, 0.0125]
 
+
+def test_trial_seed_rule():
+    from lrtune.trial import trial_seed
+
+    # repeats of a configuration: seed, seed+1, ...; the next sample continues after them
+    assert [trial_seed(10, s, r, repeats=2) for s in range(3) for r in range(2)] == [10, 11, 12, 13, 14, 15]
