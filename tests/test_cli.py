@@ -155,3 +155,34 @@ def test_report_writes_html_and_pngs(finished_sweep, tmp_path):
     assert sorted(p.name for p in html.parent.glob("*.png")) == sorted(
         f"{n}.png" for n in ("lr", "curves", "families", "step_heatmap", "early_stopping")
     )
+
+
+TINY = """
+name: tiny
+data: {classes: [airplane, automobile], limit: 32}
+epochs: 1
+batch_size: 32
+space: {optimizer: sgd, lr: 0.05, momentum: 0}
+"""
+
+
+def test_storage_that_cannot_be_written_exits_3_and_leaves_no_sweep_folder(tmp_path, cifar_archive):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    (tmp_path / "a-file").write_text("not a folder")
+    result = lrtune(
+        "sweep", tmp_path / "tiny.yaml", "--data", cifar_archive, "--storage", tmp_path / "a-file" / "results"
+    )
+    assert result.returncode == 3, result.stderr
+    assert "--storage" in result.stderr and "a-file" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def test_resources_this_machine_lacks_are_refused_before_the_sweep_folder_is_written(tmp_path, cifar_archive):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    storage = tmp_path / "results"
+    result = lrtune(
+        "sweep", tmp_path / "tiny.yaml", "--data", cifar_archive, "--storage", storage, "--set", "resources.gpu=1"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "resources.gpu: each trial asks for 1 GPUs but this machine's Ray has 0" in " ".join(result.stderr.split())
+    assert not (storage / "tiny").exists()  # the same command runs once the file is fixed
