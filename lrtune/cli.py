@@ -51,7 +51,7 @@ def sweep(
     from lrtune.data import DataError
     from lrtune.sink import SinkError
     from lrtune.spec import SweepFileError, load_spec
-    from lrtune.sweep import SweepError, run_sweep
+    from lrtune.sweep import StorageError, SweepError, run_sweep
 
     overrides = list(set_ or [])
     if name is not None:
@@ -68,10 +68,10 @@ def sweep(
             quiet=quiet,
             console=err,
         )
+    except (SinkError, StorageError) as e:
+        _fail(str(e), code=3)
     except (SweepFileError, DataError, SweepError) as e:
         _fail(str(e))
-    except SinkError as e:
-        _fail(str(e), code=3)
     _print_outcome(spec, outcome)
     if outcome.all_failed:
         _fail(

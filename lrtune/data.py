@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pyarrow.fs as pafs
 
-__all__ = ["CLASS_NAMES", "DataError", "Dataset", "load_cifar10", "scale_pixels"]
+__all__ = ["CLASS_NAMES", "DataError", "Dataset", "class_indices", "load_cifar10", "scale_pixels"]
 
 CLASS_NAMES: tuple[str, ...] = (
     "airplane",
@@ -65,9 +65,10 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 
 PIXELS_PER_IMAGE = 32 * 32 * 3
-# The largest sane batch file holds all 50,000 images (154 MB); a bigger
-# tar member is refused before it is read into memory.
-_MAX_MEMBER_BYTES = 1 << 30
+# The largest sane batch file holds all 60,000 images: 184 MB of pixels,
+# up to twice that in a protocol-2 pickle (bytes stored as latin-1 text in
+# UTF-8). A bigger file or tar member is refused before it is read.
+_MAX_MEMBER_BYTES = 512 << 20
 
 _ACCEPTED = (
     "lrtune reads cifar-10-python.tar.gz or cifar-10-binary.tar.gz (.tar, .tar.gz or .tgz), "
@@ -163,7 +164,7 @@ def load_cifar10(
         DataError: the source is missing, unreadable, corrupt, not CIFAR-10,
             or the arguments select nothing.
     """
-    wanted = _class_indices(classes)
+    wanted = class_indices(classes)
     held_out = _check_validation(validation)
     if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
         raise DataError(f"seed must be an integer >= 0, got {seed!r}")
@@ -222,7 +223,15 @@ def _channels_last(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
     return images
 
 
-def _class_indices(classes: Iterable[str | int] | None) -> tuple[int, ...]:
+def class_indices(classes: Iterable[str | int] | None) -> tuple[int, ...]:
+    """CIFAR-10 class indices (0..9) for ``classes``, names or indices, in order.
+
+    ``None`` means all ten. Raises :class:`DataError` for an unknown name, an
+    index outside 0..9, a class listed twice or an empty list.
+
+    >>> class_indices(["cat", 5])
+    (3, 5)
+    """
     if classes is None:
         return tuple(range(len(CLASS_NAMES)))
     valid = f"valid classes are {', '.join(CLASS_NAMES)} (or their indices 0..9)"
@@ -342,9 +351,15 @@ def _read_folder(
         if entries.get(name) == pafs.FileType.File:
             with _open(fs, f"{path.rstrip('/')}/{name}", f"{shown}/{name}") as stream:
                 try:
-                    files[name] = stream.read()
+                    # One byte over the cap is enough to refuse, whatever size the listing claims.
+                    files[name] = stream.read(_MAX_MEMBER_BYTES + 1)
                 except OSError as e:
                     raise DataError(f"{shown}/{name}: cannot read: {e}") from e
+            if len(files[name]) > _MAX_MEMBER_BYTES:
+                raise DataError(
+                    f"{shown}/{name}: is over {_MAX_MEMBER_BYTES} bytes, "
+                    f"too large for a CIFAR-10 batch file (at most {_MAX_MEMBER_BYTES})"
+                )
     return fmt, files, lambda name: f"{shown}/{name}"
 
 
@@ -509,48 +524,104 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return codecs.encode(text, encoding)
 
 
-# Every global a CIFAR-10 pickle needs. The numpy callables are taken from
-# numpy's own pickling, so they are right under numpy 1 and 2; both module
-# spellings are listed because numpy 1 writes numpy.core and numpy 2 numpy._core.
-_PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _latin1_encode,
-    **{
-        (module, name): value
-        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-        for name, value in (
-            ("_reconstruct", np.zeros(1).__reduce__()[0]),
-            ("scalar", np.float64(0).__reduce__()[0]),
-        )
-    },
-}
+# numpy's own pickling callables, so they are right under numpy 1 and 2.
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # protocols 2-4: empty array, then __setstate__ with its bytes
+_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]  # protocol 5: the bytes, then a view of them
+_SCALAR = np.float64(0).__reduce__()[0]
 
 
 class _BatchUnpickler(pickle.Unpickler):
-    """Unpickles a CIFAR file, refusing any global outside :data:`_PICKLE_GLOBALS`.
+    """Unpickles a CIFAR file, admitting only the globals numpy arrays need.
 
-    The refusal happens when the global is looked up, before anything is
-    called, so a ``__reduce__`` payload never runs.
+    A global outside the list is refused when it is looked up, before
+    anything is called, so a ``__reduce__`` payload never runs. Arrays are
+    built only through guards that check, before allocating, that the bytes
+    they declare (shape x item size) fit in the file: a pickle of a few
+    bytes cannot make lrtune allocate gigabytes.
     """
 
-    def __init__(self, file: io.BytesIO, where: str):
+    def __init__(self, file: io.BytesIO, where: str, size: int):
         super().__init__(file, encoding="bytes")
         self._where = where
+        self._budget = size  # bytes of arrays the file can back, all arrays together
+        # Both module spellings: numpy 1 writes numpy.core, numpy 2 numpy._core.
+        self._globals: dict[tuple[str, str], Any] = {
+            ("numpy", "ndarray"): self._ndarray,
+            ("numpy", "dtype"): self._dtype,
+            ("_codecs", "encode"): _latin1_encode,
+            **{
+                (module, name): value
+                for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                for name, value in (("_reconstruct", self._reconstruct), ("scalar", self._scalar))
+            },
+            **{
+                (module, "_frombuffer"): self._frombuffer
+                for module in ("numpy.core.numeric", "numpy._core.numeric")
+            },
+        }
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _PICKLE_GLOBALS[module, name]
+            return self._globals[module, name]
         except KeyError:
             raise DataError(
                 f"{self._where}: refuses to load global '{module}.{name}': CIFAR-10 pickles hold only "
                 "numpy arrays, lists, bytes and numbers, so the file is not CIFAR-10 or was made to run code"
             ) from None
 
+    def _claim(self, shape: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
+        """Checked ``(shape, dtype)`` of an array about to be made; its bytes come off the budget."""
+        try:
+            dims = (int(shape),) if isinstance(shape, Integral) else tuple(int(d) for d in shape)
+            dtype = np.dtype(dtype)
+        except (TypeError, ValueError) as e:
+            raise DataError(
+                f"{self._where}: declares an array of shape {shape!r}, dtype {dtype!r} ({e})"
+            ) from e
+        if any(d < 0 for d in dims):
+            raise DataError(f"{self._where}: declares an array of negative shape {dims}")
+        nbytes = dtype.itemsize
+        for d in dims:
+            nbytes *= d
+        if nbytes > self._budget:
+            raise DataError(
+                f"{self._where}: declares an array of shape {dims} ({dtype}, {nbytes} bytes) that the "
+                "file's bytes cannot hold; the file is truncated or was made to exhaust memory"
+            )
+        self._budget -= nbytes
+        return dims, dtype
+
+    def _dtype(self, *args: Any) -> np.dtype:
+        dtype = np.dtype(*args)
+        if dtype.hasobject:
+            raise DataError(f"{self._where}: holds an array of Python objects; CIFAR-10 arrays hold numbers")
+        return dtype
+
+    def _ndarray(self, shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> np.ndarray:
+        if args or kwargs:  # a buffer, offset, strides: never in a CIFAR-10 pickle
+            raise DataError(f"{self._where}: builds an ndarray over a buffer; CIFAR-10 pickles do not")
+        return np.ndarray(*self._claim(shape, dtype))
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype != self._ndarray:  # bound methods: equal, not identical
+            raise DataError(f"{self._where}: reconstructs a {subtype!r}; CIFAR-10 pickles hold numpy arrays")
+        # __setstate__ then checks that the bytes it is given match the shape it is given.
+        return _RECONSTRUCT(np.ndarray, *self._claim(shape, dtype))
+
+    def _scalar(self, dtype: Any, *args: Any) -> Any:
+        self._claim((), dtype)
+        return _SCALAR(dtype, *args)
+
+    def _frombuffer(self, buffer: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+        dims, dtype = self._claim(shape, dtype)
+        if len(memoryview(buffer).cast("B")) != dtype.itemsize * int(np.prod(dims, dtype=np.int64)):
+            raise DataError(f"{self._where}: an array's bytes do not match its shape {dims} ({dtype})")
+        return _FROMBUFFER(buffer, dtype, dims, order)
+
 
 def _unpickle(blob: bytes, where: str) -> dict[str, Any]:
     try:
-        loaded = _BatchUnpickler(io.BytesIO(blob), where).load()
+        loaded = _BatchUnpickler(io.BytesIO(blob), where, len(blob)).load()
     except DataError:
         raise
     except Exception as e:  # corrupt pickles fail with many types: EOFError, UnpicklingError, KeyError, ...

@@ -64,8 +64,12 @@ def applied_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
 
     Keras's ``optimizer.learning_rate`` evaluates a schedule at the *next*
     iteration; lrtune reports the one in effect for the epoch just ended,
-    i.e. the schedule at ``iterations - 1``.
+    i.e. the schedule at ``iterations - 1``. Under mixed precision Keras
+    wraps the optimizer in a ``LossScaleOptimizer``, whose own rate is a
+    placeholder: the schedule and the iteration count are its
+    ``inner_optimizer``'s.
     """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     schedule = optimizer._learning_rate  # the schedule object itself, not its value
     if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         last = max(int(optimizer.iterations.numpy()) - 1, 0)

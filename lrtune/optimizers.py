@@ -37,8 +37,24 @@ variable (biases included) is multiplied by ``1 - lr_t * weight_decay``,
 ``lr_t`` the schedule's rate at that step, as PyTorch's ``AdamW`` does. It
 is not an L2 term in the loss, so Adam's moments never see it.
 
+Beyond the defaults, the update rules themselves (Keras 2.0.x
+``keras/optimizers.py`` against Keras 3, one step on a known gradient in
+``tests/test_optimizers_models.py``):
+
+- SGD (with momentum, Nesterov), Adadelta, Adam: the same formulas.
+- Adagrad: Keras 2.0 started the accumulator at 0, Keras 3 at 0.1, which
+  shrinks the first steps (a step of ``lr * g / sqrt(0.1 + g**2)`` instead
+  of ``lr * g / |g|``). lrtune passes ``initial_accumulator_value=0.0``
+  (:data:`FIXED`), the article's rule.
+- Adagrad and RMSprop: Keras 2.0 divided by ``sqrt(a) + epsilon``, Keras 3
+  by ``sqrt(a + epsilon)``. Keras 3 has no switch for this; the two agree
+  to within 1% once ``sqrt(a) >= 100 * sqrt(epsilon)`` (``1e-2`` for the
+  default ``1e-8``), and differ for weights whose gradients stay far
+  smaller. This difference remains.
+
 Any schedule combines with any optimizer: the optimizer gets a
 :class:`~lrtune.keras_schedule.KerasSchedule` as its ``learning_rate``.
+Numbers arrive as ``float`` (Keras's SGD refuses ``momentum=0``, an int).
 """
 
 from __future__ import annotations
@@ -50,7 +66,7 @@ from lrtune.schedules import Schedule
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["OPTIMIZERS", "DEFAULTS", "build_optimizer"]
+__all__ = ["OPTIMIZERS", "DEFAULTS", "FIXED", "build_optimizer"]
 
 #: Sweep-file name -> class name in ``keras.optimizers``.
 OPTIMIZERS: dict[str, str] = {
@@ -75,6 +91,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "lion": {"lr": 1e-4, "beta_1": 0.9, "beta_2": 0.99, "weight_decay": 0.0},
 }
 
+#: Keras arguments lrtune fixes to the article-era rule; not sweep settings.
+#: Keras 3's Adagrad starts its accumulator at 0.1, Keras 2.0's at 0.
+FIXED: dict[str, dict[str, Any]] = {
+    "adagrad": {"initial_accumulator_value": 0.0},
+}
+
 
 def build_optimizer(
     name: str, schedule: Schedule, steps_per_epoch: int, **hyper: Any
@@ -94,7 +116,10 @@ def build_optimizer(
             f"Optimizer {name!r} takes ({', '.join(allowed) or 'no settings'}); "
             f"got unexpected {', '.join(unexpected)}."
         )
-    settings = {**allowed, **hyper}
+    settings = {
+        k: v if isinstance(v, bool) or not isinstance(v, (int, float)) else float(v)
+        for k, v in {**allowed, **hyper}.items()
+    }
     if name == "sgd":
         settings["nesterov"] = bool(settings["nesterov"])
     if "weight_decay" in settings and not settings["weight_decay"] and name != "adamw":
@@ -105,4 +130,6 @@ def build_optimizer(
     from lrtune.keras_schedule import KerasSchedule
 
     optimizer_class = getattr(keras.optimizers, OPTIMIZERS[name])
-    return optimizer_class(learning_rate=KerasSchedule(schedule, steps_per_epoch), **settings)
+    return optimizer_class(
+        learning_rate=KerasSchedule(schedule, steps_per_epoch), **FIXED.get(name, {}), **settings
+    )

@@ -24,7 +24,7 @@ from typing import Any
 from lrtune.optimizers import DEFAULTS as OPTIMIZER_SETTINGS
 from lrtune.schedules import ANNEALING, CYCLE_MODES, SCHEDULES
 
-__all__ = ["DISTRIBUTIONS", "PARAMS", "Dist", "parse_dist", "SpaceError"]
+__all__ = ["DISTRIBUTIONS", "PARAMS", "Dist", "parse_dist", "SpaceError", "KeepInBounds"]
 
 
 class SpaceError(ValueError):
@@ -116,6 +116,15 @@ PARAMS: dict[str, Range | Numbers | tuple[str, ...] | type] = {
     "weight_decay": NON_NEGATIVE,
 }
 
+#: Numeric hyperparameters that may stay whole numbers as written: lengths
+#: in epochs, which only lrtune's schedules read. Every other number is
+#: coerced to ``float`` at the edge: YAML reads ``0`` as an int and Keras
+#: checks ``isinstance(momentum, float)`` (``SGD(momentum=0)`` raises
+#: "`momentum` must be a float between [0, 1]").
+WHOLE_NUMBERS = frozenset(
+    {"epochs_drop", "decay_epochs", "period_epochs", "cycle_epochs", "step_size_epochs", "warmup_epochs"}
+)
+
 
 def check_value(key: str, value: Any) -> Any:
     """``value`` if hyperparameter ``key`` may take it, else a SpaceError."""
@@ -139,7 +148,7 @@ def check_value(key: str, value: Any) -> Any:
         raise SpaceError(key, f"{value!r} is not a number")
     if not rule.contains(float(value)):
         raise SpaceError(key, f"{value!r} is not in {rule}")
-    return value
+    return value if key in WHOLE_NUMBERS else float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,10 +201,25 @@ class Dist:
         if self.kind == "randint":
             return int(round(clipped))
         if self.kind.startswith("q"):
-            q = self.args[2]
-            steps = [math.ceil(low / q - 1e-9), math.floor(high / q + 1e-9)]
-            return round(min(max(round(clipped / q), steps[0]), steps[1]) * q, 12)
+            return self.on_grid(clipped)
         return clipped
+
+    def on_grid(self, value: float) -> float:
+        """``value`` moved to the nearest multiple of ``q`` inside ``[low, high]``.
+
+        For ``quniform``/``qloguniform`` (both bounds are multiples of ``q``,
+        see :func:`parse_dist`): a searcher that suggests floats (Optuna has
+        no log scale with a step) rounds through this, so a suggestion is
+        never 0 and never outside the bounds.
+
+        >>> Dist("qloguniform", (0.001, 0.1, 0.001)).on_grid(0.0004)
+        0.001
+        >>> Dist("qloguniform", (0.001, 0.1, 0.001)).on_grid(0.0526)
+        0.053
+        """
+        low, high, q = self.args
+        k = min(max(round(value / q), math.ceil(low / q - 1e-9)), math.floor(high / q + 1e-9))
+        return min(max(float(round(k * q, 12)), low), high)
 
     def to_json(self) -> Any:
         return _plain(self.args[0]) if self.kind == "fixed" else {self.kind: [_plain(a) for a in self.args]}
@@ -247,7 +271,15 @@ def parse_dist(key: str, raw: Any) -> Dist:
     if not isinstance(args, list) or not args:
         raise SpaceError(where, f"expected {DISTRIBUTIONS[kind]}, got {args!r}")
     if kind in ("choice", "grid"):
-        return Dist(kind, tuple(_checked(key, where, v) for v in args))
+        values = tuple(_checked(key, where, v) for v in args)
+        if kind == "grid":
+            twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if twice is not None:
+                raise SpaceError(
+                    where,
+                    f"{twice!r} is listed twice; each grid value runs once (repeats: N runs it N times)",
+                )
+        return Dist(kind, values)
     arity = 3 if kind.startswith("q") else 2
     if len(args) != arity or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
         raise SpaceError(where, f"expected {DISTRIBUTIONS[kind]}, got {args!r}")
@@ -260,12 +292,27 @@ def parse_dist(key: str, raw: Any) -> Dist:
         raise SpaceError(where, f"bounds must be integers, got {args!r}")
     if arity == 3 and not args[2] > 0:
         raise SpaceError(where, f"`q > 0` must hold, but got q={args[2]}")
-    if isinstance(PARAMS[key], Range):
-        for bound in (low, high):
-            _checked(key, where, bound)
-    else:
+    if not isinstance(PARAMS[key], Range):
         raise SpaceError(where, f"{key} is not numeric: use choice or grid")
-    return Dist(kind, tuple(args))
+    if kind == "randint" and key not in WHOLE_NUMBERS:
+        raise SpaceError(
+            where, f"{key} takes a float and randint draws integers: use uniform, or quniform [low, high, 1]"
+        )
+    for bound in (low, high):
+        _checked(key, where, bound)
+    if arity == 3:
+        q = args[2]
+        for name, bound in (("low", low), ("high", high)):
+            if not math.isclose(bound / q, round(bound / q)):
+                raise SpaceError(
+                    where,
+                    f"`{name}` must be a multiple of q (Ray Tune draws multiples of q between the bounds), "
+                    f"but got {name}={bound}, q={q}; e.g. [{math.ceil(low / q) * q:g}, "
+                    f"{math.floor(high / q) * q:g}, {q:g}]",
+                )
+    if key in WHOLE_NUMBERS:
+        return Dist(kind, tuple(args))
+    return Dist(kind, tuple(float(a) for a in args))
 
 
 def _checked(key: str, where: str, value: Any) -> Any:
@@ -273,3 +320,27 @@ def _checked(key: str, where: str, value: Any) -> Any:
         return check_value(key, value)
     except SpaceError as e:
         raise SpaceError(where, str(e).split(": ", 1)[1]) from None
+
+
+class KeepInBounds:
+    """Moves perturbed values back into their distributions (:meth:`Dist.clip`).
+
+    PBT multiplies a continuous value by 0.8 or 1.2, so ``momentum: 0.9``
+    can become 1.08, which Keras refuses and which lies outside the space
+    the sweep file allows (ray-project/ray#5035). Given as Ray Tune PBT's
+    ``custom_explore_fn``: called with the whole trial config (values under
+    ``config["arm"]``), it returns it with each value clipped.
+
+    >>> KeepInBounds({"momentum": Dist("uniform", (0.5, 0.95))})({"arm": {"momentum": 1.08}})
+    {'arm': {'momentum': 0.95}}
+    """
+
+    def __init__(self, dists: Mapping[str, Dist]):
+        self.dists = dict(dists)
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        values = config.get("arm", config)
+        for key, dist in self.dists.items():
+            if key in values:
+                values[key] = dist.clip(values[key])
+        return config

@@ -41,7 +41,7 @@ from lrtune.schedules import (
     required_params,
     schedule_params,
 )
-from lrtune.space import PARAMS, Dist, SpaceError, parse_dist
+from lrtune.space import PARAMS, Dist, Range, SpaceError, parse_dist
 
 __all__ = ["SweepSpec", "SweepFileError", "load_spec", "parse_spec", "apply_overrides", "Arm"]
 
@@ -101,6 +101,24 @@ class DataSpec(_Strict):
     classes: list[str | int] | None = None
     validation: Literal["test"] | Annotated[float, Field(gt=0, lt=1)] = "test"
     limit: PositiveInt | None = None
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        from lrtune.data import DataError, class_indices
+
+        try:
+            picked = class_indices(value)
+        except DataError as e:
+            raise ValueError(str(e).removeprefix("classes: ")) from None
+        if len(picked) < 2:
+            raise ValueError(
+                f"a classifier needs at least 2 classes, got {value!r}; list two or more, "
+                "or leave out classes for all ten"
+            )
+        return value
 
 
 class Resources(_Strict):
@@ -330,9 +348,47 @@ class SweepSpec(_Strict):
                         )
         for i, arm in enumerate(self.space):
             _check_fixed_schedules(arm, self.epochs, f"space.{i}" if len(self.space) > 1 else "space")
-        if self.scheduler.name == "pbt" and len(self.space) != 1:
-            raise ValueError("scheduler.pbt: PBT runs one population; the space must have one arm")
+        if self.scheduler.name == "pbt":
+            self._check_pbt()
         return self
+
+    def _check_pbt(self) -> None:
+        if len(self.space) != 1:
+            raise ValueError("scheduler.pbt: PBT runs one population; the space must have one arm")
+        if self.search == "tpe":
+            raise ValueError(
+                "scheduler.pbt: PBT picks its own configurations and Ray Tune runs it with no "
+                "searcher; use search: random or grid with pbt, or another scheduler with tpe"
+            )
+        arm = self.space[0]
+        mutations = self.scheduler.pbt.mutations
+        if mutations is None:
+            if not any(k in ("lr", "momentum") and d.kind != "fixed" for k, d in arm.params.items()):
+                raise ValueError(
+                    "scheduler.pbt: nothing to perturb: sample lr or momentum in the space "
+                    "(e.g. lr: {loguniform: [1.0e-3, 0.3]}) or give scheduler.pbt.mutations"
+                )
+            return
+        if not mutations:
+            raise ValueError(
+                "scheduler.pbt.mutations: give at least one hyperparameter, e.g. {lr: {loguniform: [1.0e-3, 0.3]}}"
+            )
+        for key, raw in mutations.items():
+            where = f"scheduler.pbt.mutations.{key}"
+            if key not in arm.params or not isinstance(PARAMS.get(key), Range):
+                numeric = [k for k in arm.params if isinstance(PARAMS.get(k), Range)]
+                raise ValueError(
+                    f"{where}: PBT perturbs the numeric hyperparameters this space sets: {', '.join(numeric)}"
+                )
+            try:
+                dist = parse_dist(key, raw)
+            except SpaceError as e:
+                raise ValueError(f"scheduler.pbt.mutations.{e}") from None
+            if dist.kind == "fixed" or dist.kind == "randint":
+                raise ValueError(
+                    f"{where}: a mutation is a list of values or one of uniform, loguniform, quniform, "
+                    f"qloguniform; got {dist.kind}"
+                )
 
     @property
     def metric_mode(self) -> str:

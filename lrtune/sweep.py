@@ -1,11 +1,12 @@
 """Run a validated sweep on Ray Tune.
 
 The translation is direct: each arm of the space becomes a dict of Tune
-domains under the key ``arm`` (several arms: a ``tune.grid_search`` over
-them, so every family gets the same budget), repeats become a grid over
-``repeat`` inside each arm, and random values are drawn once per sample
-and held across the grid (``constant_grid_search``), so the repeats of a
-configuration differ only in their seed. Tune's own schedulers,
+domains under the key ``arm``, once per sample, numbered ``sample`` (several
+arms or samples: a ``tune.grid_search`` over them, so every family gets the
+same budget), repeats become a grid over ``repeat`` inside each arm, and
+random values are drawn once per sample and held across the grid
+(``constant_grid_search``), so the repeats of a configuration differ only
+in their seed (:func:`lrtune.trial.trial_seed`). Tune's own schedulers,
 ``FailureConfig``, checkpointing and storage do the rest; lrtune adds the
 trainable, the Parquet sink and the live view.
 """
@@ -25,15 +26,28 @@ from typing import Any
 import yaml
 
 from lrtune.results import filesystem as results_filesystem
+from lrtune.space import KeepInBounds
 from lrtune.spec import SweepSpec
 
-__all__ = ["run_sweep", "SweepOutcome", "SweepError", "param_space", "make_scheduler", "sweep_dir_for"]
+__all__ = [
+    "run_sweep",
+    "SweepOutcome",
+    "SweepError",
+    "StorageError",
+    "param_space",
+    "make_scheduler",
+    "sweep_dir_for",
+]
 
 log = logging.getLogger(__name__)
 
 
 class SweepError(RuntimeError):
     """The sweep cannot start or finish; the message says why and what to do."""
+
+
+class StorageError(SweepError):
+    """The results storage cannot be read or written (``lrtune sweep`` exits 3)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,10 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
         domains["label"] = arm.label
         domains["repeat"] = tune.grid_search(list(range(spec.repeats))) if spec.repeats > 1 else 0
         arms.append(domains)
-    return {"arm": arms[0] if len(arms) == 1 else tune.grid_search(arms)}
+    # One grid entry per (sample, arm), numbered for the seed rule (lrtune.trial.trial_seed):
+    # Tune draws each entry's random values once and holds them across its inner grid.
+    draws = [{**domains, "sample": i} for i in range(spec.num_samples) for domains in arms]
+    return {"arm": draws[0] if len(draws) == 1 else tune.grid_search(draws)}
 
 
 def make_scheduler(spec: SweepSpec):
@@ -110,7 +127,7 @@ def make_scheduler(spec: SweepSpec):
             quantile_fraction=s.quantile_fraction,
             resample_probability=s.resample_probability,
             hyperparam_mutations={"arm": pbt_mutations(spec)},
-            custom_explore_fn=InRange(pbt_distributions(spec)),
+            custom_explore_fn=KeepInBounds(pbt_distributions(spec)),
         )
     return FIFOScheduler()
 
@@ -131,24 +148,6 @@ def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
         key: list(dist.args) if dist.kind in ("grid", "choice") else dist.to_tune()
         for key, dist in pbt_distributions(spec).items()
     }
-
-
-class InRange:
-    """PBT's explore step kept inside the space: each perturbed value clipped by its distribution.
-
-    Given to ``PopulationBasedTraining(custom_explore_fn=...)``, which calls
-    it with the perturbed trial config after its own x0.8/x1.2 step.
-    """
-
-    def __init__(self, distributions: Mapping[str, Any]):
-        self.distributions = dict(distributions)
-
-    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
-        arm = dict(config["arm"])
-        for key, dist in self.distributions.items():
-            if key in arm:
-                arm[key] = dist.clip(arm[key])
-        return {**config, "arm": arm}
 
 
 def sweep_dir_for(storage: str, name: str) -> str:
@@ -231,7 +230,25 @@ def _save_spec(spec: SweepSpec, sweep_dir: str, fingerprint: dict[str, Any]) -> 
         with fs_.open_output_stream(f"{root}/sweep.yaml") as f:
             f.write(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False).encode())
     except OSError as e:
-        raise SweepError(f"cannot write to --storage {sweep_dir}: {e}") from None
+        raise StorageError(f"cannot write to --storage {sweep_dir}: {e}") from None
+
+
+def _check_writable(storage: str, sweep_dir: str) -> None:
+    """Write and delete a probe file in ``storage``, leaving no sweep folder behind.
+
+    Raises :class:`StorageError` naming the path when it cannot be written.
+    """
+    import uuid
+
+    try:
+        fs_, root = results_filesystem(sweep_dir.rsplit("/", 1)[0])
+        probe = f"{root.rstrip('/')}/.lrtune-probe-{uuid.uuid4().hex[:8]}"
+        fs_.create_dir(root, recursive=True)
+        with fs_.open_output_stream(probe) as f:
+            f.write(b"lrtune checks that it can write here\n")
+        fs_.delete_file(probe)
+    except (OSError, ValueError) as e:  # pyarrow: ArrowInvalid (a bad URI) is a ValueError
+        raise StorageError(f"cannot write to --storage {storage}: {e}") from None
 
 
 def _read_saved_spec(sweep_dir: str) -> dict[str, Any] | None:
@@ -242,7 +259,7 @@ def _read_saved_spec(sweep_dir: str) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise SweepError(f"cannot read --storage {sweep_dir}: {e}") from None
+        raise StorageError(f"cannot read --storage {sweep_dir}: {e}") from None
 
 
 def run_sweep(
@@ -264,7 +281,8 @@ def run_sweep(
     name, the data, Ray, whether the trials fit on a node, the storage.
 
     Raises:
-        SweepError: the sweep cannot start (the message says why and what to do).
+        SweepError: the sweep cannot start (the message says why and what to
+            do; a :class:`StorageError` when the storage cannot be read or written).
         lrtune.data.DataError: the data cannot be read.
         lrtune.sink.SinkError: the results storage failed.
     """
@@ -320,6 +338,8 @@ def run_sweep(
         fingerprint = data_fingerprint(dataset)
         if resume:
             _check_same_data(sweep_dir, fingerprint)
+        else:
+            _check_writable(storage, sweep_dir)
         started = _init_ray(address)
     except BaseException:
         lock.release()
@@ -328,6 +348,8 @@ def run_sweep(
         _check_placement(spec, local=started)
         _check_storage(storage)
         if not resume:
+            # Built before sweep.yaml is written: Tune and Optuna check them here.
+            space, tune_config = param_space(spec), _tune_config(spec, max_concurrent)
             _acquire(lock, SweepLocked)
             _save_spec(spec, sweep_dir, fingerprint)
         settings = TrainSettings(
@@ -340,6 +362,7 @@ def run_sweep(
             seed=spec.seed,
             metric=spec.metric,
             mode=spec.metric_mode,
+            repeats=spec.repeats,
         )
         trial_storage = TrialStorage(
             sweep_dir, finished=_finished_trials(sweep_dir) if resume else frozenset()
@@ -367,8 +390,8 @@ def run_sweep(
         else:
             tuner = tune.Tuner(
                 trainable,
-                param_space=param_space(spec),
-                tune_config=_tune_config(spec, max_concurrent),
+                param_space=space,
+                tune_config=tune_config,
                 run_config=tune.RunConfig(
                     name=spec.name,
                     storage_path=sweep_dir.rsplit("/", 1)[0],
@@ -522,7 +545,8 @@ def _tune_config(spec: SweepSpec, max_concurrent: int | None):
     return tune.TuneConfig(
         metric=spec.metric,
         mode=spec.metric_mode,
-        num_samples=spec.num_samples * (spec.repeats if spec.search == "tpe" else 1),
+        # Random and grid search: the samples are in the param space (param_space).
+        num_samples=spec.num_samples * spec.repeats if spec.search == "tpe" else 1,
         max_concurrent_trials=max_concurrent or spec.max_concurrent,
         time_budget_s=spec.time_budget_s,
         scheduler=make_scheduler(spec),
@@ -556,12 +580,11 @@ class ArmSpace:
                 values[key] = trial.suggest_int(name, dist.args[0], dist.args[1])
             elif dist.kind == "quniform":
                 low, high, q = dist.args
-                values[key] = trial.suggest_float(name, low, high, step=q)
-            else:  # uniform, loguniform, qloguniform (Optuna has no log with a step: round after)
+                values[key] = dist.on_grid(trial.suggest_float(name, low, high, step=q))
+            else:  # uniform, loguniform, qloguniform (Optuna has no log with a step: onto the grid after)
                 value = trial.suggest_float(name, dist.args[0], dist.args[1], log="log" in dist.kind)
-                values[key] = (
-                    round(value / dist.args[2]) * dist.args[2] if dist.kind == "qloguniform" else value
-                )
+                values[key] = dist.on_grid(value) if dist.kind == "qloguniform" else value
+        values["sample"] = trial.number  # Optuna numbers its trials 0, 1, ...: the seed rule's sample
         return {"arm": values}
 
 

@@ -38,10 +38,11 @@ __all__ = [
     "TrialStorage",
     "configure_tensorflow",
     "trial_config",
+    "trial_seed",
 ]
 
 #: Config keys that are not optimizer settings or schedule parameters.
-_TRIAL_KEYS = {"optimizer", "schedule", "seed", "repeat", "label"}
+_TRIAL_KEYS = {"optimizer", "schedule", "seed", "repeat", "label", "sample"}
 
 ReportFn = Callable[[dict[str, Any], str | None], None]
 
@@ -67,6 +68,7 @@ class TrainSettings:
     seed: int = 0
     metric: str = "val_accuracy"
     mode: str = "max"
+    repeats: int = 1
 
 
 def configure_tensorflow(threads: int | None, mixed_precision: bool = False) -> None:
@@ -88,6 +90,9 @@ def configure_tensorflow(threads: int | None, mixed_precision: bool = False) -> 
         pass
     import keras
 
+    # A reused worker drops the previous trial's model. clear_session() also
+    # resets the global dtype policy to float32, so it must come first.
+    keras.backend.clear_session()
     # Process-wide: set it either way, since a reused worker may have run another sweep.
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
 
@@ -102,6 +107,22 @@ def trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if "__trial_index__" in config:  # Tune's Repeater numbers the repeats of a suggestion
         flat["repeat"] = config["__trial_index__"]
     return flat
+
+
+def trial_seed(base: int, sample: int, repeat: int, repeats: int) -> int:
+    """The seed of repeat ``repeat`` of sample ``sample``: ``base + sample * repeats + repeat``.
+
+    The repeats of one configuration get ``base, base + 1, ...``; the next
+    sample (``num_samples``, or TPE's next suggestion) continues after them,
+    so two samples that happen to be the same configuration (grid search
+    with ``num_samples: 2``, random search over choices only) are
+    independent runs, not copies. Within a sample, every grid point and arm
+    shares the seeds, so they are compared on the same initialisations.
+
+    >>> [trial_seed(7, sample, repeat, repeats=3) for sample in (0, 1) for repeat in range(3)]
+    [7, 8, 9, 10, 11, 12]
+    """
+    return base + sample * repeats + repeat
 
 
 def split_config(config: Mapping[str, Any], epochs: int) -> tuple[str, Any, dict[str, Any]]:
@@ -161,7 +182,6 @@ def run_trial(
     from lrtune.optimizers import build_optimizer
     from lrtune.reporter import Reporter, local_checkpoint
 
-    keras.backend.clear_session()  # a reused worker drops the previous trial's model
     seed = int(config.get("seed", 0))
     keras.utils.set_random_seed(seed)
     optimizer_name, schedule, optimizer_settings = split_config(config, settings.epochs)
@@ -273,8 +293,8 @@ def tune_trainable(
     if trial_id in storage.finished:
         return
     hyper = trial_config(config)
-    repeat = int(hyper.get("repeat", 0))
-    hyper.setdefault("seed", settings.seed + repeat)
+    sample, repeat = int(hyper.get("sample", 0)), int(hyper.get("repeat", 0))
+    hyper.setdefault("seed", trial_seed(settings.seed, sample, repeat, settings.repeats))
     run = uuid.uuid4().hex[:12]
     host, node_id = _node()
     extra = {"node": host, "node_id": node_id, "trial": trial_id, "run": run, "hparams": hyper}

@@ -201,3 +201,23 @@ def test_ray_client_is_refused_with_the_way_that_works(cifar_archive, tmp_path):
     assert "Ray Client is not supported" in result.stderr
     assert "ray job submit" in result.stderr
     assert not (tmp_path / "tiny").exists()
+
+
+TINY_WHOLE = """
+name: tiny
+data: {classes: [airplane, automobile], limit: 32}
+epochs: 1
+batch_size: 32
+space: {optimizer: sgd, lr: 0.05, momentum: 0}
+"""
+
+
+def test_storage_that_cannot_be_written_exits_3_and_leaves_no_sweep_folder(tmp_path, cifar_archive):
+    (tmp_path / "tiny.yaml").write_text(TINY_WHOLE)
+    (tmp_path / "a-file").write_text("not a folder")
+    result = lrtune(
+        "sweep", tmp_path / "tiny.yaml", "--data", cifar_archive, "--storage", tmp_path / "a-file" / "results"
+    )
+    assert result.returncode == 3, result.stderr
+    assert "--storage" in result.stderr and "a-file" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "a-file").read_text() == "not a folder"

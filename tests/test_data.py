@@ -453,3 +453,73 @@ def test_loading_imports_neither_keras_nor_tensorflow(python_archive):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# --- Issue 13: protocol 5, declared sizes, file sizes ------------------------
+
+
+def test_batches_resaved_with_the_highest_pickle_protocol_load_the_same(python_tree, tmp_path):
+    before = load_cifar10(python_tree)
+    assert pickle.HIGHEST_PROTOCOL == 5
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        path = python_tree / name
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="bytes")  # our own fixture: trusted
+        path.write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    assert b"_frombuffer" in (python_tree / "test_batch").read_bytes()  # numpy's protocol-5 form
+    assert_same_images(load_cifar10(python_tree), before)
+    assert_same_images(load_cifar10(pack(python_tree, tmp_path / "p5.tar.gz")), before)
+
+
+class Declared:
+    """Pickles as ``numpy.ndarray(shape, dtype)``: an array declared, no pixel bytes given."""
+
+    def __init__(self, *args):
+        self.args = args
+
+    def __reduce__(self):
+        return np.ndarray, self.args
+
+
+class Rebuilt:
+    """Pickles as numpy's ``_reconstruct(ndarray, shape, dtype)`` with a huge shape."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __reduce__(self):
+        return np.zeros(1).__reduce__()[0], (np.ndarray, self.shape, np.dtype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [Declared((4_000_000, 3072), np.dtype(np.uint8)), Rebuilt((4_000_000, 3072))],
+    ids=["ndarray", "_reconstruct"],
+)
+def test_an_array_the_file_cannot_back_is_refused_before_it_is_allocated(python_tree, declared):
+    blob = pickle.dumps({b"data": declared, b"labels": [0]}, protocol=2)
+    assert len(blob) < 300
+    (python_tree / "data_batch_2").write_bytes(blob)
+    # 12 GB declared: refused by the size check, not by running out of memory.
+    with pytest.raises(
+        DataError,
+        match=r"data_batch_2: declares an array of shape \(4000000, 3072\) \(uint8, 12288000000 bytes\) "
+        r"that the file's bytes cannot hold; the file is truncated or was made to exhaust memory",
+    ):
+        load_cifar10(python_tree)
+
+
+def test_an_array_of_python_objects_is_refused(python_tree):
+    (python_tree / "data_batch_2").write_bytes(
+        pickle.dumps({b"data": np.array([1, "x"], dtype=object), b"labels": [0]}, protocol=2)
+    )
+    with pytest.raises(DataError, match=r"data_batch_2: holds an array of Python objects"):
+        load_cifar10(python_tree)
+
+
+def test_a_file_in_a_folder_over_the_size_cap_is_refused(python_tree, monkeypatch):
+    monkeypatch.setattr(data_module, "_MAX_MEMBER_BYTES", 50_000)
+    with pytest.raises(
+        DataError, match=r"data_batch_1: is over 50000 bytes, too large for a CIFAR-10 batch file"
+    ):
+        load_cifar10(python_tree)

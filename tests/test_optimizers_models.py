@@ -134,3 +134,135 @@ def test_unknown_model_lists_valid_ones():
         ValueError, match="Unknown model 'resnet'. Valid models: seed-tiny, keras-cifar10-cnn"
     ):
         build_model("resnet", 10)
+
+
+# --- update rules against the article's Keras (2.0.x keras/optimizers.py) ----------
+#
+# Two steps on known gradients, each optimizer against the Keras 2.0 formula
+# written out in NumPy (float64). Gradients are >= 0.05 in size, where the
+# one remaining difference (epsilon inside or outside the square root, below)
+# is under 1e-6 relative.
+
+import numpy as np  # noqa: E402
+
+GRADIENTS = np.array([[0.5, -0.2, 0.05], [-0.3, 0.4, 0.1]])
+START = np.array([1.0, -1.0, 0.5])
+
+
+def keras2_sgd(p, grads, lr, momentum, nesterov):
+    v = np.zeros_like(p)
+    for g in grads:
+        v = momentum * v - lr * g
+        p = p + (momentum * v - lr * g if nesterov else v)
+    return p
+
+
+def keras2_adagrad(p, grads, lr, epsilon):
+    a = np.zeros_like(p)  # K.zeros: the accumulator starts at 0
+    for g in grads:
+        a = a + g**2
+        p = p - lr * g / (np.sqrt(a) + epsilon)
+    return p
+
+
+def keras2_adadelta(p, grads, lr, rho, epsilon):
+    a, d = np.zeros_like(p), np.zeros_like(p)
+    for g in grads:
+        a = rho * a + (1 - rho) * g**2
+        update = g * np.sqrt(d + epsilon) / np.sqrt(a + epsilon)
+        p = p - lr * update
+        d = rho * d + (1 - rho) * update**2
+    return p
+
+
+def keras2_rmsprop(p, grads, lr, rho, epsilon):
+    a = np.zeros_like(p)
+    for g in grads:
+        a = rho * a + (1 - rho) * g**2
+        p = p - lr * g / (np.sqrt(a) + epsilon)
+    return p
+
+
+def keras2_adam(p, grads, lr, beta_1, beta_2, epsilon):
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        lr_t = lr * np.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        m = beta_1 * m + (1 - beta_1) * g
+        v = beta_2 * v + (1 - beta_2) * g**2
+        p = p - lr_t * m / (np.sqrt(v) + epsilon)
+    return p
+
+
+KERAS2 = {
+    "sgd": keras2_sgd,
+    "adagrad": keras2_adagrad,
+    "adadelta": keras2_adadelta,
+    "rmsprop": keras2_rmsprop,
+    "adam": keras2_adam,
+}
+
+
+def keras3_steps(name, grads, **settings):
+    import keras
+
+    lr = settings.pop("lr", DEFAULTS[name]["lr"])
+    optimizer = build_optimizer(name, constant(lr), steps_per_epoch=1, **settings)
+    variable = keras.Variable(START.astype("float32"))
+    for g in grads:
+        optimizer.apply([keras.ops.convert_to_tensor(g.astype("float32"))], [variable])
+    return np.asarray(variable.numpy(), dtype=np.float64)
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [
+        ("sgd", {"momentum": 0.0, "nesterov": False}),
+        ("sgd", {"momentum": 0.9, "nesterov": False}),
+        ("sgd", {"momentum": 0.9, "nesterov": True}),
+        ("adagrad", {}),
+        ("adadelta", {}),
+        ("rmsprop", {}),
+        ("adam", {}),
+        ("adam", {"lr": 0.01, "beta_1": 0.5, "beta_2": 0.9, "epsilon": 1e-4}),
+    ],
+)
+def test_update_rule_matches_keras_2_0(name, settings):
+    expected_settings = {**DEFAULTS[name], **settings}
+    lr = expected_settings.pop("lr")
+    assert expected_settings.pop("weight_decay", 0.0) == 0.0  # Keras 2.0 had none; 0 is the same rule
+    expected = KERAS2[name](START, GRADIENTS, lr, **expected_settings)
+    got = keras3_steps(name, GRADIENTS, **settings)
+    np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-7)
+
+
+def test_adagrad_first_step_is_lr_times_the_sign_of_the_gradient():
+    # Keras 2.0: a = 0 + g**2, step lr * g / (|g| + eps). Keras 3's default
+    # accumulator 0.1 would give lr * 0.05 / sqrt(0.1025), a third of it.
+    got = keras3_steps("adagrad", GRADIENTS[:1], lr=0.01)
+    np.testing.assert_allclose(START - got, 0.01 * np.sign(GRADIENTS[0]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["adagrad", "rmsprop"])
+def test_epsilon_inside_the_square_root_is_the_remaining_difference(name):
+    # Documented in the README: Keras 3 divides by sqrt(a + eps), Keras 2.0 by
+    # sqrt(a) + eps. With a gradient of 1e-5 (a ~ 1e-10, eps 1e-8) they differ 10x.
+    g, eps, lr = 1e-5, 1e-8, DEFAULTS[name]["lr"]
+    a = g**2 if name == "adagrad" else (1 - DEFAULTS["rmsprop"]["rho"]) * g**2
+    step = START - keras3_steps(name, np.full((1, 3), g))
+    np.testing.assert_allclose(step, lr * g / np.sqrt(a + eps), rtol=1e-3)  # float32 weights
+    assert np.all(step < 0.2 * lr * g / (np.sqrt(a) + eps))
+
+
+def test_keras_sgd_refuses_an_integer_momentum():
+    # Why lrtune turns whole numbers into floats: YAML reads `momentum: 0` as an int.
+    import keras
+
+    with pytest.raises(ValueError, match=r"`momentum` must be a float between \[0, 1\]"):
+        keras.optimizers.SGD(momentum=0)
+
+
+def test_whole_number_settings_reach_keras_as_floats():
+    optimizer = build_optimizer("sgd", constant(1), 10, momentum=0)
+    assert optimizer.get_config()["momentum"] == 0.0
+    adam = build_optimizer("adam", constant(1), 10, beta_1=0, epsilon=1)
+    assert isinstance(adam.beta_1, float) and isinstance(adam.epsilon, float)

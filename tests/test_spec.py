@@ -276,3 +276,107 @@ def test_a_span_may_be_left_to_the_trial(tmp_path):
 )
 def test_rules_between_fixed_parameters_are_checked_before_anything_runs(arm, message, tmp_path):
     assert re.search(message, error_of(f"name: m\nepochs: 3\nspace: {arm}\n", tmp_path))
+
+
+# --- issue 13: what validates must train ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        ("name: t\nspace: {optimizer: sgd, lr: 0.05, momentum: 0}\n", "momentum", 0.0),
+        ("name: t\nspace: {lr: 1}\n", "lr", 1.0),
+        ("name: t\nspace: {schedule: time, lr: 1, decay: 0}\n", "decay", 0.0),
+        ("name: t\nspace: {schedule: step, lr: 1, drop: 1, epochs_drop: 2}\n", "drop", 1.0),
+        ("name: t\nspace: {optimizer: rmsprop, rho: {choice: [0.5, 0.9]}, epsilon: 1}\n", "epsilon", 1.0),
+        ("name: t\nspace: {optimizer: adam, beta_1: 0}\n", "beta_1", 0.0),
+    ],
+)
+def test_whole_numbers_of_float_hyperparameters_become_floats(text, key, value, tmp_path):
+    dist = spec_of(text, tmp_path).space[0].params[key]
+    assert dist.args == (value,) and all(type(v) is float for v in dist.args)
+
+
+def test_whole_numbers_in_choice_grid_and_bounds_become_floats(tmp_path):
+    text = "name: t\nspace: {lr: {uniform: [1, 2]}, momentum: {grid: [0, 0.5]}}\n"
+    params = spec_of(text, tmp_path).space[0].params
+    assert [type(v) for v in params["lr"].args + params["momentum"].args] == [float] * 4
+    choice = spec_of(BASE, tmp_path, "space.momentum.choice=[0, 0.9]").space[0].params["momentum"]
+    assert choice.args == (0.0, 0.9) and type(choice.args[0]) is float
+
+
+def test_set_with_a_whole_number_becomes_a_float(tmp_path):
+    spec = spec_of(BASE, tmp_path, "space.momentum=0", "space.lr=1")
+    assert type(spec.space[0].params["momentum"].args[0]) is float
+    assert type(spec.space[0].params["lr"].args[0]) is float
+
+
+def test_epochs_drop_stays_as_written(tmp_path):
+    assert spec_of(BASE, tmp_path).space[0].params["epochs_drop"].args == (5, 10)
+
+
+def test_class_subset_by_name_and_index(tmp_path):
+    spec = spec_of("name: t\ndata: {classes: [cat, 5]}\nspace: {lr: 0.1}\n", tmp_path)
+    assert spec.data.classes == ["cat", 5]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "name: t\ndata: {classes: [cat]}\nspace: {lr: 0.1}\n",
+            r"s.yaml: data.classes: a classifier needs at least 2 classes, got \['cat'\]",
+        ),
+        (
+            "name: t\ndata: {classes: [cat, kat]}\nspace: {lr: 0.1}\n",
+            r"s.yaml: data.classes: unknown class 'kat'; valid classes are airplane, automobile",
+        ),
+        (
+            "name: t\ndata: {classes: [3, 10]}\nspace: {lr: 0.1}\n",
+            r"s.yaml: data.classes: index 10 is out of range",
+        ),
+        (
+            "name: t\ndata: {classes: [cat, 3]}\nspace: {lr: 0.1}\n",
+            r"s.yaml: data.classes: 'cat' \(index 3\) is listed twice",
+        ),
+        (
+            "name: t\nspace: {lr: {qloguniform: [1.0e-4, 0.1, 1.0e-3]}}\n",
+            r"s.yaml: space.lr.qloguniform: `low` must be a multiple of q \(Ray Tune draws multiples of q "
+            r"between the bounds\), but got low=0.0001, q=0.001; e.g. \[0.001, 0.1, 0.001\]",
+        ),
+        (
+            "name: t\nspace: {schedule: step, lr: 0.1, epochs_drop: 2, drop: {quniform: [0.25, 0.9, 0.5]}}\n",
+            r"s.yaml: space.drop.quniform: `low` must be a multiple of q",
+        ),
+        (
+            "name: t\nspace: {lr: {randint: [1, 3]}}\n",
+            r"s.yaml: space.lr.randint: lr takes a float and randint draws integers: use uniform",
+        ),
+        (
+            "name: t\nspace: {lr: {grid: [0.1, 0.1]}}\n",
+            r"s.yaml: space.lr.grid: 0.1 is listed twice; each grid value runs once",
+        ),
+        (
+            "name: t\nsearch: tpe\nspace: {lr: {loguniform: [0.01, 0.1]}}\nscheduler: pbt\n",
+            r"s.yaml: scheduler.pbt: PBT picks its own configurations .* use search: random or grid",
+        ),
+        (
+            "name: t\nspace: {lr: 0.1, momentum: 0.9}\nscheduler: pbt\n",
+            r"s.yaml: scheduler.pbt: nothing to perturb: sample lr or momentum in the space",
+        ),
+        (
+            "name: t\nspace: {lr: 0.1}\nscheduler: {pbt: {mutations: {momentum: {uniform: [0, 0.9]}}}}\n",
+            r"s.yaml: scheduler.pbt.mutations.momentum: PBT perturbs the numeric hyperparameters this space sets: lr",
+        ),
+        (
+            "name: t\nspace: {lr: 0.1}\nscheduler: {pbt: {mutations: {lr: {uniform: [0, 0.9]}}}}\n",
+            r"s.yaml: scheduler.pbt.mutations.lr.uniform: 0 is not in \(0, inf\)",
+        ),
+        (
+            "name: t\nspace: {lr: 0.1}\nscheduler: {pbt: {mutations: {lr: 0.2}}}\n",
+            r"s.yaml: scheduler.pbt.mutations.lr: a mutation is a list of values or one of uniform",
+        ),
+    ],
+)
+def test_files_that_would_fail_in_every_trial_are_refused(text, message, tmp_path):
+    assert re.search(message, error_of(text, tmp_path)), error_of(text, tmp_path)

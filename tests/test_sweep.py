@@ -176,7 +176,7 @@ name: pbt
 data: {classes: [airplane, automobile]}
 epochs: 4
 batch_size: 32
-space: {optimizer: sgd, lr: {grid: [1.0e-6, 1.0e-6, 0.05, 0.1]}, momentum: {uniform: [0.5, 0.9]}}
+space: {optimizer: sgd, lr: {grid: [1.0e-6, 2.0e-6, 0.05, 0.1]}, momentum: {uniform: [0.5, 0.9]}}
 scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.0, mutations: {lr: {loguniform: [0.01, 0.2]}}}}
 """
     outcome = sweep(text, tmp_path, cifar_archive)
@@ -225,6 +225,83 @@ space:
         by_config.setdefault((t["config.optimizer"], t["config.lr"], t["config.momentum"]), []).append(
             t["seed"]
         )
-    assert sorted(map(sorted, by_config.values())) == [[0, 1]] * 3  # each suggestion over both seeds
+    # each suggestion over two seeds of its own: suggestion i gets 2i, 2i + 1
+    assert sorted(map(sorted, by_config.values())) == [[0, 1], [2, 3], [4, 5]]
     for optimizer, _, momentum in by_config:
         assert (momentum is None) == (optimizer == "adam")  # each arm samples only its own parameters
+
+
+def test_samples_that_repeat_a_configuration_get_seeds_of_their_own(local_ray, cifar_archive, tmp_path):
+    # Random search over choices only, and a grid point drawn in each of 2 samples: the same
+    # configuration comes up in both samples. Seeds: seed + sample * repeats + repeat.
+    text = """
+name: seeds
+data: {classes: [airplane, automobile], limit: 32}
+epochs: 1
+batch_size: 32
+seed: 5
+repeats: 2
+num_samples: 2
+space:
+  - {optimizer: sgd, lr: {choice: [0.05]}, momentum: {choice: [0.9]}}
+  - {optimizer: adam, lr: {grid: [0.001, 0.002]}}
+"""
+    from lrtune.best import choose
+
+    outcome = sweep(text, tmp_path, cifar_archive)
+    trials = load_trials(outcome.sweep_dir).to_pylist()
+    assert outcome.counts == {"done": 12}
+    by_config = {}
+    for t in trials:
+        by_config.setdefault((t["config.optimizer"], t["config.lr"]), []).append((t["repeat"], t["seed"]))
+    assert {k: sorted(v) for k, v in by_config.items()} == {
+        config: [(0, 5), (0, 7), (1, 6), (1, 8)]
+        for config in (("sgd", 0.05), ("adam", 0.001), ("adam", 0.002))
+    }
+    choice = choose(outcome.sweep_dir)
+    assert choice.best.n == 4  # four independent runs, not two runs counted twice
+
+
+def test_tpe_suggestions_of_qloguniform_stay_on_the_grid_inside_the_bounds():
+    import optuna
+
+    from lrtune.sweep import ArmSpace
+
+    spec = make_spec("name: q\nsearch: tpe\nspace: {lr: {qloguniform: [1.0e-3, 0.1, 1.0e-3]}}\n")
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+    arms = ArmSpace(spec.space)
+    suggested = []
+    for _ in range(60):
+        trial = study.ask()
+        config = arms(trial)
+        suggested.append(config["arm"]["lr"])
+        assert config["arm"]["sample"] == trial.number
+        study.tell(trial, -abs(np.log(config["arm"]["lr"] / 0.05)))
+    assert all(0.001 <= lr <= 0.1 for lr in suggested)
+    assert all(lr == pytest.approx(round(lr / 0.001) * 0.001, abs=1e-12) for lr in suggested)
+
+
+@pytest.mark.parametrize(
+    ("dist", "value", "expected"),
+    [
+        ((1e-4, 0.1, 1e-3), 3e-4, 0.001),  # the issue's bounds: rounding would give 0
+        ((1e-4, 0.1, 1e-3), 0.0996, 0.1),
+        ((0.001, 0.0995, 0.001), 0.0996, 0.099),  # never above the upper bound
+    ],
+)
+def test_on_grid_is_a_multiple_of_q_inside_the_bounds(dist, value, expected):
+    from lrtune.space import Dist
+
+    assert Dist("qloguniform", dist).on_grid(value) == pytest.approx(expected)
+
+
+def test_pbt_keeps_perturbed_values_inside_their_bounds():
+    from lrtune.sweep import make_scheduler
+
+    spec = make_spec(
+        "name: p\nspace: {lr: {loguniform: [0.01, 0.1]}, momentum: {uniform: [0.5, 0.95]}}\nscheduler: pbt\n"
+    )
+    explore = make_scheduler(spec)._custom_explore_fn
+    assert explore({"arm": {"lr": 0.1 * 1.2, "momentum": 0.95 * 1.2}}) == {
+        "arm": {"lr": 0.1, "momentum": 0.95}
+    }

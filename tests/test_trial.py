@@ -93,3 +93,30 @@ def test_nan_loss_ends_the_trial_as_diverged(tiny_dataset):
     assert reporter.status == "diverged"
     assert len(rows) == 1 and rows[0]["status"] == "diverged" and not math.isfinite(rows[0]["loss"])
     assert checkpoints == []  # a diverged state is not worth resuming
+
+
+def test_reported_lr_under_mixed_precision_is_the_applied_one(tiny_dataset):
+    # Keras wraps the optimizer in a LossScaleOptimizer; the schedule is its inner optimizer's.
+    import dataclasses
+
+    import keras
+
+    settings = dataclasses.replace(SETTINGS, epochs=2, mixed_precision=True)
+    try:
+        rows, _, _ = collect(STEP, tiny_dataset, settings)
+        # It trained in float16: clear_session() (a reused worker's reset) once undid the policy.
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    steps_per_epoch = math.ceil(len(tiny_dataset.x_train) / SETTINGS.batch_size)
+    expected = lr_by_epoch(make_schedule("step", lr=0.05, drop=0.5, epochs_drop=1), 2, steps_per_epoch)
+    np.testing.assert_allclose(
+        [r["lr"] for r in rows], expected, rtol=1e-6
+    )  # [0.05, 0.025], not [0.025, 0.0125]
+
+
+def test_trial_seed_rule():
+    from lrtune.trial import trial_seed
+
+    # repeats of a configuration: seed, seed+1, ...; the next sample continues after them
+    assert [trial_seed(10, s, r, repeats=2) for s in range(3) for r in range(2)] == [10, 11, 12, 13, 14, 15]
