@@ -424,7 +424,7 @@ def _acquire(lock, locked_error) -> None:
     except locked_error as e:
         raise SweepError(str(e)) from None
     except OSError as e:
-        raise SweepError(f"cannot write to --storage {lock.sweep_dir}: {e}") from None
+        raise StorageError(f"cannot write to --storage {lock.sweep_dir}: {e}") from None
 
 
 @contextlib.contextmanager
