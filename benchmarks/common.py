@@ -14,13 +14,17 @@ import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 # A fresh local Ray for every sweep: with no address, ray.init joins any cluster
 # named in /tmp/ray/ray_current_cluster (another user's `ray start`, a test's Cluster).
 os.environ.setdefault("RAY_ADDRESS", "local")
 
-DEFAULT_DATA = "/work/shared/data/cifar-10-subset-python.tar.gz"
+# The shared data folder beside the repository's checkout (../shared/data).
+DEFAULT_DATA = str(
+    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar-10-subset-python.tar.gz"
+)
 
 # The trial the benchmarks run unless they say otherwise: the quickstart's step arm.
 STEP_ARM = {

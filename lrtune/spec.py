@@ -278,21 +278,38 @@ def parse_arm(raw: Any, where: str) -> Arm:
 
 
 def _check_fixed_schedules(arm: Arm, epochs: int, where: str) -> None:
-    """Build each schedule of ``arm`` whose parameters are all fixed, so rules
-    between parameters (``lr_min <= lr``, ``warmup_epochs < epochs``, one more
-    value than boundaries) fail here rather than in every trial."""
-    fixed = {k: d.args[0] for k, d in arm.params.items() if d.kind == "fixed"}
+    """Build each schedule of ``arm`` at every combination of its parameters'
+    extreme values, so rules between parameters (``lr_min <= lr``,
+    ``max_lr > lr``, ``warmup_epochs < epochs``, one more value than
+    boundaries) fail here rather than in the trials that draw them.
+
+    A sampled parameter contributes its bounds (the rules are monotone in
+    each parameter), a category or grid every value.
+    """
+    import itertools
+
     for schedule in arm.schedules:
         takes = (*schedule_params(schedule), *WARMUP_PARAMS)
-        if any(k in takes and k not in fixed for k in arm.params):
-            continue  # sampled: checked per trial
-        params = {k: v for k, v in fixed.items() if k in takes}
-        if "lr" in takes and "lr" not in params:
-            params["lr"] = OPTIMIZER_DEFAULTS[arm.optimizers[0]]["lr"]
-        try:
-            make_schedule(schedule, **fit_to_trial(schedule, params, epochs))
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+        keys = [k for k in arm.params if k in takes]
+        corners = [arm.params[k].values() for k in keys]
+        if math.prod(len(c) for c in corners) > 4096:
+            continue  # too many to try; the trials check their own
+        for values in itertools.product(*corners):
+            params = dict(zip(keys, values, strict=True))
+            if "lr" in takes and "lr" not in params:
+                params["lr"] = OPTIMIZER_DEFAULTS[arm.optimizers[0]]["lr"]
+            try:
+                make_schedule(schedule, **fit_to_trial(schedule, params, epochs))
+            except ValueError as e:
+                sampled = ", ".join(
+                    f"{k}={v:g}"
+                    for k, v in params.items()
+                    if arm.params.get(k) is not None
+                    and arm.params[k].kind != "fixed"
+                    and isinstance(v, (int, float))
+                )
+                at = f" (at {sampled}, values the space can draw)" if sampled else ""
+                raise ValueError(f"{where}: {e}{at}") from None
 
 
 class SweepSpec(_Strict):

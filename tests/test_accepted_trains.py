@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from lrtune.data import CLASS_NAMES, load_cifar10
 from lrtune.optimizers import DEFAULTS as OPTIMIZER_SETTINGS
 from lrtune.schedules import SCHEDULES, schedule_params
-from lrtune.spec import apply_overrides, parse_spec, parse_yaml
+from lrtune.spec import SweepFileError, apply_overrides, parse_spec, parse_yaml
 
 #: Per hyperparameter: values to draw (whole numbers where the range allows one,
 #: so the int spelling is exercised) and quantisation steps.
@@ -40,17 +40,49 @@ VALUES = {
     "beta_1": ([0, 0.5, 0.9], [0.1]),
     "beta_2": ([0, 0.9, 0.999], [0.001]),
     "epsilon": ([1, 1e-8, 1e-7, 1e-3], [0.001]),
+    "weight_decay": ([0, 0.01, 0.1], [0.01]),
+    "lr_min": ([0, 0.0001, 0.001], [0.0001]),
+    "decay_epochs": ([1, 2, 3, 1.5], [0.5]),
+    "period_epochs": ([1, 2, 0.5], [0.5]),
+    "period_mult": ([1, 2, 1.5], [0.5]),
+    "restart_decay": ([1, 0.5, 0.75], [0.25]),
+    "max_lr": ([0.1, 0.3, 1], [0.1]),
+    "cycle_epochs": ([1, 2, 3], [1]),
+    "pct_start": ([0.25, 0.3, 0.5], [0.05]),
+    "div_factor": ([1, 10, 25], [1]),
+    "final_div_factor": ([1, 100, 10000], [1]),
+    "step_size_epochs": ([0.5, 1, 1.5], [0.5]),
+    "gamma": ([1, 0.9, 0.99], [0.01]),
+    "end_lr": ([0, 0.0001, 0.001], [0.0001]),
+    "power": ([1, 2, 0.5], [0.5]),
+    "factor": ([0.1, 0.5], [0.1]),
+    "patience": ([0, 1, 2], [1]),
+    "min_lr": ([0, 0.0001], [0.0001]),
+    "cooldown": ([0, 1], [1]),
+    "warmup_epochs": ([1, 0.5], [0.5]),
+    "warmup_start": ([0, 0.001], [0.001]),
+}
+CATEGORIES = {
+    "nesterov": [True, False],
+    "anneal": ["cos", "linear"],
+    "cycle_mode": ["triangular", "triangular2", "exp_range"],
 }
 #: (lowest multiple of q allowed, highest) per key, as multiples: inside the key's range.
-UPPER = {"drop": 1, "momentum": 0.95, "rho": 0.95, "beta_1": 0.9, "beta_2": 0.999}
+UPPER = {"drop": 1, "momentum": 0.95, "rho": 0.95, "beta_1": 0.9, "beta_2": 0.999, "pct_start": 0.95,
+         "restart_decay": 1, "gamma": 1, "factor": 0.9}  # fmt: skip
+LOWER = {"period_mult": 1, "div_factor": 1, "final_div_factor": 1}
+#: Keys whose range excludes 0.
+POSITIVE = {"lr", "drop", "epochs_drop", "rho", "epsilon", "decay_epochs", "period_epochs", "restart_decay",
+            "max_lr", "cycle_epochs", "pct_start", "step_size_epochs", "gamma", "power", "factor", "warmup_epochs"}  # fmt: skip
 DISCRETE = ("fixed", "choice", "grid")
 
 
 @st.composite
 def dist(draw, key: str, discrete_only: bool):
     """One hyperparameter in any spelling the sweep file allows."""
-    if key == "nesterov":
-        return draw(st.sampled_from([True, False, {"choice": [True, False]}, {"grid": [False, True]}]))
+    if key in CATEGORIES:
+        options = CATEGORIES[key]
+        return draw(st.sampled_from([*options, {"choice": options}, {"grid": options[::-1]}]))
     values, steps = VALUES[key]
     kinds = (
         list(DISCRETE) if discrete_only else [*DISCRETE, "uniform", "loguniform", "quniform", "qloguniform"]
@@ -71,7 +103,7 @@ def dist(draw, key: str, discrete_only: bool):
         return {kind: [low, high]}
     q = draw(st.sampled_from(steps))
     top = math.floor(round(UPPER.get(key, max(values) + 1) / q, 9))
-    bottom = 1 if "log" in kind or key in ("lr", "drop", "epochs_drop", "rho", "epsilon") else 0
+    bottom = max(1 if "log" in kind or key in POSITIVE else 0, math.ceil(round(LOWER.get(key, 0) / q, 9)))
     low = draw(st.integers(bottom, max(bottom, min(top - 1, bottom + 5))))
     high = draw(st.integers(low + 1, max(low + 1, min(top, low + 20))))
     return {kind: [round(low * q, 10), round(high * q, 10)] + [q]}
@@ -95,6 +127,14 @@ def arm(draw, discrete_only: bool):
     if schedule != "constant" or draw(st.booleans()):
         space["schedule"] = schedule
     keys = [*schedule_params(schedule)] if draw(st.booleans()) or schedule != "constant" else []
+    if schedule == "piecewise":  # plain lists, one more value than boundaries
+        boundaries = draw(st.sampled_from([[1], [1, 2], [0.5, 2]]))
+        space["boundaries"] = boundaries
+        space["values"] = draw(st.lists(st.sampled_from([1, 0.1, 0.05, 0.01]), min_size=len(boundaries) + 1,
+                                        max_size=len(boundaries) + 1))  # fmt: skip
+        keys = []
+    if draw(st.integers(0, 3)) == 0:
+        keys += ["warmup_epochs"] + (["warmup_start"] if draw(st.booleans()) else [])
     for key in keys + own:
         space[key] = draw(dist(key, discrete_only))
     return space
@@ -196,6 +236,7 @@ def configs_as_tune_draws_them(spec, limit: int = 2):
 
 
 class Counter:
+    refused = 0
     examples = 0
     trials = 0
     seen: set[str] = set()  # what the drawn files covered, for the summary line
@@ -233,7 +274,8 @@ def fixture_archive(tmp_path_factory, make_cifar_archive, request):
         capture = request.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled():  # shown in CI's log, also without -s
             print(
-                f"\ntest_accepted_trains: {Counter.examples} drawn sweep files, {Counter.trials} trials run, "
+                f"\ntest_accepted_trains: {Counter.examples} drawn sweep files accepted "
+                f"({Counter.refused} refused by validate), {Counter.trials} trials run, "
                 f"none errored; covered: {', '.join(sorted(Counter.seen))}"
             )
 
@@ -290,7 +332,7 @@ space:
 
 @example(drawn=ALWAYS)
 @settings(
-    max_examples=12,
+    max_examples=20,
     deadline=None,
     derandomize=True,  # the same files in every CI run: a bounded, repeatable budget
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -301,7 +343,12 @@ def test_every_accepted_sweep_file_trains(fixture_archive, drawn):
     raw = parse_yaml(text, "drawn.yaml")
     if overrides:
         raw = apply_overrides(raw, overrides, "drawn.yaml")
-    spec = parse_spec(raw, "drawn.yaml")  # what `lrtune validate` runs: it must accept the file
+    try:
+        spec = parse_spec(raw, "drawn.yaml")  # what `lrtune validate` runs
+    except SweepFileError as e:  # refused, with the file named: the other half of the contract
+        assert str(e).startswith("drawn.yaml: "), str(e)
+        Counter.refused += 1
+        return
     Counter.examples += 1
     Counter.seen |= covered(spec, text, overrides)
     from lrtune.sweep import _tune_config, param_space
