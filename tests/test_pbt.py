@@ -11,12 +11,16 @@ from lrtune.results import load, load_trials
 from lrtune.spec import parse_spec, parse_yaml
 from lrtune.sweep import run_sweep
 
+# val_loss, not val_accuracy: on the learnable fixture every member reaches accuracy 1.0,
+# and with tied scores Ray's PBT keeps cloning the same paused donors (the exploiting trial
+# inherits the donor's time, so the donors never get a slot again).
 PBT = """
 name: pbt
 data: {classes: [airplane, automobile]}
-epochs: 5
+epochs: 4
 batch_size: 16
-space: {optimizer: sgd, lr: {loguniform: [0.005, 0.1]}, momentum: {uniform: [0.9, 0.95]}}
+metric: val_loss
+space: {optimizer: sgd, lr: {loguniform: [1.0e-4, 1.0e-2]}, momentum: {uniform: [0.9, 0.95]}}
 num_samples: 4
 scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.0}}
 """
@@ -46,7 +50,7 @@ def test_perturbed_values_stay_inside_the_space(pbt_sweep):
     assert all(0.9 <= r["config.momentum"] <= 0.95 for r in rows), sorted(
         {r["config.momentum"] for r in rows}
     )
-    assert all(0.005 <= r["config.lr"] <= 0.1 for r in rows)
+    assert all(1e-4 <= r["config.lr"] <= 1e-2 for r in rows)
 
 
 def test_each_members_rows_are_the_history_of_the_model_it_ended_with(pbt_sweep):
@@ -55,7 +59,7 @@ def test_each_members_rows_are_the_history_of_the_model_it_ended_with(pbt_sweep)
         mine = sorted((r for r in rows if r["trial_id"] == trial_id), key=lambda r: r["epoch"])
         store = StateStore(pbt_sweep.sweep_dir, trial_id)
         history = store.meta(store.states()[-1].name)["history"]
-        assert [r["epoch"] for r in mine] == [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+        assert [r["epoch"] for r in mine] == [h["epoch"] for h in history] == [1, 2, 3, 4]
         for row, h in zip(mine, history, strict=True):
             assert row["trained_by"] == h["trial"] and row["run"] == h["run"]
             assert (row["val_accuracy"], row["lr"]) == pytest.approx((h["val_accuracy"], h["lr"]))
@@ -71,12 +75,12 @@ def test_every_exploit_is_recorded_with_its_donor(pbt_sweep):
     by_key = {(r["trial_id"], r["epoch"]): r for r in rows}
     for e in exploits:
         assert e["donor_trial_id"] != e["trial_id"]
-        assert 1 <= e["donor_epoch"] <= e["epoch"] <= 5
+        assert 1 <= e["donor_epoch"] <= e["epoch"] <= 4
     # The last exploit of a member shows in its rows: the donor's epochs, then its own.
     last = {}
     for e in exploits:
         last[e["trial_id"]] = e
     for member, e in last.items():
         assert by_key[(member, e["donor_epoch"])]["trained_by"] != member
-        if e["donor_epoch"] < 5:
+        if e["donor_epoch"] < 4:
             assert by_key[(member, e["donor_epoch"] + 1)]["trained_by"] == member
