@@ -115,18 +115,9 @@ def make_scheduler(spec: SweepSpec):
 
 
 def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
-    """PBT's mutations: the file's ``mutations``, or the space's lr and momentum."""
-    from lrtune.space import parse_dist
-
-    pbt = spec.scheduler.pbt
-    if pbt.mutations:
-        dists = {k: parse_dist(k, v) for k, v in pbt.mutations.items()}
-    else:
-        dists = {
-            k: d for k, d in spec.space[0].params.items() if k in ("lr", "momentum") and d.kind != "fixed"
-        }
+    """PBT's mutations as Tune takes them (:meth:`SweepSpec.pbt_mutations`, checked with the spec)."""
     mutations = {}
-    for key, dist in dists.items():
+    for key, dist in spec.pbt_mutations().items():
         if dist.kind in ("grid", "choice"):
             mutations[key] = list(dist.args)
         else:

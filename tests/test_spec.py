@@ -276,3 +276,113 @@ def test_a_span_may_be_left_to_the_trial(tmp_path):
 )
 def test_rules_between_fixed_parameters_are_checked_before_anything_runs(arm, message, tmp_path):
     assert re.search(message, error_of(f"name: m\nepochs: 3\nspace: {arm}\n", tmp_path))
+
+
+# --- population-based training ------------------------------------------------
+
+PBT = """
+name: p
+epochs: 4
+space: {optimizer: sgd, lr: {loguniform: [1.0e-3, 0.3]}, momentum: 0.9}
+scheduler: {pbt: {perturbation_interval: 1}}
+"""
+
+
+def test_pbt_perturbs_the_sampled_lr_and_momentum_by_default(tmp_path):
+    spec = spec_of(PBT, tmp_path, "space.momentum.uniform=[0.5, 0.95]")
+    assert {k: (d.kind, d.args) for k, d in spec.pbt_mutations().items()} == {
+        "lr": ("loguniform", (1e-3, 0.3)),
+        "momentum": ("uniform", (0.5, 0.95)),
+    }
+    assert spec_of(PBT, tmp_path).pbt_mutations().keys() == {"lr"}  # a fixed momentum stays fixed
+
+
+def test_pbt_mutations_may_perturb_a_fixed_value_of_the_arm(tmp_path):
+    spec = spec_of(PBT, tmp_path, "scheduler.pbt.mutations={momentum: {choice: [0.5, 0.9, 0.99]}}")
+    assert {k: d.args for k, d in spec.pbt_mutations().items()} == {"momentum": (0.5, 0.9, 0.99)}
+
+
+def test_pbt_over_several_arms_perturbs_keys_every_arm_sets(tmp_path):
+    text = PBT.replace(
+        "space: {optimizer: sgd, lr: {loguniform: [1.0e-3, 0.3]}, momentum: 0.9}",
+        "space:\n  - {optimizer: sgd, lr: {loguniform: [1.0e-3, 0.3]}, momentum: 0.9}\n"
+        "  - {optimizer: adam, lr: {loguniform: [1.0e-4, 1.0e-2]}}",
+    )
+    spec = spec_of(text, tmp_path, "scheduler.pbt.mutations={lr: {loguniform: [1.0e-4, 0.3]}}")
+    assert spec.pbt_mutations().keys() == {"lr"} and spec.trial_count() == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["scheduler.pbt.mutations={weight_decay: {loguniform: [1.0e-5, 1.0e-3]}}"],
+            r"s.yaml: scheduler.pbt.mutations.weight_decay: space \(sgd/constant\) does not set weight_decay; "
+            r"PBT perturbs a value every trial runs with, so each arm must set it: add weight_decay to space "
+            r"or remove it from mutations \(space sets optimizer, lr, momentum\)",
+        ),
+        (
+            ["scheduler.pbt.mutations={learning_rate: {uniform: [0.1, 0.2]}}"],
+            r"s.yaml: scheduler.pbt.mutations.learning_rate: unknown hyperparameter; allowed: optimizer, schedule, lr",
+        ),
+        (
+            ["scheduler.pbt.mutations={optimizer: {choice: [sgd, adam]}}"],
+            r"scheduler.pbt.mutations.optimizer: PBT cannot change the optimizer of a trained model",
+        ),
+        (
+            ["scheduler.pbt.mutations={nesterov: {uniform: [0, 1]}}", "space.nesterov=false"],
+            r"scheduler.pbt.mutations.nesterov.uniform: nesterov is not numeric: use choice or grid",
+        ),
+        (
+            ["scheduler.pbt.mutations={momentum: {uniform: [0.5, 1.2]}}"],
+            r"s.yaml: scheduler.pbt.mutations.momentum.uniform: 1.2 is not in \[0, 1\)",
+        ),
+        (
+            ["scheduler.pbt.mutations={lr: {loguniform: [0, 0.3]}}"],
+            r"scheduler.pbt.mutations.lr.loguniform: `low > 0` must hold for a log scale, but got low=0",
+        ),
+        (
+            ["scheduler.pbt.mutations={lr: {loguniform: 0.3}}"],
+            r"scheduler.pbt.mutations.lr.loguniform: expected \[low, high\], 0 < low, got 0.3",
+        ),
+        (
+            ["scheduler.pbt.mutations={lr: {between: [0.1, 0.2]}}"],
+            r"scheduler.pbt.mutations.lr: a mapping must have exactly one key, a distribution: choice, grid",
+        ),
+        (
+            ["scheduler.pbt.mutations={lr: 0.1}"],
+            r"scheduler.pbt.mutations.lr: 0.1 is a single value, nothing to perturb within; give a "
+            r"distribution: \{choice: ...\}",
+        ),
+        (
+            ["scheduler.pbt.mutations={}"],
+            r"s.yaml: scheduler.pbt.mutations: is empty: name at least one hyperparameter to perturb",
+        ),
+        (
+            ["scheduler.pbt.mutations=[lr]"],
+            r"s.yaml: scheduler.pbt.mutations: Input should be a valid dictionary",
+        ),
+        (
+            ["space.lr=0.1"],
+            r"s.yaml: scheduler.pbt: nothing to perturb: the space samples neither lr nor momentum and "
+            r"there are no mutations",
+        ),
+        (
+            ["search=tpe"],
+            r"s.yaml: search: tpe cannot run with scheduler pbt .*use search: random or grid",
+        ),
+    ],
+)
+def test_pbt_settings_that_cannot_run_are_refused_before_anything_starts(overrides, message, tmp_path):
+    assert re.search(message, error_of(PBT, tmp_path, *overrides)), error_of(PBT, tmp_path, *overrides)
+
+
+def test_pbt_over_several_arms_needs_mutations_every_arm_sets(tmp_path):
+    text = PBT.replace(
+        "space: {optimizer: sgd, lr: {loguniform: [1.0e-3, 0.3]}, momentum: 0.9}",
+        "space:\n  - {optimizer: sgd, lr: {loguniform: [1.0e-3, 0.3]}, momentum: 0.9}\n"
+        "  - {optimizer: adam, lr: 0.001}",
+    )
+    assert re.search(r"s.yaml: scheduler.pbt: with several arms give mutations", error_of(text, tmp_path))
+    message = error_of(text, tmp_path, "scheduler.pbt.mutations={momentum: {uniform: [0.5, 0.95]}}")
+    assert re.search(r"scheduler.pbt.mutations.momentum: space.1 \(adam\) does not set momentum", message)
