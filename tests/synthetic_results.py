@@ -35,12 +35,18 @@ def run(
     repeat: int = 0,
     status: str = "done",
     error: str | None = None,
+    hparams: Sequence[Mapping[str, Any]] | None = None,
+    trained_by: Sequence[int | None] | None = None,
 ) -> dict[str, Any]:
     """One trial: ``config`` (optimizer, schedule, lr, ...) and its curve.
 
     ``val_loss`` defaults to ``2.3 * (1 - val_accuracy) + 0.1``; NaN in
     either marks a diverged epoch. An empty curve is a trial that failed
     before its first epoch (it appears in ``trials.parquet`` only).
+
+    PBT: ``hparams[e]`` overrides ``config`` in epoch ``e + 1`` (the values
+    in effect then), and ``trained_by[e]`` is the index of the run that
+    trained that epoch (None: this run).
     """
     accuracy = [float(a) for a in val_accuracy]
     loss = [2.3 * (1 - a) + 0.1 for a in accuracy] if val_loss is None else [float(v) for v in val_loss]
@@ -53,6 +59,8 @@ def run(
         "repeat": repeat,
         "status": status,
         "error": error,
+        "hparams": list(hparams) if hparams is not None else [{}] * len(accuracy),
+        "trained_by": list(trained_by) if trained_by is not None else [None] * len(accuracy),
     }
 
 
@@ -73,6 +81,7 @@ def write_sweep(
     name: str = "synthetic",
     trials_file: bool = True,
     sweep_file: bool = True,
+    scheduler: Any = None,
 ) -> str:
     """Write the results of ``runs`` under ``directory``; returns it as a string."""
     root = Path(directory)
@@ -80,11 +89,13 @@ def write_sweep(
     metric_rows, trial_rows = [], []
     for i, r in enumerate(runs):
         trial_id = f"{name}_{i:05d}"
-        config = config_columns(r["config"])
-        fam = family(config["config.optimizer"], config["config.schedule"])
-        lrs = _lr(r["config"], len(r["val_accuracy"]))
         n = len(r["val_accuracy"])
+        final = config_columns({**r["config"], **(r["hparams"][-1] if n else {})})
+        fam = family(final["config.optimizer"], final["config.schedule"])
         for e in range(n):
+            in_effect = {**r["config"], **r["hparams"][e]}
+            config = config_columns(in_effect)
+            donor = r["trained_by"][e]
             va, vl = r["val_accuracy"][e], r["val_loss"][e]
             last = e == n - 1
             row_status = r["status"] if last and r["status"] in ("done", "diverged") else "running"
@@ -93,7 +104,7 @@ def write_sweep(
                     "sweep": name,
                     "trial_id": trial_id,
                     "epoch": e + 1,
-                    "lr": lrs[e],
+                    "lr": _lr(in_effect, n)[e],
                     "loss": vl * 0.9,
                     "accuracy": min(1.0, va + 0.03) if math.isfinite(va) else math.nan,
                     "val_loss": vl,
@@ -104,6 +115,8 @@ def write_sweep(
                     "timestamp": T0 + dt.timedelta(seconds=10 * i + e),
                     "node": "node-a",
                     "node_id": "a" * 8,
+                    "run": f"run-{i if donor is None else donor}",
+                    "trained_by": trial_id if donor is None else f"{name}_{donor:05d}",
                     "arm": fam,
                     "family": fam,
                     "repeat": r["repeat"],
@@ -133,7 +146,7 @@ def write_sweep(
                 "family": fam,
                 "repeat": r["repeat"],
                 "seed": r["repeat"],
-                **config,
+                **final,
             }
         )
     pq.write_table(
@@ -145,6 +158,8 @@ def write_sweep(
         spec = {"name": name, "epochs": epochs, "metric": metric, "repeats": 2, "space": []}
         if mode is not None:
             spec["mode"] = mode
+        if scheduler is not None:
+            spec["scheduler"] = scheduler
         for r in runs:
             if r["config"] not in spec["space"]:
                 spec["space"].append(dict(r["config"]))
