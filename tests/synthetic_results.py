@@ -214,3 +214,42 @@ def everything(directory: str | Path, *, epochs: int = 8, **kwargs: Any) -> str:
     runs.append(run(sgd("constant", lr=0.3), [], status="error", error="ValueError: out of memory on GPU 0"))
     runs.append(run(sgd("constant", lr=0.001), rising(0.1, 0.2, 3), status="stopped_early"))
     return write_sweep(directory, runs, epochs=epochs, name="everything", **kwargs)
+
+
+# --- a PBT population ----------------------------------------------------------
+
+PBT_SCHEDULER = {"pbt": {"perturbation_interval": 3, "quantile_fraction": 0.5}}
+SGD = {"optimizer": "sgd", "schedule": "constant", "lr": 0.05, "momentum": 0.9}
+
+
+def member(values, hparams, trained_by=None, **kwargs):
+    """A PBT member: its final model's rows, ``hparams[e]`` in effect in epoch e + 1."""
+    return run(SGD, values, hparams=hparams, trained_by=trained_by, **kwargs)
+
+
+def population(
+    directory: str | Path,
+    *,
+    epochs: int = 6,
+    winner_hparams=None,
+    winner_trained_by=(1, 1, 1, None, None, None),
+):
+    """A finished PBT sweep of four members with known answers.
+
+    Member 2 cloned member 1 after epoch 3 (its rows 1-3 are 1's, trained
+    with lr 0.05 and momentum 0.9), went on with lr 0.06 and momentum 0.72
+    and wins at 0.80; member 1 ends at 0.75, member 0 (lr 0.01) at 0.60,
+    member 3 diverged in epoch 2. ``winner_hparams``/``winner_trained_by``
+    replace member 2's values in effect and lineage.
+    """
+    own = [{"lr": 0.05, "momentum": 0.9}] * epochs
+    winner_hparams = (
+        winner_hparams or [{"lr": 0.05, "momentum": 0.9}] * 3 + [{"lr": 0.06, "momentum": 0.72}] * 3
+    )
+    runs = [
+        member(rising(0.3, 0.60, epochs), [{"lr": 0.01, "momentum": 0.8}] * epochs),
+        member(rising(0.3, 0.75, epochs), own),
+        member(rising(0.3, 0.80, epochs), winner_hparams, winner_trained_by),
+        member([0.2, math.nan], [{"lr": 0.3, "momentum": 0.9}] * 2, status="diverged"),
+    ]
+    return write_sweep(directory, runs, epochs=epochs, scheduler=PBT_SCHEDULER)

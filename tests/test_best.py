@@ -16,7 +16,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synthetic_results import STEPS_PER_EPOCH, rising, run, sgd, write_sweep  # noqa: E402
+from synthetic_results import STEPS_PER_EPOCH, population, run, sgd, write_sweep  # noqa: E402
 
 from lrtune.best import Segment, choose, format_choice, segments, t_critical  # noqa: E402
 from lrtune.schedules import lr_by_epoch, make_schedule  # noqa: E402
@@ -290,29 +290,6 @@ def test_bad_arguments_are_rejected_with_the_value(tmp_path, kwargs, message):
 
 
 # --- PBT: the final population and the schedule the winner learned --------------------
-
-PBT_SCHEDULER = {"pbt": {"perturbation_interval": 3, "quantile_fraction": 0.5}}
-SGD = {"optimizer": "sgd", "schedule": "constant", "lr": 0.05, "momentum": 0.9}
-
-
-def member(values, hparams, trained_by=None, **kwargs):
-    """A PBT member: its final model's rows, ``hparams[e]`` in effect in epoch e + 1."""
-    return run(SGD, values, hparams=hparams, trained_by=trained_by, **kwargs)
-
-
-def population(tmp_path, *, epochs=6, winner_hparams=None, winner_trained_by=(1, 1, 1, None, None, None)):
-    """Four members; 2 cloned 1 after epoch 3 and wins (0.80): lr 0.05 -> 0.06, momentum 0.9 -> 0.72."""
-    own = [{"lr": 0.05, "momentum": 0.9}] * epochs
-    winner_hparams = (
-        winner_hparams or [{"lr": 0.05, "momentum": 0.9}] * 3 + [{"lr": 0.06, "momentum": 0.72}] * 3
-    )
-    runs = [
-        member(rising(0.3, 0.60, epochs), [{"lr": 0.01, "momentum": 0.8}] * epochs),
-        member(rising(0.3, 0.75, epochs), own),
-        member(rising(0.3, 0.80, epochs), winner_hparams, winner_trained_by),
-        member([0.2, math.nan], [{"lr": 0.3, "momentum": 0.9}] * 2, status="diverged"),
-    ]
-    return write_sweep(tmp_path, runs, epochs=epochs, scheduler=PBT_SCHEDULER)
 
 
 def test_pbt_picks_the_best_member_of_the_final_population_alone(tmp_path):
