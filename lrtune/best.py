@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
+import yaml
 
 from lrtune import results
 from lrtune.results import CONFIG_COLUMNS
@@ -233,8 +234,6 @@ def _plain(value: Any) -> Any:
 
 
 def _read_sweep_file(sweep_dir: str) -> dict[str, Any] | None:
-    import yaml
-
     from lrtune.results import filesystem
 
     fs_, root = filesystem(sweep_dir)
@@ -779,8 +778,6 @@ def _choose_population(sweep: SweepResults, metric: str, mode: str, family: str 
 
 
 def _flow(config: Mapping[str, Any]) -> str:
-    import yaml
-
     return yaml.safe_dump(dict(config), default_flow_style=True, sort_keys=False, width=10_000).strip()
 
 
@@ -826,8 +823,6 @@ def format_choice(choice: Choice, fmt: Literal["yaml", "json"] = "yaml") -> str:
         return json.dumps(data, indent=2, allow_nan=False) + "\n"
     if fmt != "yaml":
         raise ValueError(f"`fmt` must be 'yaml' or 'json'. Received: fmt={fmt!r}")
-    import yaml
-
     if choice.learned is not None:
         return _format_population(choice, choice.learned)
     best = choice.best
@@ -873,10 +868,17 @@ def _learned_json(learned: LearnedSchedule) -> dict[str, Any]:
     }
 
 
+class _FlowLists(yaml.SafeDumper):
+    """Safe YAML with block mappings and inline lists: ``boundaries: [3, 5]``."""
+
+
+_FlowLists.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+)
+
+
 def _format_population(choice: Choice, learned: LearnedSchedule) -> str:
     """The YAML output of a PBT choice: the winner, its schedule and lineage, the fragment."""
-    import yaml
-
     best = choice.best
     lines = [
         f"# PBT: best {choice.metric} ({choice.mode}) of the final population at its final epoch: "
@@ -895,7 +897,5 @@ def _format_population(choice: Choice, learned: LearnedSchedule) -> str:
     )
     lines.append(f"# lineage (trained_by): epochs {lineage}")
     lines += ["# " + line for line in textwrap.wrap(choice.note, 100)]
-    lines.append(
-        yaml.safe_dump({"space": dict(learned.space)}, sort_keys=False, default_flow_style=None).rstrip()
-    )
+    lines.append(yaml.dump({"space": dict(learned.space)}, Dumper=_FlowLists, sort_keys=False).rstrip())
     return "\n".join(lines) + "\n"

@@ -387,6 +387,7 @@ def test_pbt_winner_whose_lr_never_changed_is_a_constant_schedule(tmp_path):
     choice = choose(population(tmp_path, winner_hparams=[{"lr": 0.07}] * 6))
     assert choice.learned.space["schedule"] == "constant" and choice.learned.space["lr"] == 0.07
     assert "boundaries" not in choice.learned.space
+    assert "space:\n  optimizer: sgd\n  schedule: constant\n  lr: 0.07\n" in format_choice(choice)
 
 
 def test_pbt_over_a_non_constant_schedule_says_the_fragment_is_no_replay(tmp_path):
