@@ -756,6 +756,12 @@ def _choose_population(sweep: SweepResults, metric: str, mode: str, family: str 
             "comparison; choose again when the sweep has finished."
         )
     lines += _excluded(counts, eligible_statuses, unscored, metric)
+    tied = [c.trial_ids[0] for c in ranked[1:] if c.mean == ranked[0].mean]
+    if tied:
+        lines.append(
+            f"Tied with {', '.join(tied)} on {metric} (often the same model: members that copied the same "
+            f"donor alike); picked the first by trial id."
+        )
     lines.append(
         "Members copy each other's weights (exploits), so their values are not independent repeats "
         "and no confidence interval is given; train the fragment again over several seeds "

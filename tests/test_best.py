@@ -16,7 +16,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synthetic_results import STEPS_PER_EPOCH, population, run, sgd, write_sweep  # noqa: E402
+from synthetic_results import PBT_SCHEDULER, STEPS_PER_EPOCH, member, population, run, sgd, write_sweep  # noqa: E402
 
 from lrtune.best import Segment, choose, format_choice, segments, t_critical  # noqa: E402
 from lrtune.schedules import lr_by_epoch, make_schedule  # noqa: E402
@@ -398,6 +398,21 @@ def test_pbt_over_a_non_constant_schedule_says_the_fragment_is_no_replay(tmp_pat
     assert not learned.replayable
     assert learned.space["schedule"] == "step" and learned.space["lr"] == 0.06
     assert "no single schedule replays that: the fragment is the final configuration" in learned.notes[0]
+
+
+def test_pbt_members_tied_at_the_top_are_named_and_the_first_by_id_wins(tmp_path):
+    d = write_sweep(
+        tmp_path,
+        [
+            member([0.5, 0.7], [{"lr": 0.05}] * 2),
+            member([0.5, 0.7], [{"lr": 0.05}] * 2, trained_by=(0, None)),
+        ],
+        epochs=2,
+        scheduler=PBT_SCHEDULER,
+    )
+    choice = choose(d)
+    assert choice.best.trial_ids == ("synthetic_00000",)
+    assert "Tied with synthetic_00001 on val_accuracy" in choice.note
 
 
 def test_pbt_is_compared_at_the_final_epoch_only(tmp_path):
