@@ -188,9 +188,23 @@ def _longest(sweep: SweepResults) -> int:
 # --- 1. learning rate -----------------------------------------------------------
 
 
+def _log_axis(ax, low: float, high: float) -> None:
+    """A log y axis for rates from ``low`` to ``high``, labelled in plain numbers within a decade."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+
+    ax.set_yscale("log")
+    if high < 10 * low:
+        # Within a decade a log axis has no major tick, and Matplotlib labels the minor ones
+        # 4.95x10^-2 (or, for a flat line, crowds them): a few plain numbers read better.
+        ax.set_ylim(low / 1.25, high * 1.25)
+        ax.yaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+
+
 def figure_lr(sweep: SweepResults, colors: dict[str, str]):
     """LR applied at each epoch, one panel per family, one line per trial."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+    from matplotlib.ticker import MaxNLocator
 
     trials = [
         t for t in sweep.trials if np.any(np.isfinite(t.curves.get("lr", [])) & (t.curves.get("lr", 0) > 0))
@@ -223,14 +237,7 @@ def figure_lr(sweep: SweepResults, colors: dict[str, str]):
                 markevery=[-1] if diverged else None,
             )
             low, high = min(low, lr[ok].min()), max(high, lr[ok].max())
-        ax.set_yscale("log")
-        if high < 10 * low:
-            # Within a decade a log axis has no major tick, and Matplotlib labels the minor ones
-            # 4.95x10^-2 (or, for a flat line, crowds them): a few plain numbers read better.
-            ax.set_ylim(low / 1.25, high * 1.25)
-            ax.yaxis.set_major_locator(MaxNLocator(5))
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-            ax.yaxis.set_minor_locator(NullLocator())
+        _log_axis(ax, low, high)
         ax.set_xlim(1, last)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{fam} ({len(members)} trial{'s' if len(members) != 1 else ''})", fontsize=10)
@@ -367,7 +374,8 @@ def figure_population(sweep: SweepResults, recorded: int | None = None):
             ax.scatter(t.epochs[at], values[at], marker="v", s=70, color=color, edgecolor="black", zorder=4)
     for ax, key in zip(axes, keys, strict=True):
         if key == "lr":
-            ax.set_yscale("log")
+            rates = [v for t in members for v in t.hparams["lr"] if v is not None and v > 0]
+            _log_axis(ax, min(rates), max(rates))
         ax.set_ylabel("learning rate in effect (config.lr)" if key == "lr" else "momentum in effect")
         ax.grid(alpha=0.3, which="both")
     axes[-1].set_xlabel("epoch")
