@@ -314,7 +314,8 @@ def _pbt_mutations(spec: SweepSpec) -> dict[str, Dist]:
             raise SpaceError(
                 "scheduler.pbt",
                 "nothing to perturb: the space samples neither lr nor momentum and there are no "
-                "mutations; sample one (e.g. lr: {loguniform: [1.0e-3, 0.3]}) or give mutations",
+                "mutations; sample one (e.g. lr: {loguniform: [1.0e-3, 0.3]}) or give mutations "
+                "(to train a fixed schedule, such as one `lrtune best` printed, use scheduler: fifo)",
             )
         return sampled
     if not raw:
