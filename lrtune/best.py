@@ -137,8 +137,10 @@ class Trial:
 
     @property
     def key(self) -> tuple[Any, ...]:
-        """The configuration: trials with equal keys differ only by seed."""
-        return tuple(self.config[name] for name in CONFIG_COLUMNS)
+        """The configuration: trials with equal keys differ only by seed (lists as tuples, hashable)."""
+        return tuple(
+            tuple(v) if isinstance(v, list) else v for v in (self.config[name] for name in CONFIG_COLUMNS)
+        )
 
     def value(self, metric: str, mode: str, at: str) -> float:
         """``metric`` at the last recorded epoch (``at="final"``) or its best one.
@@ -400,6 +402,8 @@ def _applied(config: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if k == "epochs_drop" and float(v).is_integer():
             v = int(v)  # a period of 10 epochs reads better than 10.0
+        if k == "boundaries":
+            v = [int(b) if float(b).is_integer() else b for b in v]
         plain[k] = v
     return plain
 
@@ -842,7 +846,7 @@ def format_choice(choice: Choice, fmt: Literal["yaml", "json"] = "yaml") -> str:
         lines.append("# within noise of the best (95% CIs overlap), not separated by this sweep:")
         lines += [f"#   {c.family}: {_flow(c.config)}  {_spread(c)}" for c in choice.within_noise]
     lines += ["# " + line for line in textwrap.wrap(choice.note, 100)]
-    lines.append(yaml.safe_dump({"space": dict(best.config)}, sort_keys=False).rstrip())
+    lines.append(yaml.dump({"space": dict(best.config)}, Dumper=_FlowLists, sort_keys=False).rstrip())
     return "\n".join(lines) + "\n"
 
 

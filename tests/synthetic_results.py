@@ -67,7 +67,8 @@ def run(
 def _lr(config: Mapping[str, Any], epochs: int) -> list[float]:
     name = config.get("schedule", "constant")
     params = {p: config[p] for p in schedule_params(name) if p in config}
-    params.setdefault("lr", 0.1)
+    if "lr" in schedule_params(name):
+        params.setdefault("lr", 0.1)
     return [float(v) for v in lr_by_epoch(make_schedule(name, **params), epochs, STEPS_PER_EPOCH)]
 
 

@@ -191,6 +191,13 @@ def test_family_filter_chooses_within_that_family_only(tmp_path):
     assert [c.family for c in choice.ranked] == ["adam"]
 
 
+def test_a_piecewise_schedule_is_chosen_with_its_lists(tmp_path):
+    piecewise = {"optimizer": "sgd", "schedule": "piecewise", "boundaries": [2], "values": [0.1, 0.01]}
+    choice = choose(write_sweep(tmp_path, finals(piecewise, [0.80, 0.78]) + finals(B, [0.6, 0.61]), epochs=3))
+    assert choice.best.n == 2 and choice.best.config["boundaries"] == [2]
+    assert "  boundaries: [2]\n  values: [0.1, 0.01]\n" in format_choice(choice)
+
+
 def test_candidate_config_holds_only_the_settings_that_apply(tmp_path):
     choice = choose(write_sweep(tmp_path, finals(ADAM, [0.7, 0.72]), epochs=3))
     assert choice.best.config == {
