@@ -422,6 +422,13 @@ def test_pbt_members_tied_at_the_top_are_named_and_the_first_by_id_wins(tmp_path
     assert "Tied with synthetic_00001 on val_accuracy" in choice.note
 
 
+@pytest.mark.parametrize("scheduler", ["pbt", {"pbt": {"perturbation_interval": 1}}])
+def test_a_sweep_yaml_naming_pbt_either_way_is_read_as_pbt(tmp_path, scheduler):
+    runs = [member([0.5, 0.7], [{"lr": 0.05}] * 2), member([0.5, 0.6], [{"lr": 0.05}] * 2)]
+    assert choose(write_sweep(tmp_path, runs, epochs=2, scheduler=scheduler)).learned is not None
+    assert choose(write_sweep(tmp_path / "fifo", runs, epochs=2, scheduler="fifo")).learned is None
+
+
 def test_pbt_is_compared_at_the_final_epoch_only(tmp_path):
     with pytest.raises(
         ValueError, match=r"is a PBT sweep: its members are compared as the final population.*at='best'"
