@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
+import yaml
 
 from lrtune import results
 from lrtune.results import CONFIG_COLUMNS
@@ -43,12 +44,16 @@ __all__ = [
     "METRICS",
     "Candidate",
     "Choice",
+    "LearnedSchedule",
+    "Segment",
     "SweepResults",
     "Trial",
     "choose",
     "choose_from",
     "format_choice",
+    "learned_schedule",
     "read_results",
+    "segments",
     "t_critical",
 ]
 
@@ -106,10 +111,13 @@ class Trial:
     """One trial: its status, hyperparameters and per-epoch curves.
 
     ``config`` has every name of :data:`~lrtune.results.CONFIG_COLUMNS`
-    (None where the trial's optimizer and schedule do not use it).
-    ``epochs`` holds the epochs recorded in ``metrics/`` (1-based) and
-    ``curves[name]`` the value of ``lr``/``loss``/... at each (NaN where
-    missing). A trial that failed before its first epoch has none.
+    (None where the trial's optimizer and schedule do not use it): the
+    values of its last recorded epoch. ``epochs`` holds the epochs recorded
+    in ``metrics/`` (1-based) and ``curves[name]`` the value of
+    ``lr``/``loss``/... at each (NaN where missing); ``hparams[name]`` the
+    hyperparameter in effect at each (PBT changes them), ``trained_by`` the
+    trial that trained each (under PBT a member's early epochs are its
+    donor's). A trial that failed before its first epoch has none.
     """
 
     trial_id: str
@@ -120,6 +128,8 @@ class Trial:
     error: str | None = None
     epochs: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=int))
     curves: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    hparams: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+    trained_by: tuple[str, ...] = ()
 
     @property
     def epochs_run(self) -> int:
@@ -127,8 +137,10 @@ class Trial:
 
     @property
     def key(self) -> tuple[Any, ...]:
-        """The configuration: trials with equal keys differ only by seed."""
-        return tuple(self.config[name] for name in CONFIG_COLUMNS)
+        """The configuration: trials with equal keys differ only by seed (lists as tuples, hashable)."""
+        return tuple(
+            tuple(v) if isinstance(v, list) else v for v in (self.config[name] for name in CONFIG_COLUMNS)
+        )
 
     def value(self, metric: str, mode: str, at: str) -> float:
         """``metric`` at the last recorded epoch (``at="final"``) or its best one.
@@ -150,8 +162,8 @@ class Trial:
 class SweepResults:
     """A sweep's results as read now: settings from ``sweep.yaml``, one :class:`Trial` each.
 
-    ``epochs`` is the number each trial is meant to run (None without
-    ``sweep.yaml``). ``trials_file`` says whether ``trials.parquet`` was
+    ``epochs`` is the number each trial is meant to run and ``scheduler``
+    the trial scheduler's name (both None without ``sweep.yaml``). ``trials_file`` says whether ``trials.parquet`` was
     there; without it statuses come from the last ``status`` in
     ``metrics/`` (``done``, ``diverged`` or ``running``).
     """
@@ -163,6 +175,12 @@ class SweepResults:
     epochs: int | None
     trials: tuple[Trial, ...]
     trials_file: bool
+    scheduler: str | None = None
+
+    @property
+    def pbt(self) -> bool:
+        """Whether the sweep ran population-based training (``sweep.yaml``'s ``scheduler``)."""
+        return self.scheduler == "pbt"
 
     def families(self) -> list[str]:
         """Families present, in the order the reports show them."""
@@ -218,8 +236,6 @@ def _plain(value: Any) -> Any:
 
 
 def _read_sweep_file(sweep_dir: str) -> dict[str, Any] | None:
-    import yaml
-
     from lrtune.results import filesystem
 
     fs_, root = filesystem(sweep_dir)
@@ -267,7 +283,7 @@ def read_results(sweep_dir: str) -> SweepResults:
 
     config_names = [f"config.{k}" for k in CONFIG_COLUMNS]
     columns = metrics.select(
-        ["trial_id", "epoch", "status", "family", "repeat", *CURVES, *config_names]
+        ["trial_id", "epoch", "status", "family", "repeat", "trained_by", *CURVES, *config_names]
     ).to_pydict()
     rows_by_trial: dict[str, list[int]] = {}
     for i, trial_id in enumerate(columns["trial_id"]):
@@ -280,9 +296,9 @@ def read_results(sweep_dir: str) -> SweepResults:
         entry = listed.get(trial_id)
         if rows:
             first, last = rows[0], rows[-1]
-            config = {k: _plain(columns[f"config.{k}"][first]) for k in CONFIG_COLUMNS}
+            config = {k: _plain(columns[f"config.{k}"][last]) for k in CONFIG_COLUMNS}
             status_now = columns["status"][last] or "running"
-            fam = columns["family"][first]
+            fam = columns["family"][last]
             repeat = columns["repeat"][first]
         else:
             config = {k: _plain(entry[f"config.{k}"]) for k in CONFIG_COLUMNS}
@@ -310,6 +326,8 @@ def read_results(sweep_dir: str) -> SweepResults:
                     )
                     for c in CURVES
                 },
+                hparams={k: tuple(_plain(columns[f"config.{k}"][i]) for i in rows) for k in CONFIG_COLUMNS},
+                trained_by=tuple(columns["trained_by"][i] or trial_id for i in rows),
             )
         )
     return SweepResults(
@@ -320,7 +338,17 @@ def read_results(sweep_dir: str) -> SweepResults:
         epochs=int(epochs) if epochs is not None else None,
         trials=tuple(trials),
         trials_file=trials_table is not None,
+        scheduler=_scheduler_name(spec.get("scheduler")),
     )
+
+
+def _scheduler_name(value: Any) -> str | None:
+    """``pbt`` from ``scheduler: pbt`` or ``scheduler: {pbt: {...}}`` (as ``sweep.yaml`` saves it)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and len(value) == 1:
+        return str(next(iter(value)))
+    return None
 
 
 # --- the choice ---------------------------------------------------------------
@@ -349,7 +377,12 @@ class Candidate:
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """The best configuration and the ones the sweep cannot tell apart from it."""
+    """The best configuration and the ones the sweep cannot tell apart from it.
+
+    On a PBT sweep ``best`` is the winning member (one run), ``ranked`` the
+    final population, ``within_noise`` empty, and ``learned`` the winner's
+    :class:`LearnedSchedule`.
+    """
 
     metric: str
     mode: str
@@ -358,6 +391,21 @@ class Choice:
     within_noise: tuple[Candidate, ...]
     ranked: tuple[Candidate, ...]
     note: str
+    learned: LearnedSchedule | None = None
+
+
+def _applied(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that apply (no nulls), as they read in a sweep file."""
+    plain = {}
+    for k, v in config.items():
+        if v is None:
+            continue
+        if k == "epochs_drop" and float(v).is_integer():
+            v = int(v)  # a period of 10 epochs reads better than 10.0
+        if k == "boundaries":
+            v = [int(b) if float(b).is_integer() else b for b in v]
+        plain[k] = v
+    return plain
 
 
 def _candidate(
@@ -372,15 +420,8 @@ def _candidate(
         std = float(x.std(ddof=1))
         half = t_critical(n - 1) * std / math.sqrt(n)
         low, high = mean - half, mean + half
-    plain = {}
-    for k, v in config.items():
-        if v is None:
-            continue
-        if k == "epochs_drop" and float(v).is_integer():
-            v = int(v)  # a period of 10 epochs reads better than 10.0
-        plain[k] = v
     return Candidate(
-        config=plain,
+        config=_applied(config),
         family=family,
         mean=mean,
         std=std,
@@ -445,31 +486,16 @@ def choose_from(
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not recorded; choose one of: {', '.join(METRICS)}")
     mode = sweep.mode if metric == sweep.metric else default_mode(metric)
-
-    pool = list(sweep.trials)
-    if family is not None:
-        pool = [t for t in pool if t.family == family]
-        if not pool:
+    if sweep.pbt:
+        if at != "final":
             raise ValueError(
-                f"{sweep.sweep_dir}: no trials of family {family!r}; families here: {', '.join(sweep.families())}"
+                f"{sweep.sweep_dir} is a PBT sweep: its members are compared as the final population, "
+                f"each at its final epoch (their earlier models were overwritten by exploits); "
+                f"use --at final. Received: at={at!r}"
             )
-    statuses = ("done", "stopped_early", "running", "pending", "diverged", "error")
-    counts = dict.fromkeys(statuses, 0)
-    for t in pool:
-        counts[t.status] = counts.get(t.status, 0) + 1
-    where = f"{sweep.sweep_dir}" + (f" (family {family})" if family else "")
-
-    fallback = counts["done"] == 0
+        return _choose_population(sweep, metric, mode, family)
+    pool, counts, fallback, scored, unscored = _scored(sweep, metric, mode, family, at)
     eligible_statuses = ("stopped_early", "running") if fallback else ("done",)
-    eligible = [t for t in pool if t.status in eligible_statuses]
-    scored = [(t, t.value(metric, mode, at)) for t in eligible]
-    unscored = [t for t, v in scored if not math.isfinite(v)]
-    scored = [(t, v) for t, v in scored if math.isfinite(v)]
-    if not scored:
-        raise ValueError(
-            f"{where}: no trial to choose from: none has run every epoch or stopped early with a "
-            f"finite {metric} ({_counted(counts)})"
-        )
 
     groups: dict[tuple, list[tuple[Trial, float]]] = {}
     for t, v in scored:
@@ -504,19 +530,7 @@ def choose_from(
             f"trials at their last epoch (after {ran} epochs), which is not a fair comparison; "
             "choose again when the sweep has finished."
         )
-    left_out = {s: n for s, n in counts.items() if s not in eligible_statuses and n}
-    reasons = {
-        "stopped_early": "ran fewer epochs, not comparable at their last epoch",
-        "diverged": "never chosen",
-        "error": "never chosen",
-        "running": "not finished",
-        "pending": "not started",
-    }
-    if left_out:
-        parts = [f"{n} {s.replace('_', ' ')} ({reasons.get(s, 'not compared')})" for s, n in left_out.items()]
-        lines.append("Excluded: " + "; ".join(parts) + ".")
-    if unscored:
-        lines.append(f"Excluded: {len(unscored)} trials with no finite {metric}.")
+    lines += _excluded(counts, eligible_statuses, unscored, metric)
     key = next(t.key for t in pool if t.trial_id == best.trial_ids[0])
     dropped = [t for t in pool if t.key == key and t.trial_id not in best.trial_ids and t.status != "pending"]
     if dropped:
@@ -547,12 +561,233 @@ def choose_from(
     )
 
 
+def _scored(
+    sweep: SweepResults, metric: str, mode: str, family: str | None, at: str
+) -> tuple[list[Trial], dict[str, int], bool, list[tuple[Trial, float]], list[Trial]]:
+    """(pool, status counts, fallback, (trial, value) compared, trials without a value).
+
+    The pool is every trial (of ``family``); the compared ones are the
+    done ones, or, when none is done (``fallback``), the stopped and
+    running ones at their last epoch.
+    """
+    pool = list(sweep.trials)
+    if family is not None:
+        pool = [t for t in pool if t.family == family]
+        if not pool:
+            raise ValueError(
+                f"{sweep.sweep_dir}: no trials of family {family!r}; families here: {', '.join(sweep.families())}"
+            )
+    statuses = ("done", "stopped_early", "running", "pending", "diverged", "error")
+    counts = dict.fromkeys(statuses, 0)
+    for t in pool:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    where = f"{sweep.sweep_dir}" + (f" (family {family})" if family else "")
+
+    fallback = counts["done"] == 0
+    eligible_statuses = ("stopped_early", "running") if fallback else ("done",)
+    eligible = [t for t in pool if t.status in eligible_statuses]
+    scored = [(t, t.value(metric, mode, at)) for t in eligible]
+    unscored = [t for t, v in scored if not math.isfinite(v)]
+    scored = [(t, v) for t, v in scored if math.isfinite(v)]
+    if not scored:
+        raise ValueError(
+            f"{where}: no trial to choose from: none has run every epoch or stopped early with a "
+            f"finite {metric} ({_counted(counts)})"
+        )
+    return pool, counts, fallback, scored, unscored
+
+
+def _excluded(
+    counts: Mapping[str, int], eligible_statuses: Sequence[str], unscored: Sequence[Trial], metric: str
+) -> list[str]:
+    """The note's sentences on the trials left out of the comparison, and why."""
+    lines = []
+    left_out = {s: n for s, n in counts.items() if s not in eligible_statuses and n}
+    reasons = {
+        "stopped_early": "ran fewer epochs, not comparable at their last epoch",
+        "diverged": "never chosen",
+        "error": "never chosen",
+        "running": "not finished",
+        "pending": "not started",
+    }
+    if left_out:
+        parts = [f"{n} {s.replace('_', ' ')} ({reasons.get(s, 'not compared')})" for s, n in left_out.items()]
+        lines.append("Excluded: " + "; ".join(parts) + ".")
+    if unscored:
+        lines.append(f"Excluded: {len(unscored)} trials with no finite {metric}.")
+    return lines
+
+
+# --- PBT: the final population and the schedule it learned ----------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """Epochs ``first`` to ``last`` (1-based, both included) sharing one ``value``."""
+
+    first: int
+    last: int
+    value: Any
+
+
+def segments(epochs: Sequence[int], values: Sequence[Any]) -> tuple[Segment, ...]:
+    """Runs of equal consecutive ``values``, one :class:`Segment` per run.
+
+    >>> segments([1, 2, 3, 4, 5], [0.1, 0.1, 0.05, 0.05, 0.1])
+    (Segment(first=1, last=2, value=0.1), Segment(first=3, last=4, value=0.05), Segment(first=5, last=5, value=0.1))
+    >>> segments([], [])
+    ()
+    """
+    if len(epochs) != len(values):
+        raise ValueError(
+            f"`epochs` and `values` must have the same length. Received: {len(epochs)} and {len(values)}"
+        )
+    out: list[Segment] = []
+    for epoch, value in zip(epochs, values, strict=True):
+        if out and out[-1].value == value:
+            out[-1] = Segment(out[-1].first, int(epoch), value)
+        else:
+            out.append(Segment(int(epoch), int(epoch), value))
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedSchedule:
+    """What a PBT member's model was trained with, epoch by epoch.
+
+    ``lr`` and ``momentum`` are the values in effect (``config.lr``,
+    ``config.momentum`` of its rows, inherited epochs included) as
+    :class:`Segment` runs; ``momentum`` is empty for an optimizer without
+    one. ``changed`` holds every other hyperparameter whose value changed.
+    ``lineage`` says which trial trained which epochs (``trained_by``).
+    ``space`` is the fragment that trains it again from scratch: for a
+    constant schedule the ``lr`` runs become ``schedule: piecewise``
+    (``boundaries`` = the last epoch of each run but the last, ``values``
+    = each run's rate), every other setting takes its final value.
+    ``replayable`` is false when the base schedule is not constant (no
+    single schedule replays a change of its parameters mid-run); ``notes``
+    say what the fragment does not reproduce.
+    """
+
+    trial_id: str
+    lr: tuple[Segment, ...]
+    momentum: tuple[Segment, ...]
+    changed: Mapping[str, tuple[Segment, ...]]
+    lineage: tuple[Segment, ...]
+    space: Mapping[str, Any]
+    replayable: bool
+    notes: tuple[str, ...]
+
+
+def learned_schedule(trial: Trial) -> LearnedSchedule:
+    """The schedule ``trial``'s model learned under PBT, as a fragment to replay.
+
+    Reads ``trial.hparams`` (the values in effect each epoch) and
+    ``trial.trained_by``. A momentum (or any setting but ``lr``) that
+    changed is replayed at its final value: there is no momentum schedule,
+    and the final value is the one the finished model was last tuned with;
+    the notes say so.
+
+    Raises:
+        ValueError: the trial has no recorded epoch.
+    """
+    if not len(trial.epochs):
+        raise ValueError(f"trial {trial.trial_id} has no recorded epoch: no schedule to read")
+    epochs = [int(e) for e in trial.epochs]
+    runs = {
+        k: segments(epochs, values)
+        for k, values in trial.hparams.items()
+        if any(v is not None for v in values)
+    }
+    lr, momentum = runs.get("lr", ()), runs.get("momentum", ())
+    changed = {k: r for k, r in runs.items() if len(r) > 1 and k not in ("lr", "momentum")}
+    final = _applied(trial.config)
+    notes = []
+    replayable = True
+    space = dict(final)
+    if len(lr) > 1:
+        if final.get("schedule") == "constant" and not final.get("warmup_epochs"):
+            space = {"optimizer": final["optimizer"], "schedule": "piecewise"}
+            space["boundaries"] = [s.last for s in lr[:-1]]
+            space["values"] = [s.value for s in lr]
+            space.update({k: v for k, v in final.items() if k not in ("optimizer", "schedule", "lr")})
+        else:
+            replayable = False
+            notes.append(
+                f"lr (the {final.get('schedule')} schedule's initial rate) changed mid-run and no single "
+                "schedule replays that: the fragment is the final configuration, not a replay."
+            )
+    if len(momentum) > 1:
+        notes.append(
+            "momentum changed across epochs and there is no momentum schedule: the replay uses the "
+            f"final momentum, {momentum[-1].value:.4g}, for every epoch."
+        )
+    for key in changed:
+        notes.append(f"{key} changed across epochs: the replay uses its final value, {final.get(key)!r}.")
+    return LearnedSchedule(
+        trial_id=trial.trial_id,
+        lr=lr,
+        momentum=momentum,
+        changed=changed,
+        lineage=segments(epochs, list(trial.trained_by)),
+        space=space,
+        replayable=replayable,
+        notes=tuple(notes),
+    )
+
+
+def _choose_population(sweep: SweepResults, metric: str, mode: str, family: str | None) -> Choice:
+    """:func:`choose_from` on a PBT sweep: the best member of the final population.
+
+    Members copy each other's weights, so they are not repeats of a
+    configuration: each is ranked alone, at its final epoch, and the
+    winner's :class:`LearnedSchedule` is the answer.
+    """
+    pool, counts, fallback, scored, unscored = _scored(sweep, metric, mode, family, "final")
+    eligible_statuses = ("stopped_early", "running") if fallback else ("done",)
+    sign = -1 if mode == "max" else 1
+    scored.sort(key=lambda tv: (sign * tv[1], tv[0].trial_id))
+    ranked = tuple(_candidate(t.config, t.family, [v], [t.trial_id]) for t, v in scored)
+    winner = scored[0][0]
+    learned = learned_schedule(winner)
+    lines = [
+        f"PBT: compared the final population, {len(scored)} member{'s' if len(scored) != 1 else ''} "
+        f"on {metric} ({mode}) at each member's final epoch."
+    ]
+    if fallback:
+        lines.append(
+            "No member has run every epoch yet: compared at their last epoch, which is not a fair "
+            "comparison; choose again when the sweep has finished."
+        )
+    lines += _excluded(counts, eligible_statuses, unscored, metric)
+    tied = [c.trial_ids[0] for c in ranked[1:] if c.mean == ranked[0].mean]
+    if tied:
+        lines.append(
+            f"Tied with {', '.join(tied)} on {metric} (often the same model: members that copied the same "
+            f"donor alike); picked the first by trial id."
+        )
+    lines.append(
+        "Members copy each other's weights (exploits), so their values are not independent repeats "
+        "and no confidence interval is given; train the fragment again over several seeds "
+        "(--set repeats=3) to confirm the learned schedule."
+    )
+    lines += learned.notes
+    return Choice(
+        metric=metric,
+        mode=mode,
+        at="final",
+        best=ranked[0],
+        within_noise=(),
+        ranked=ranked,
+        note=" ".join(lines),
+        learned=learned,
+    )
+
+
 # --- output -------------------------------------------------------------------
 
 
 def _flow(config: Mapping[str, Any]) -> str:
-    import yaml
-
     return yaml.safe_dump(dict(config), default_flow_style=True, sort_keys=False, width=10_000).strip()
 
 
@@ -592,11 +827,14 @@ def format_choice(choice: Choice, fmt: Literal["yaml", "json"] = "yaml") -> str:
             "within_noise": [_as_json(c) for c in choice.within_noise],
             "note": choice.note,
         }
+        if choice.learned is not None:
+            data["population"] = [_as_json(c) for c in choice.ranked]
+            data["learned_schedule"] = _learned_json(choice.learned)
         return json.dumps(data, indent=2, allow_nan=False) + "\n"
     if fmt != "yaml":
         raise ValueError(f"`fmt` must be 'yaml' or 'json'. Received: fmt={fmt!r}")
-    import yaml
-
+    if choice.learned is not None:
+        return _format_population(choice, choice.learned)
     best = choice.best
     lines = [
         f"# best {choice.metric} ({choice.mode}) at each trial's {choice.at} epoch: {best.family}",
@@ -608,5 +846,66 @@ def format_choice(choice: Choice, fmt: Literal["yaml", "json"] = "yaml") -> str:
         lines.append("# within noise of the best (95% CIs overlap), not separated by this sweep:")
         lines += [f"#   {c.family}: {_flow(c.config)}  {_spread(c)}" for c in choice.within_noise]
     lines += ["# " + line for line in textwrap.wrap(choice.note, 100)]
-    lines.append(yaml.safe_dump({"space": dict(best.config)}, sort_keys=False).rstrip())
+    lines.append(yaml.dump({"space": dict(best.config)}, Dumper=_FlowLists, sort_keys=False).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _runs(runs: Sequence[Segment], fmt: str = "{:.4g}") -> str:
+    """``epochs 1-3: 0.01, 4-6: 0.012`` for comment lines."""
+    parts = [
+        f"{s.first}-{s.last}: {fmt.format(s.value)}"
+        if s.last > s.first
+        else f"{s.first}: {fmt.format(s.value)}"
+        for s in runs
+    ]
+    return "epochs " + ", ".join(parts)
+
+
+def _runs_json(runs: Sequence[Segment], name: str = "value") -> list[dict[str, Any]]:
+    return [{"epochs": [s.first, s.last], name: s.value} for s in runs]
+
+
+def _learned_json(learned: LearnedSchedule) -> dict[str, Any]:
+    return {
+        "trial_id": learned.trial_id,
+        "lr": _runs_json(learned.lr),
+        "momentum": _runs_json(learned.momentum),
+        "changed": {k: _runs_json(r) for k, r in learned.changed.items()},
+        "lineage": _runs_json(learned.lineage, "trained_by"),
+        "space": dict(learned.space),
+        "replayable": learned.replayable,
+        "notes": list(learned.notes),
+    }
+
+
+class _FlowLists(yaml.SafeDumper):
+    """Safe YAML with block mappings and inline lists: ``boundaries: [3, 5]``."""
+
+
+_FlowLists.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+)
+
+
+def _format_population(choice: Choice, learned: LearnedSchedule) -> str:
+    """The YAML output of a PBT choice: the winner, its schedule and lineage, the fragment."""
+    best = choice.best
+    lines = [
+        f"# PBT: best {choice.metric} ({choice.mode}) of the final population at its final epoch: "
+        f"{best.trial_ids[0]} ({best.family})",
+        f"# {choice.metric} {best.mean:.4f} (one member: members share weights, so no spread over repeats)",
+        "# final population: " + ", ".join(f"{c.trial_ids[0]} {c.mean:.4f}" for c in choice.ranked),
+        f"# learned lr (config.lr, in effect each epoch): {_runs(learned.lr)}",
+    ]
+    if len(learned.momentum) > 1:
+        lines.append(f"# learned momentum: {_runs(learned.momentum)}")
+    for key, runs in learned.changed.items():
+        lines.append(f"# learned {key}: {_runs(runs, '{}')}")
+    lineage = ", ".join(
+        f"{s.first}-{s.last} by {s.value}" if s.last > s.first else f"{s.first} by {s.value}"
+        for s in learned.lineage
+    )
+    lines.append(f"# lineage (trained_by): epochs {lineage}")
+    lines += ["# " + line for line in textwrap.wrap(choice.note, 100)]
+    lines.append(yaml.dump({"space": dict(learned.space)}, Dumper=_FlowLists, sort_keys=False).rstrip())
     return "\n".join(lines) + "\n"

@@ -183,7 +183,10 @@ def best(
     ] = "final",
     format_: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
 ):
-    """Print the best configuration (mean over repeats), or the ones within noise of it."""
+    """Print the best configuration (mean over repeats), or the ones within noise of it.
+
+    On a PBT sweep: the best member of the final population and the schedule it learned.
+    """
     from lrtune.best import choose, format_choice
 
     if at not in ("final", "best"):

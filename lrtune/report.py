@@ -14,6 +14,10 @@ fine) and draws, each only where it applies (otherwise the page says why):
 5. early stopping: epochs run against a full run of every trial;
 6. a table of every trial, errors included.
 
+A PBT sweep gets first the rate (and momentum) each member trained with,
+epoch by epoch, with its exploits marked and the winner in bold
+(:func:`figure_population`); its pick is the winner's learned schedule.
+
 The page starts with :func:`lrtune.best.choose`'s pick. Figures are drawn
 with Matplotlib's object API (no pyplot, no display, no global state) and
 embedded in the HTML as base64 PNG; the PNG files are written beside it.
@@ -102,7 +106,13 @@ def write_report(sweep_dir: str, output: str | None = None, *, figures_dir: str 
 
     picks, unpicked = _family_picks(sweep)
     colors = _colors(sweep.families())
-    sections: list[tuple[str, str, Callable[[], object]]] = [
+    sections: list[tuple[str, str, Callable[[], object]]] = []
+    exploits = _recorded_exploits(sweep_dir) if sweep.pbt else None
+    if sweep.pbt:
+        sections.append(
+            ("pbt", "PBT: the rate each member trained with", lambda: figure_population(sweep, exploits))
+        )
+    sections += [
         ("lr", "Learning rate by epoch", lambda: figure_lr(sweep, colors)),
         ("curves", "Loss and accuracy by epoch", lambda: figure_curves(sweep, picks, colors)),
         ("families", f"{sweep.metric} by family", lambda: figure_families(sweep, picks, colors)),
@@ -123,7 +133,8 @@ def write_report(sweep_dir: str, output: str | None = None, *, figures_dir: str 
         data = base64.b64encode(path.read_bytes()).decode()
         blocks.append(
             f"<h2>{html.escape(title)}</h2>\n<img src='data:image/png;base64,{data}' "
-            f"alt='{html.escape(title)}'>" + _caption(slug, picks, unpicked)
+            f"alt='{html.escape(title)}'>"
+            + (_population_caption(sweep, exploits) if slug == "pbt" else _caption(slug, picks, unpicked))
         )
     out.write_text(_page(sweep, blocks), encoding="utf-8")
     return ReportFiles(html=str(out), pngs=pngs)
@@ -177,9 +188,23 @@ def _longest(sweep: SweepResults) -> int:
 # --- 1. learning rate -----------------------------------------------------------
 
 
+def _log_axis(ax, low: float, high: float) -> None:
+    """A log y axis for rates from ``low`` to ``high``, labelled in plain numbers within a decade."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+
+    ax.set_yscale("log")
+    if high < 10 * low:
+        # Within a decade a log axis has no major tick, and Matplotlib labels the minor ones
+        # 4.95x10^-2 (or, for a flat line, crowds them): a few plain numbers read better.
+        ax.set_ylim(low / 1.25, high * 1.25)
+        ax.yaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+
+
 def figure_lr(sweep: SweepResults, colors: dict[str, str]):
     """LR applied at each epoch, one panel per family, one line per trial."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+    from matplotlib.ticker import MaxNLocator
 
     trials = [
         t for t in sweep.trials if np.any(np.isfinite(t.curves.get("lr", [])) & (t.curves.get("lr", 0) > 0))
@@ -212,14 +237,7 @@ def figure_lr(sweep: SweepResults, colors: dict[str, str]):
                 markevery=[-1] if diverged else None,
             )
             low, high = min(low, lr[ok].min()), max(high, lr[ok].max())
-        ax.set_yscale("log")
-        if high < 10 * low:
-            # Within a decade a log axis has no major tick, and Matplotlib labels the minor ones
-            # 4.95x10^-2 (or, for a flat line, crowds them): a few plain numbers read better.
-            ax.set_ylim(low / 1.25, high * 1.25)
-            ax.yaxis.set_major_locator(MaxNLocator(5))
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-            ax.yaxis.set_minor_locator(NullLocator())
+        _log_axis(ax, low, high)
         ax.set_xlim(1, last)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{fam} ({len(members)} trial{'s' if len(members) != 1 else ''})", fontsize=10)
@@ -230,6 +248,149 @@ def figure_lr(sweep: SweepResults, colors: dict[str, str]):
         ax.set_visible(False)
     dashed = "; dashed, ending in x: diverged" if any(t.status == "diverged" for t in trials) else ""
     fig.suptitle(f"Learning rate applied at the end of each epoch, per family (log scale{dashed})")
+    return fig
+
+
+# --- PBT: the population -----------------------------------------------------------
+
+
+def exploit_epochs(trial: Trial) -> list[int]:
+    """Epochs whose ``trained_by`` differs from the epoch before: a trial took over a copy there.
+
+    The epoch returned is the first one trained after the copy, so its
+    ``config.*`` values are the perturbed ones. The rows hold the history
+    of the model the trial ended with, so these are the exploits on its
+    lineage: its own last one (``trained_by`` turns to the trial itself)
+    and its donors' before it.
+
+    >>> t = Trial("b", "done", "constant", {}, epochs=np.arange(1, 6), trained_by=("a", "a", "b", "b", "b"))
+    >>> exploit_epochs(t)
+    [3]
+    """
+    return [
+        int(trial.epochs[i])
+        for i in range(1, len(trial.trained_by))
+        if trial.trained_by[i] != trial.trained_by[i - 1]
+    ]
+
+
+def _recorded_exploits(sweep_dir: str) -> int | None:
+    """How many exploits ``exploits.parquet`` records; None where the sweep has none."""
+    import pyarrow.parquet as pq
+
+    from lrtune.results import filesystem
+
+    fs_, root = filesystem(sweep_dir)
+    try:
+        return pq.read_metadata(f"{root.rstrip('/')}/exploits.parquet", filesystem=fs_).num_rows
+    except FileNotFoundError:
+        return None
+
+
+def _status(t: Trial) -> str:
+    return t.status.replace("_", " ")
+
+
+def _winner(sweep: SweepResults) -> str | None:
+    try:
+        learned = choose_from(sweep).learned
+    except ValueError:
+        return None
+    return learned.trial_id if learned is not None else None
+
+
+def _exploits_drawn(trials: Sequence[Trial]) -> set[tuple[str, int]]:
+    """(trial that copied, first epoch after) of each exploit on the members' rows, each once.
+
+    A donor's exploit shows in every member descended from it: counted once.
+    """
+    return {
+        (t.trained_by[int(np.flatnonzero(t.epochs == e)[0])], e) for t in trials for e in exploit_epochs(t)
+    }
+
+
+def _population_caption(sweep: SweepResults, recorded: int | None) -> str:
+    """Under the PBT figure: the winner, and the exploits drawn and recorded."""
+    drawn = _exploits_drawn(sweep.trials)
+    winner = _winner(sweep)
+    parts = [f"Winner (bold): {winner}." if winner else "No winner yet."]
+    parts.append(
+        f"{len(drawn)} exploit{'s' if len(drawn) != 1 else ''} drawn: epochs where trained_by changes "
+        "along a member's rows (its own last copy and its donors' before it)."
+    )
+    if recorded is not None:
+        parts.append(
+            f"exploits.parquet records {recorded}; those not drawn were on models later replaced by another copy."
+        )
+    return f"<p class='caption'>{html.escape(' '.join(parts))}</p>"
+
+
+def figure_population(sweep: SweepResults, recorded: int | None = None):
+    """Each member's ``config.lr`` (and momentum) per epoch, exploits marked, the winner bold.
+
+    The values are those in effect in each epoch of the model the member
+    ended with, its donors' epochs included; an exploit marker sits on the
+    first epoch trained after a copy. ``recorded``: the exploits
+    ``exploits.parquet`` counts, said in the title beside those drawn.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    members = [
+        t for t in sweep.trials if len(t.epochs) and any(v is not None for v in t.hparams.get("lr", ()))
+    ]
+    if not members:
+        return "no member has recorded an epoch with a learning rate yet"
+    winner = _winner(sweep)
+    keys = ["lr"] + [
+        k
+        for k in ("momentum",)
+        if len({v for t in members for v in t.hparams.get(k, ()) if v is not None}) > 1
+    ]
+    fig = _figure(10, 3.6 * len(keys) + 1.2)
+    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors
+    for i, t in enumerate(sorted(members, key=lambda t: t.trial_id == winner)):
+        best = t.trial_id == winner
+        color = "black" if best else palette[i % len(palette)]
+        marks = exploit_epochs(t)
+        for ax, key in zip(axes, keys, strict=True):
+            values = np.array([np.nan if v is None else v for v in t.hparams[key]], dtype=float)
+            ax.plot(
+                t.epochs,
+                values,
+                drawstyle="steps-mid",
+                color=color,
+                lw=2.6 if best else 1.2,
+                alpha=1.0 if best else 0.75,
+                zorder=3 if best else 2,
+                label=t.trial_id
+                + (" (winner)" if best else "")
+                + (f" ({_status(t)})" if t.status != "done" else ""),
+            )
+            at = np.isin(t.epochs, marks)
+            ax.scatter(t.epochs[at], values[at], marker="v", s=70, color=color, edgecolor="black", zorder=4)
+    for ax, key in zip(axes, keys, strict=True):
+        if key == "lr":
+            rates = [v for t in members for v in t.hparams["lr"] if v is not None and v > 0]
+            _log_axis(ax, min(rates), max(rates))
+        ax.set_ylabel("learning rate in effect (config.lr)" if key == "lr" else "momentum in effect")
+        ax.grid(alpha=0.3, which="both")
+    axes[-1].set_xlabel("epoch")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Line2D([], [], marker="v", ls="", color="grey", markersize=8))
+    labels.append("exploit: first epoch after a copy (trained_by changes)")
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=8)
+    drawn = len(_exploits_drawn(members))
+    counted = "" if recorded is None else f"; exploits.parquet records {recorded}"
+    fig.suptitle(
+        f"PBT: each member's model epoch by epoch, the value in effect (its donors' epochs included)\n"
+        f"{drawn} exploit{'s' if drawn != 1 else ''} on the surviving lineages{counted}",
+        fontsize=11,
+    )
     return fig
 
 

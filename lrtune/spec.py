@@ -41,7 +41,7 @@ from lrtune.schedules import (
     required_params,
     schedule_params,
 )
-from lrtune.space import PARAMS, Dist, Range, SpaceError, parse_dist
+from lrtune.space import DISTRIBUTIONS, PARAMS, Dist, SpaceError, parse_dist
 
 __all__ = ["SweepSpec", "SweepFileError", "load_spec", "parse_spec", "apply_overrides", "Arm"]
 
@@ -153,9 +153,11 @@ class Pbt(_Strict):
     """Population-based training over ``lr`` and ``momentum``.
 
     ``mutations`` defaults to the space's own distributions of ``lr`` and
-    ``momentum``; every ``perturbation_interval`` epochs the worst
-    ``quantile_fraction`` of trials copy a better trial's checkpoint and
-    perturb its values.
+    ``momentum`` (the sampled ones); every ``perturbation_interval`` epochs
+    the worst ``quantile_fraction`` of trials copy a better trial's
+    checkpoint and perturb its values. ``mutations`` is kept as written
+    (``sweep.yaml`` saves it so) and checked against the space by
+    :class:`SweepSpec`.
     """
 
     perturbation_interval: PositiveInt = 2
@@ -312,6 +314,83 @@ def _check_fixed_schedules(arm: Arm, epochs: int, where: str) -> None:
                 raise ValueError(f"{where}: {e}{at}") from None
 
 
+#: What PBT may not perturb: a trained state is built for its optimizer and schedule.
+_NOT_PERTURBED = ("optimizer", "schedule")
+
+
+def _pbt_mutations(spec: SweepSpec) -> dict[str, Dist]:
+    """PBT's mutations, checked against every arm: see :meth:`SweepSpec.pbt_mutations`.
+
+    PBT copies a better trial's whole configuration, then perturbs the
+    mutated keys: with several arms a member may continue any arm's
+    model, so every key it perturbs must be one every arm sets (Ray
+    Tune reads the donor's value of it), and ``mutations`` must be given.
+
+    Raises:
+        SpaceError: a key that is unknown, not a distribution, out of its
+            range, the optimizer or schedule, or not set by an arm; or
+            nothing to perturb.
+    """
+    where = "scheduler.pbt.mutations"
+    raw = spec.scheduler.pbt.mutations
+    several = len(spec.space) > 1
+    if raw is None:
+        if several:
+            raise SpaceError(
+                "scheduler.pbt",
+                "with several arms give mutations, the hyperparameters to perturb, each one that every "
+                "arm sets (e.g. mutations: {lr: {loguniform: [1.0e-3, 0.3]}}): PBT copies whole "
+                "configurations between arms",
+            )
+        sampled = {
+            k: d for k, d in spec.space[0].params.items() if k in ("lr", "momentum") and d.kind != "fixed"
+        }
+        if not sampled:
+            raise SpaceError(
+                "scheduler.pbt",
+                "nothing to perturb: the space samples neither lr nor momentum and there are no "
+                "mutations; sample one (e.g. lr: {loguniform: [1.0e-3, 0.3]}) or give mutations "
+                "(to train a fixed schedule, such as one `lrtune best` printed, use scheduler: fifo)",
+            )
+        return sampled
+    if not raw:
+        raise SpaceError(
+            where,
+            "is empty: name at least one hyperparameter to perturb, e.g. {lr: {loguniform: [1.0e-3, 0.3]}}, "
+            "or leave mutations out to perturb the space's sampled lr and momentum",
+        )
+    dists = {}
+    for key, value in raw.items():
+        key = str(key)
+        try:
+            dist = parse_dist(key, value)
+        except SpaceError as e:
+            raise SpaceError(f"{where}.{e.key}", str(e).split(": ", 1)[1]) from None
+        if key in _NOT_PERTURBED:
+            raise SpaceError(
+                f"{where}.{key}",
+                f"PBT cannot change the {key} of a trained model (its state is built for it); "
+                "perturb numbers such as lr or momentum, and put each optimizer or schedule in its own arm",
+            )
+        if dist.kind == "fixed":
+            raise SpaceError(
+                f"{where}.{key}",
+                f"{value!r} is a single value, nothing to perturb within; give a distribution: "
+                f"{', '.join(f'{{{name}: ...}}' for name in DISTRIBUTIONS)}",
+            )
+        for i, arm in enumerate(spec.space):
+            if key not in arm.params:
+                arm_at = f"space.{i}" if several else "space"
+                raise SpaceError(
+                    f"{where}.{key}",
+                    f"{arm_at} ({arm.label}) does not set {key}; PBT perturbs a value every trial runs "
+                    f"with, so each arm must set it: add {key} to {arm_at} or remove it from mutations "
+                    f"({arm_at} sets {', '.join(arm.params)})",
+                )
+        dists[key] = dist
+    return dists
+
+
 class SweepSpec(_Strict):
     """A whole sweep, as written in a sweep file."""
 
@@ -366,46 +445,23 @@ class SweepSpec(_Strict):
         for i, arm in enumerate(self.space):
             _check_fixed_schedules(arm, self.epochs, f"space.{i}" if len(self.space) > 1 else "space")
         if self.scheduler.name == "pbt":
-            self._check_pbt()
+            if self.search == "tpe":
+                raise ValueError(
+                    "search: tpe cannot run with scheduler pbt (Ray Tune refuses a search algorithm "
+                    "beside PopulationBasedTraining, which makes new configurations itself); "
+                    "use search: random or grid"
+                )
+            _pbt_mutations(self)
         return self
 
-    def _check_pbt(self) -> None:
-        if len(self.space) != 1:
-            raise ValueError("scheduler.pbt: PBT runs one population; the space must have one arm")
-        if self.search == "tpe":
-            raise ValueError(
-                "scheduler.pbt: PBT picks its own configurations and Ray Tune runs it with no "
-                "searcher; use search: random or grid with pbt, or another scheduler with tpe"
-            )
-        arm = self.space[0]
-        mutations = self.scheduler.pbt.mutations
-        if mutations is None:
-            if not any(k in ("lr", "momentum") and d.kind != "fixed" for k, d in arm.params.items()):
-                raise ValueError(
-                    "scheduler.pbt: nothing to perturb: sample lr or momentum in the space "
-                    "(e.g. lr: {loguniform: [1.0e-3, 0.3]}) or give scheduler.pbt.mutations"
-                )
-            return
-        if not mutations:
-            raise ValueError(
-                "scheduler.pbt.mutations: give at least one hyperparameter, e.g. {lr: {loguniform: [1.0e-3, 0.3]}}"
-            )
-        for key, raw in mutations.items():
-            where = f"scheduler.pbt.mutations.{key}"
-            if key not in arm.params or not isinstance(PARAMS.get(key), Range):
-                numeric = [k for k in arm.params if isinstance(PARAMS.get(k), Range)]
-                raise ValueError(
-                    f"{where}: PBT perturbs the numeric hyperparameters this space sets: {', '.join(numeric)}"
-                )
-            try:
-                dist = parse_dist(key, raw)
-            except SpaceError as e:
-                raise ValueError(f"scheduler.pbt.mutations.{e}") from None
-            if dist.kind == "fixed" or dist.kind == "randint":
-                raise ValueError(
-                    f"{where}: a mutation is a list of values or one of uniform, loguniform, quniform, "
-                    f"qloguniform; got {dist.kind}"
-                )
+    def pbt_mutations(self) -> dict[str, Dist]:
+        """What PBT perturbs, key -> :class:`~lrtune.space.Dist`; empty without PBT.
+
+        ``scheduler.pbt.mutations`` when given, else the space's sampled
+        (not fixed) ``lr`` and ``momentum``. Validated with the spec, so
+        this does not raise on a :class:`SweepSpec`.
+        """
+        return _pbt_mutations(self) if self.scheduler.name == "pbt" else {}
 
     @property
     def metric_mode(self) -> str:
@@ -503,8 +559,6 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], source: st
     ...                 ["epochs=3", "space.lr.grid=[0.1, 0.01]"], "x.yaml")
     {'epochs': 3, 'space': {'lr': {'grid': [0.1, 0.01]}}}
     """
-    from lrtune.space import DISTRIBUTIONS
-
     data = copy.deepcopy(dict(raw))
     for item in overrides:
         key, sep, text = item.partition("=")

@@ -127,26 +127,16 @@ def make_scheduler(spec: SweepSpec):
             quantile_fraction=s.quantile_fraction,
             resample_probability=s.resample_probability,
             hyperparam_mutations={"arm": pbt_mutations(spec)},
-            custom_explore_fn=KeepInBounds(pbt_distributions(spec)),
+            custom_explore_fn=KeepInBounds(spec.pbt_mutations()),
         )
     return FIFOScheduler()
 
 
-def pbt_distributions(spec: SweepSpec) -> dict[str, Any]:
-    """What PBT perturbs: the file's ``mutations``, or the space's sampled lr and momentum."""
-    from lrtune.space import parse_dist
-
-    pbt = spec.scheduler.pbt
-    if pbt.mutations:
-        return {k: parse_dist(k, v) for k, v in pbt.mutations.items()}
-    return {k: d for k, d in spec.space[0].params.items() if k in ("lr", "momentum") and d.kind != "fixed"}
-
-
 def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
-    """PBT's ``hyperparam_mutations`` for the trial config's ``arm``."""
+    """PBT's ``hyperparam_mutations`` for the trial config's ``arm`` (:meth:`SweepSpec.pbt_mutations`)."""
     return {
         key: list(dist.args) if dist.kind in ("grid", "choice") else dist.to_tune()
-        for key, dist in pbt_distributions(spec).items()
+        for key, dist in spec.pbt_mutations().items()
     }
 
 

@@ -35,12 +35,18 @@ def run(
     repeat: int = 0,
     status: str = "done",
     error: str | None = None,
+    hparams: Sequence[Mapping[str, Any]] | None = None,
+    trained_by: Sequence[int | None] | None = None,
 ) -> dict[str, Any]:
     """One trial: ``config`` (optimizer, schedule, lr, ...) and its curve.
 
     ``val_loss`` defaults to ``2.3 * (1 - val_accuracy) + 0.1``; NaN in
     either marks a diverged epoch. An empty curve is a trial that failed
     before its first epoch (it appears in ``trials.parquet`` only).
+
+    PBT: ``hparams[e]`` overrides ``config`` in epoch ``e + 1`` (the values
+    in effect then), and ``trained_by[e]`` is the index of the run that
+    trained that epoch (None: this run).
     """
     accuracy = [float(a) for a in val_accuracy]
     loss = [2.3 * (1 - a) + 0.1 for a in accuracy] if val_loss is None else [float(v) for v in val_loss]
@@ -53,13 +59,16 @@ def run(
         "repeat": repeat,
         "status": status,
         "error": error,
+        "hparams": list(hparams) if hparams is not None else [{}] * len(accuracy),
+        "trained_by": list(trained_by) if trained_by is not None else [None] * len(accuracy),
     }
 
 
 def _lr(config: Mapping[str, Any], epochs: int) -> list[float]:
     name = config.get("schedule", "constant")
     params = {p: config[p] for p in schedule_params(name) if p in config}
-    params.setdefault("lr", 0.1)
+    if "lr" in schedule_params(name):
+        params.setdefault("lr", 0.1)
     return [float(v) for v in lr_by_epoch(make_schedule(name, **params), epochs, STEPS_PER_EPOCH)]
 
 
@@ -73,6 +82,7 @@ def write_sweep(
     name: str = "synthetic",
     trials_file: bool = True,
     sweep_file: bool = True,
+    scheduler: Any = None,
 ) -> str:
     """Write the results of ``runs`` under ``directory``; returns it as a string."""
     root = Path(directory)
@@ -80,11 +90,13 @@ def write_sweep(
     metric_rows, trial_rows = [], []
     for i, r in enumerate(runs):
         trial_id = f"{name}_{i:05d}"
-        config = config_columns(r["config"])
-        fam = family(config["config.optimizer"], config["config.schedule"])
-        lrs = _lr(r["config"], len(r["val_accuracy"]))
         n = len(r["val_accuracy"])
+        final = config_columns({**r["config"], **(r["hparams"][-1] if n else {})})
+        fam = family(final["config.optimizer"], final["config.schedule"])
         for e in range(n):
+            in_effect = {**r["config"], **r["hparams"][e]}
+            config = config_columns(in_effect)
+            donor = r["trained_by"][e]
             va, vl = r["val_accuracy"][e], r["val_loss"][e]
             last = e == n - 1
             row_status = r["status"] if last and r["status"] in ("done", "diverged") else "running"
@@ -93,7 +105,7 @@ def write_sweep(
                     "sweep": name,
                     "trial_id": trial_id,
                     "epoch": e + 1,
-                    "lr": lrs[e],
+                    "lr": _lr(in_effect, n)[e],
                     "loss": vl * 0.9,
                     "accuracy": min(1.0, va + 0.03) if math.isfinite(va) else math.nan,
                     "val_loss": vl,
@@ -104,6 +116,8 @@ def write_sweep(
                     "timestamp": T0 + dt.timedelta(seconds=10 * i + e),
                     "node": "node-a",
                     "node_id": "a" * 8,
+                    "run": f"run-{i if donor is None else donor}",
+                    "trained_by": trial_id if donor is None else f"{name}_{donor:05d}",
                     "arm": fam,
                     "family": fam,
                     "repeat": r["repeat"],
@@ -133,7 +147,7 @@ def write_sweep(
                 "family": fam,
                 "repeat": r["repeat"],
                 "seed": r["repeat"],
-                **config,
+                **final,
             }
         )
     pq.write_table(
@@ -145,6 +159,8 @@ def write_sweep(
         spec = {"name": name, "epochs": epochs, "metric": metric, "repeats": 2, "space": []}
         if mode is not None:
             spec["mode"] = mode
+        if scheduler is not None:
+            spec["scheduler"] = scheduler
         for r in runs:
             if r["config"] not in spec["space"]:
                 spec["space"].append(dict(r["config"]))
@@ -199,3 +215,42 @@ def everything(directory: str | Path, *, epochs: int = 8, **kwargs: Any) -> str:
     runs.append(run(sgd("constant", lr=0.3), [], status="error", error="ValueError: out of memory on GPU 0"))
     runs.append(run(sgd("constant", lr=0.001), rising(0.1, 0.2, 3), status="stopped_early"))
     return write_sweep(directory, runs, epochs=epochs, name="everything", **kwargs)
+
+
+# --- a PBT population ----------------------------------------------------------
+
+PBT_SCHEDULER = {"pbt": {"perturbation_interval": 3, "quantile_fraction": 0.5}}
+SGD = {"optimizer": "sgd", "schedule": "constant", "lr": 0.05, "momentum": 0.9}
+
+
+def member(values, hparams, trained_by=None, **kwargs):
+    """A PBT member: its final model's rows, ``hparams[e]`` in effect in epoch e + 1."""
+    return run(SGD, values, hparams=hparams, trained_by=trained_by, **kwargs)
+
+
+def population(
+    directory: str | Path,
+    *,
+    epochs: int = 6,
+    winner_hparams=None,
+    winner_trained_by=(1, 1, 1, None, None, None),
+):
+    """A finished PBT sweep of four members with known answers.
+
+    Member 2 cloned member 1 after epoch 3 (its rows 1-3 are 1's, trained
+    with lr 0.05 and momentum 0.9), went on with lr 0.06 and momentum 0.72
+    and wins at 0.80; member 1 ends at 0.75, member 0 (lr 0.01) at 0.60,
+    member 3 diverged in epoch 2. ``winner_hparams``/``winner_trained_by``
+    replace member 2's values in effect and lineage.
+    """
+    own = [{"lr": 0.05, "momentum": 0.9}] * epochs
+    winner_hparams = (
+        winner_hparams or [{"lr": 0.05, "momentum": 0.9}] * 3 + [{"lr": 0.06, "momentum": 0.72}] * 3
+    )
+    runs = [
+        member(rising(0.3, 0.60, epochs), [{"lr": 0.01, "momentum": 0.8}] * epochs),
+        member(rising(0.3, 0.75, epochs), own),
+        member(rising(0.3, 0.80, epochs), winner_hparams, winner_trained_by),
+        member([0.2, math.nan], [{"lr": 0.3, "momentum": 0.9}] * 2, status="diverged"),
+    ]
+    return write_sweep(directory, runs, epochs=epochs, scheduler=PBT_SCHEDULER)

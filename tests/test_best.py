@@ -10,14 +10,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synthetic_results import run, sgd, write_sweep  # noqa: E402
+from synthetic_results import PBT_SCHEDULER, STEPS_PER_EPOCH, member, population, run, sgd, write_sweep  # noqa: E402
 
-from lrtune.best import choose, format_choice, t_critical  # noqa: E402
+from lrtune.best import Segment, choose, format_choice, segments, t_critical  # noqa: E402
+from lrtune.schedules import lr_by_epoch, make_schedule  # noqa: E402
 from lrtune.spec import parse_spec  # noqa: E402
 
 A = sgd("step", lr=0.05, drop=0.5, epochs_drop=2)
@@ -189,6 +191,13 @@ def test_family_filter_chooses_within_that_family_only(tmp_path):
     assert [c.family for c in choice.ranked] == ["adam"]
 
 
+def test_a_piecewise_schedule_is_chosen_with_its_lists(tmp_path):
+    piecewise = {"optimizer": "sgd", "schedule": "piecewise", "boundaries": [2], "values": [0.1, 0.01]}
+    choice = choose(write_sweep(tmp_path, finals(piecewise, [0.80, 0.78]) + finals(B, [0.6, 0.61]), epochs=3))
+    assert choice.best.n == 2 and choice.best.config["boundaries"] == [2]
+    assert "  boundaries: [2]\n  values: [0.1, 0.01]\n" in format_choice(choice)
+
+
 def test_candidate_config_holds_only_the_settings_that_apply(tmp_path):
     choice = choose(write_sweep(tmp_path, finals(ADAM, [0.7, 0.72]), epochs=3))
     assert choice.best.config == {
@@ -285,3 +294,155 @@ def test_bad_arguments_are_rejected_with_the_value(tmp_path, kwargs, message):
     d = write_sweep(tmp_path, finals(A, [0.8]), epochs=3)
     with pytest.raises(ValueError, match=message):
         choose(d, **kwargs)
+
+
+# --- PBT: the final population and the schedule the winner learned --------------------
+
+
+def test_pbt_picks_the_best_member_of_the_final_population_alone(tmp_path):
+    choice = choose(population(tmp_path))
+    assert choice.best.trial_ids == ("synthetic_00002",) and choice.best.n == 1
+    assert choice.best.mean == pytest.approx(0.80)
+    assert [c.trial_ids[0] for c in choice.ranked] == [
+        "synthetic_00002",
+        "synthetic_00001",
+        "synthetic_00000",
+    ]
+    assert choice.within_noise == ()
+    assert "PBT: compared the final population, 3 members" in choice.note
+    assert "1 diverged (never chosen)" in choice.note
+    assert "not independent repeats" in choice.note
+
+
+def test_pbt_learned_schedule_reads_the_values_in_effect_and_the_lineage(tmp_path):
+    learned = choose(population(tmp_path)).learned
+    assert learned.lr == (Segment(1, 3, 0.05), Segment(4, 6, 0.06))
+    assert learned.momentum == (Segment(1, 3, 0.9), Segment(4, 6, 0.72))
+    assert learned.lineage == (Segment(1, 3, "synthetic_00001"), Segment(4, 6, "synthetic_00002"))
+    assert learned.space == {
+        "optimizer": "sgd",
+        "schedule": "piecewise",
+        "boundaries": [3],
+        "values": [0.05, 0.06],
+        "momentum": 0.72,
+        "nesterov": False,
+        "weight_decay": 0.0,
+    }
+
+
+def test_pbt_equal_rates_across_a_lineage_boundary_are_one_segment(tmp_path):
+    hparams = [{"lr": 0.05}] * 4 + [{"lr": 0.04}] * 2
+    learned = choose(
+        population(tmp_path, winner_hparams=hparams, winner_trained_by=(0, 0, 1, 1, None, None))
+    ).learned
+    assert learned.lr == (Segment(1, 4, 0.05), Segment(5, 6, 0.04))
+    assert [s.value for s in learned.lineage] == ["synthetic_00000", "synthetic_00001", "synthetic_00002"]
+    assert learned.space["boundaries"] == [4] and learned.space["values"] == [0.05, 0.04]
+    assert len(learned.momentum) == 1 and "momentum" not in choose(population(tmp_path)).learned.changed
+
+
+def test_pbt_fragment_is_a_piecewise_schedule_that_replays_the_winners_lr(tmp_path):
+    d = population(tmp_path)
+    text = format_choice(choose(d))
+    data = yaml.safe_load(text)
+    assert list(data) == ["space"]
+    spec = parse_spec({"name": "replay", "epochs": 6, **data}, "best.yaml")
+    arm = {k: dist.args[0] for k, dist in spec.space[0].params.items()}
+    schedule = make_schedule("piecewise", boundaries=arm["boundaries"], values=arm["values"])
+    winner = pq.read_table(Path(d) / "metrics", filters=[("trial_id", "=", "synthetic_00002")])
+    replayed = lr_by_epoch(schedule, 6, STEPS_PER_EPOCH)
+    assert list(replayed) == winner.sort_by("epoch")["lr"].to_pylist() == [0.05] * 3 + [0.06] * 3
+
+
+def test_pbt_yaml_comments_give_the_population_schedule_lineage_and_the_momentum_replayed(tmp_path):
+    text = format_choice(choose(population(tmp_path)))
+    comments = [line for line in text.splitlines() if line.startswith("#")]
+    assert comments[0] == (
+        "# PBT: best val_accuracy (max) of the final population at its final epoch: synthetic_00002 (constant)"
+    )
+    assert (
+        "# final population: synthetic_00002 0.8000, synthetic_00001 0.7500, synthetic_00000 0.6000"
+        in comments
+    )
+    assert "# learned lr (config.lr, in effect each epoch): epochs 1-3: 0.05, 4-6: 0.06" in comments
+    assert "# learned momentum: epochs 1-3: 0.9, 4-6: 0.72" in comments
+    assert "# lineage (trained_by): epochs 1-3 by synthetic_00001, 4-6 by synthetic_00002" in comments
+    note = " ".join(line[2:] for line in comments)
+    assert "there is no momentum schedule: the replay uses the final momentum, 0.72, for every epoch" in note
+    assert "boundaries: [3]" in text and "values: [0.05, 0.06]" in text
+
+
+def test_pbt_json_has_the_population_and_the_learned_schedule(tmp_path):
+    data = json.loads(format_choice(choose(population(tmp_path)), "json"))
+    assert [c["trial_ids"] for c in data["population"]] == [
+        ["synthetic_00002"],
+        ["synthetic_00001"],
+        ["synthetic_00000"],
+    ]
+    learned = data["learned_schedule"]
+    assert learned["trial_id"] == "synthetic_00002" and learned["replayable"] is True
+    assert learned["lr"] == [{"epochs": [1, 3], "value": 0.05}, {"epochs": [4, 6], "value": 0.06}]
+    assert learned["momentum"] == [{"epochs": [1, 3], "value": 0.9}, {"epochs": [4, 6], "value": 0.72}]
+    assert learned["lineage"] == [
+        {"epochs": [1, 3], "trained_by": "synthetic_00001"},
+        {"epochs": [4, 6], "trained_by": "synthetic_00002"},
+    ]
+    assert learned["space"]["schedule"] == "piecewise" and learned["space"]["values"] == [0.05, 0.06]
+
+
+def test_pbt_winner_whose_lr_never_changed_is_a_constant_schedule(tmp_path):
+    choice = choose(population(tmp_path, winner_hparams=[{"lr": 0.07}] * 6))
+    assert choice.learned.space["schedule"] == "constant" and choice.learned.space["lr"] == 0.07
+    assert "boundaries" not in choice.learned.space
+    assert "space:\n  optimizer: sgd\n  schedule: constant\n  lr: 0.07\n" in format_choice(choice)
+
+
+def test_pbt_over_a_non_constant_schedule_says_the_fragment_is_no_replay(tmp_path):
+    hparams = [
+        {"schedule": "step", "drop": 0.5, "epochs_drop": 2, "lr": lr} for lr in [0.05] * 3 + [0.06] * 3
+    ]
+    learned = choose(population(tmp_path, winner_hparams=hparams)).learned
+    assert not learned.replayable
+    assert learned.space["schedule"] == "step" and learned.space["lr"] == 0.06
+    assert "no single schedule replays that: the fragment is the final configuration" in learned.notes[0]
+
+
+def test_pbt_members_tied_at_the_top_are_named_and_the_first_by_id_wins(tmp_path):
+    d = write_sweep(
+        tmp_path,
+        [
+            member([0.5, 0.7], [{"lr": 0.05}] * 2),
+            member([0.5, 0.7], [{"lr": 0.05}] * 2, trained_by=(0, None)),
+        ],
+        epochs=2,
+        scheduler=PBT_SCHEDULER,
+    )
+    choice = choose(d)
+    assert choice.best.trial_ids == ("synthetic_00000",)
+    assert "Tied with synthetic_00001 on val_accuracy" in choice.note
+
+
+@pytest.mark.parametrize("scheduler", ["pbt", {"pbt": {"perturbation_interval": 1}}])
+def test_a_sweep_yaml_naming_pbt_either_way_is_read_as_pbt(tmp_path, scheduler):
+    runs = [member([0.5, 0.7], [{"lr": 0.05}] * 2), member([0.5, 0.6], [{"lr": 0.05}] * 2)]
+    assert choose(write_sweep(tmp_path, runs, epochs=2, scheduler=scheduler)).learned is not None
+    assert choose(write_sweep(tmp_path / "fifo", runs, epochs=2, scheduler="fifo")).learned is None
+
+
+def test_pbt_is_compared_at_the_final_epoch_only(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"is a PBT sweep: its members are compared as the final population.*at='best'"
+    ):
+        choose(population(tmp_path), at="best")
+
+
+def test_segments_join_equal_neighbours_only():
+    assert segments([1, 2, 3], ["a", "b", "a"]) == (
+        Segment(1, 1, "a"),
+        Segment(2, 2, "b"),
+        Segment(3, 3, "a"),
+    )
+    with pytest.raises(
+        ValueError, match=r"`epochs` and `values` must have the same length. Received: 2 and 1"
+    ):
+        segments([1, 2], [0.1])

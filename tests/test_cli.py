@@ -83,6 +83,24 @@ def test_missing_data_names_the_path_and_no_sweep_folder_is_left(tmp_path):
     assert not (tmp_path / "r" / "quickstart").exists()  # nothing half-done
 
 
+def test_a_pbt_mutation_that_cannot_be_parsed_is_refused_and_no_sweep_folder_is_left(tmp_path):
+    result = lrtune(
+        "sweep",
+        "sweeps/pbt-lr.yaml",
+        "--set",
+        "scheduler.pbt.mutations={lr: {loguniform: [0.3, 0.001]}}",
+        "--storage",
+        tmp_path / "r",
+    )
+    assert result.returncode == 2
+    assert (
+        "sweeps/pbt-lr.yaml: scheduler.pbt.mutations.lr.loguniform: `low < high` must hold, but got low=0.3, high=0.001"
+        in " ".join(result.stderr.split())
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_schedules_prints_formulas_and_draws_them(tmp_path):
     png = tmp_path / "lr.png"
     result = lrtune("schedules", "--plot", png, "--epochs", "30", "--set", "step.drop=0.25")

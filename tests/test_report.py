@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synthetic_results import everything, rising, run, sgd, write_sweep  # noqa: E402
+from synthetic_results import everything, population, rising, run, sgd, write_sweep  # noqa: E402
 
 from lrtune.report import write_report  # noqa: E402
 
@@ -142,3 +142,46 @@ def test_an_empty_directory_names_the_missing_metrics(tmp_path):
 def test_a_uri_needs_a_local_output(tmp_path):
     with pytest.raises(ValueError, match=r"s3://bucket/sweep is a URI: give a local file for the report"):
         write_report("s3://bucket/sweep")
+
+
+# --- PBT ----------------------------------------------------------------------------
+
+
+def test_a_pbt_report_draws_each_members_rate_first_and_picks_the_learned_schedule(tmp_path):
+    files = write_report(population(tmp_path))
+    assert [Path(p).name for p in files.pngs][0] == "pbt.png"
+    height, width, _ = read_png(files.pngs[0]).shape
+    assert width >= 500 and height >= 300
+    page = Path(files.html).read_text()
+    assert "PBT: the rate each member trained with" in page
+    assert "Winner (bold): synthetic_00002. 1 exploit drawn" in page
+    pick = page[page.index("<h2>Best configuration") : page.index("</pre>")]
+    assert "schedule: piecewise" in pick and "values: [0.05, 0.06]" in pick
+    assert "lineage (trained_by): epochs 1-3 by synthetic_00001, 4-6 by synthetic_00002" in pick
+
+
+def test_a_donors_exploit_is_drawn_once_however_many_members_descend_from_it(tmp_path):
+    # Member 2's rows: 0 trained 1-2, 1 copied 0 and trained 3-4, 2 copied 1 and trained 5-6.
+    files = write_report(population(tmp_path, winner_trained_by=(0, 0, 1, 1, None, None)))
+    assert "2 exploits drawn" in Path(files.html).read_text()
+
+
+def test_exploits_parquet_when_present_is_counted_beside_the_ones_drawn(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sweep_dir = population(tmp_path)
+    exploits = {
+        "trial_id": ["synthetic_00002", "synthetic_00000"],
+        "epoch": [3, 3],
+        "donor_trial_id": ["synthetic_00001", "synthetic_00001"],
+        "donor_epoch": [3, 3],
+    }
+    pq.write_table(pa.table(exploits), Path(sweep_dir) / "exploits.parquet")
+    page = Path(write_report(sweep_dir).html).read_text()
+    assert "1 exploit drawn" in page and "exploits.parquet records 2" in page
+
+
+def test_a_sweep_without_pbt_has_no_population_figure(full_report):
+    _, files, page = full_report
+    assert "pbt.png" not in [Path(p).name for p in files.pngs] and "PBT: the rate" not in page

@@ -357,26 +357,121 @@ def test_class_subset_by_name_and_index(tmp_path):
             r"s.yaml: space.lr.grid: 0.1 is listed twice; each grid value runs once",
         ),
         (
-            "name: t\nsearch: tpe\nspace: {lr: {loguniform: [0.01, 0.1]}}\nscheduler: pbt\n",
-            r"s.yaml: scheduler.pbt: PBT picks its own configurations .* use search: random or grid",
-        ),
-        (
-            "name: t\nspace: {lr: 0.1, momentum: 0.9}\nscheduler: pbt\n",
-            r"s.yaml: scheduler.pbt: nothing to perturb: sample lr or momentum in the space",
-        ),
-        (
-            "name: t\nspace: {lr: 0.1}\nscheduler: {pbt: {mutations: {momentum: {uniform: [0, 0.9]}}}}\n",
-            r"s.yaml: scheduler.pbt.mutations.momentum: PBT perturbs the numeric hyperparameters this space sets: lr",
-        ),
-        (
             "name: t\nspace: {lr: 0.1}\nscheduler: {pbt: {mutations: {lr: {uniform: [0, 0.9]}}}}\n",
             r"s.yaml: scheduler.pbt.mutations.lr.uniform: 0 is not in \(0, inf\)",
-        ),
-        (
-            "name: t\nspace: {lr: 0.1}\nscheduler: {pbt: {mutations: {lr: 0.2}}}\n",
-            r"s.yaml: scheduler.pbt.mutations.lr: a mutation is a list of values or one of uniform",
         ),
     ],
 )
 def test_files_that_would_fail_in_every_trial_are_refused(text, message, tmp_path):
+    # (PBT's rules are pinned with the PBT tests above.)
     assert re.search(message, error_of(text, tmp_path)), error_of(text, tmp_path)
+
+
+# --- population-based training ------------------------------------------------
+
+PBT = """
+name: p
+epochs: 4
+space: {optimizer: sgd, lr: {loguniform: [1.0e-3, 0.3]}, momentum: 0.9}
+scheduler: {pbt: {perturbation_interval: 1}}
+"""
+
+
+def test_pbt_perturbs_the_sampled_lr_and_momentum_by_default(tmp_path):
+    spec = spec_of(PBT, tmp_path, "space.momentum.uniform=[0.5, 0.95]")
+    assert {k: (d.kind, d.args) for k, d in spec.pbt_mutations().items()} == {
+        "lr": ("loguniform", (1e-3, 0.3)),
+        "momentum": ("uniform", (0.5, 0.95)),
+    }
+    assert spec_of(PBT, tmp_path).pbt_mutations().keys() == {"lr"}  # a fixed momentum stays fixed
+
+
+def test_pbt_mutations_may_perturb_a_fixed_value_of_the_arm(tmp_path):
+    spec = spec_of(PBT, tmp_path, "scheduler.pbt.mutations={momentum: {choice: [0.5, 0.9, 0.99]}}")
+    assert {k: d.args for k, d in spec.pbt_mutations().items()} == {"momentum": (0.5, 0.9, 0.99)}
+
+
+def test_pbt_over_several_arms_perturbs_keys_every_arm_sets(tmp_path):
+    text = PBT.replace(
+        "space: {optimizer: sgd, lr: {loguniform: [1.0e-3, 0.3]}, momentum: 0.9}",
+        "space:\n  - {optimizer: sgd, lr: {loguniform: [1.0e-3, 0.3]}, momentum: 0.9}\n"
+        "  - {optimizer: adam, lr: {loguniform: [1.0e-4, 1.0e-2]}}",
+    )
+    spec = spec_of(text, tmp_path, "scheduler.pbt.mutations={lr: {loguniform: [1.0e-4, 0.3]}}")
+    assert spec.pbt_mutations().keys() == {"lr"} and spec.trial_count() == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["scheduler.pbt.mutations={weight_decay: {loguniform: [1.0e-5, 1.0e-3]}}"],
+            r"s.yaml: scheduler.pbt.mutations.weight_decay: space \(sgd/constant\) does not set weight_decay; "
+            r"PBT perturbs a value every trial runs with, so each arm must set it: add weight_decay to space "
+            r"or remove it from mutations \(space sets optimizer, lr, momentum\)",
+        ),
+        (
+            ["scheduler.pbt.mutations={learning_rate: {uniform: [0.1, 0.2]}}"],
+            r"s.yaml: scheduler.pbt.mutations.learning_rate: unknown hyperparameter; allowed: optimizer, schedule, lr",
+        ),
+        (
+            ["scheduler.pbt.mutations={optimizer: {choice: [sgd, adam]}}"],
+            r"scheduler.pbt.mutations.optimizer: PBT cannot change the optimizer of a trained model",
+        ),
+        (
+            ["scheduler.pbt.mutations={nesterov: {uniform: [0, 1]}}", "space.nesterov=false"],
+            r"scheduler.pbt.mutations.nesterov.uniform: nesterov is not numeric: use choice or grid",
+        ),
+        (
+            ["scheduler.pbt.mutations={momentum: {uniform: [0.5, 1.2]}}"],
+            r"s.yaml: scheduler.pbt.mutations.momentum.uniform: 1.2 is not in \[0, 1\)",
+        ),
+        (
+            ["scheduler.pbt.mutations={lr: {loguniform: [0, 0.3]}}"],
+            r"scheduler.pbt.mutations.lr.loguniform: `low > 0` must hold for a log scale, but got low=0",
+        ),
+        (
+            ["scheduler.pbt.mutations={lr: {loguniform: 0.3}}"],
+            r"scheduler.pbt.mutations.lr.loguniform: expected \[low, high\], 0 < low, got 0.3",
+        ),
+        (
+            ["scheduler.pbt.mutations={lr: {between: [0.1, 0.2]}}"],
+            r"scheduler.pbt.mutations.lr: a mapping must have exactly one key, a distribution: choice, grid",
+        ),
+        (
+            ["scheduler.pbt.mutations={lr: 0.1}"],
+            r"scheduler.pbt.mutations.lr: 0.1 is a single value, nothing to perturb within; give a "
+            r"distribution: \{choice: ...\}",
+        ),
+        (
+            ["scheduler.pbt.mutations={}"],
+            r"s.yaml: scheduler.pbt.mutations: is empty: name at least one hyperparameter to perturb",
+        ),
+        (
+            ["scheduler.pbt.mutations=[lr]"],
+            r"s.yaml: scheduler.pbt.mutations: Input should be a valid dictionary",
+        ),
+        (
+            ["space.lr=0.1"],
+            r"s.yaml: scheduler.pbt: nothing to perturb: the space samples neither lr nor momentum and "
+            r"there are no mutations",
+        ),
+        (
+            ["search=tpe"],
+            r"s.yaml: search: tpe cannot run with scheduler pbt .*use search: random or grid",
+        ),
+    ],
+)
+def test_pbt_settings_that_cannot_run_are_refused_before_anything_starts(overrides, message, tmp_path):
+    assert re.search(message, error_of(PBT, tmp_path, *overrides)), error_of(PBT, tmp_path, *overrides)
+
+
+def test_pbt_over_several_arms_needs_mutations_every_arm_sets(tmp_path):
+    text = PBT.replace(
+        "space: {optimizer: sgd, lr: {loguniform: [1.0e-3, 0.3]}, momentum: 0.9}",
+        "space:\n  - {optimizer: sgd, lr: {loguniform: [1.0e-3, 0.3]}, momentum: 0.9}\n"
+        "  - {optimizer: adam, lr: 0.001}",
+    )
+    assert re.search(r"s.yaml: scheduler.pbt: with several arms give mutations", error_of(text, tmp_path))
+    message = error_of(text, tmp_path, "scheduler.pbt.mutations={momentum: {uniform: [0.5, 0.95]}}")
+    assert re.search(r"scheduler.pbt.mutations.momentum: space.1 \(adam\) does not set momentum", message)

@@ -60,6 +60,7 @@ KEYS = st.sampled_from(
         "loguniform",
         "asha",
         "pbt",
+        "mutations",
         "cpu",
         "gpu",
         "classes",
@@ -100,6 +101,7 @@ def check(document) -> None:
         return
     assert isinstance(spec, SweepSpec)
     assert spec.trial_count() >= 1
+    spec.pbt_mutations()  # checked with the spec: PBT's mutations never fail after it
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

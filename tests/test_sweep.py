@@ -192,6 +192,63 @@ scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_pro
         assert epochs == list(range(1, len(epochs) + 1))
 
 
+def test_pbt_learned_schedules_trained_from_scratch_replay_the_members_lr(
+    local_ray, cifar_archive, tiny_dataset, tmp_path
+):
+    """The winner's fragment from `lrtune best`, and every member's, retrain with the same lr per epoch."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from lrtune.best import learned_schedule, read_results
+    from lrtune.trial import TrainSettings, run_trial
+
+    # val_loss and small rates: the tiny fixture takes a fast learner to accuracy 1.0 and loss 0 in
+    # an epoch or two, and tied members leave the choice to their trial ids.
+    text = """
+name: pbt-replay
+data: {classes: [airplane, automobile]}
+model: seed-tiny
+epochs: 4
+batch_size: 32
+metric: val_loss
+space: {optimizer: sgd, lr: {loguniform: [1.0e-4, 1.0e-2]}, momentum: 0.9}
+scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5}}
+num_samples: 4
+"""
+    outcome = sweep(text, tmp_path, cifar_archive)
+    best = subprocess.run(
+        [sys.executable, "-m", "lrtune", "best", outcome.sweep_dir],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert best.returncode == 0, best.stderr
+    print(best.stdout)  # the learned schedule, for the log
+    winner_id = best.stdout.splitlines()[0].rsplit(": ", 1)[1].split()[0]
+    fragments = {winner_id: yaml.safe_load(best.stdout)["space"]}
+    members = {t.trial_id: t for t in read_results(outcome.sweep_dir).trials}
+    assert {t.status for t in members.values()} == {"done"}
+    fragments.update({i: dict(learned_schedule(t).space) for i, t in members.items() if i != winner_id})
+    assert any(f["schedule"] == "piecewise" for f in fragments.values()), "no member's lr changed: no exploit"
+
+    metrics = load(outcome.sweep_dir)
+    settings = TrainSettings(model="seed-tiny", epochs=4, batch_size=32, threads=1, checkpoint=False)
+    for trial_id, fragment in fragments.items():
+        make_spec(yaml.safe_dump({"name": "replay", "epochs": 4, "space": fragment}))  # a sweep file takes it
+        rows = metrics.filter(pc.equal(metrics["trial_id"], trial_id)).sort_by("epoch")
+        assert rows["epoch"].to_pylist() == [1, 2, 3, 4]
+        replay: list[dict] = []
+        seed = rows["seed"][-1].as_py()
+        run_trial(
+            {**fragment, "seed": seed}, tiny_dataset, settings, lambda row, _, out=replay: out.append(row)
+        )
+        assert [r["lr"] for r in replay] == pytest.approx(rows["lr"].to_pylist(), rel=1e-6), trial_id
+        assert rows["lr"].to_pylist() == pytest.approx(rows["config.lr"].to_pylist(), rel=1e-6), trial_id
+
+
 def test_rerunning_a_finished_sweep_name_is_refused(arms_sweep, cifar_archive):
     outcome, _ = arms_sweep
     storage = outcome.sweep_dir.rsplit("/", 1)[0]
