@@ -71,7 +71,7 @@ def save_state(directory: str, model, epoch: int, history: list[dict[str, Any]],
         json.dump({"epoch": epoch, "history": history, "optimizer": _class(model.optimizer), **meta}, f)
 
 
-def load_state(directory: str, model) -> tuple[int, list[dict[str, Any]]]:
+def load_state(directory: str, model, rng: bool = True) -> tuple[int, list[dict[str, Any]]]:
     """Restore what :func:`save_state` wrote; returns ``(epoch, history)``.
 
     ``model`` must be compiled with the optimizer the state was saved with;
@@ -80,7 +80,8 @@ def load_state(directory: str, model) -> tuple[int, list[dict[str, Any]]]:
 
     Optimizer variables are matched by name, so a PBT perturbation that
     turns SGD's momentum on or off (which adds or removes its slots)
-    restores too.
+    restores too. ``rng=False`` leaves the dropout layers' seed generators
+    as this model was built (a run with its own seed).
 
     Raises:
         ValueError: the state was saved with another optimizer class.
@@ -102,7 +103,7 @@ def load_state(directory: str, model) -> tuple[int, list[dict[str, Any]]]:
         if _slot(variable) in values:
             variable.assign(values[_slot(variable)])
     rng_path = os.path.join(directory, "rng.npz")
-    if os.path.exists(rng_path):
+    if rng and os.path.exists(rng_path):
         with np.load(rng_path) as saved:
             for i, variable in enumerate(_rng_variables(model)):
                 variable.assign(saved[f"arr_{i}"])

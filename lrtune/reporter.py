@@ -6,7 +6,7 @@ for what a checkpoint holds and where).
 
 The first report of every *run* (a trial's training from a start or a
 restore) also carries ``restored_epoch`` (the epoch it resumed from, 0 for
-a fresh start) and ``lineage``: the JSON list of the rows of the history
+a fresh start), ``restored_from`` (the trial whose state it was) and ``lineage``: the JSON list of the rows of the history
 it resumed with. A trial restored from an older state than its last
 reported epoch (a driver killed and resumed, a lost node, a PBT exploit of
 another trial's weights) re-runs epochs; the sink uses the lineage to keep,
@@ -61,7 +61,8 @@ class Reporter(keras.callbacks.Callback):
     ``checkpoint`` writes the folder each report carries (None: no
     checkpoints); the folder is deleted once ``report`` returns (Ray Tune
     has copied it to storage by then). ``history`` is the rows of the
-    epochs the run resumed with. ``extra_state()`` gives the state of
+    epochs the run resumed with, ``restored_from`` the trial whose state
+    that was (another one's after a PBT exploit). ``extra_state()`` gives the state of
     callbacks that must survive a resume (reduce on plateau's), saved with
     each checkpoint.
     """
@@ -76,6 +77,7 @@ class Reporter(keras.callbacks.Callback):
         checkpoint: Checkpointer | None = local_checkpoint,
         history: list[dict[str, Any]] | None = None,
         extra_state: Callable[[], Mapping[str, Any]] | None = None,
+        restored_from: str | None = None,
     ):
         super().__init__()
         self._report = report
@@ -88,6 +90,7 @@ class Reporter(keras.callbacks.Callback):
         self.status = "running"
         self._lineage: dict[str, Any] | None = {
             "restored_epoch": len(self.history),
+            "restored_from": restored_from,
             "lineage": json.dumps(self.history),
         }
 

@@ -242,7 +242,8 @@ class ParquetSink(Callback):
             return False
         if "lineage" in result:
             history = json.loads(result["lineage"])
-            self._reconcile(trial_id, config, int(result.get("restored_epoch", len(history))), history)
+            restored = int(result.get("restored_epoch", len(history)))
+            self._reconcile(trial_id, config, restored, history, result.get("restored_from"))
         return self._add_row(self._row(trial_id, config, result))
 
     def _row(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> dict[str, Any]:
@@ -291,7 +292,12 @@ class ParquetSink(Callback):
             self._in_part.setdefault(part, set()).add((trial_id, epoch))
 
     def _reconcile(
-        self, trial_id: str, config: Mapping[str, Any], restored: int, history: list[dict[str, Any]]
+        self,
+        trial_id: str,
+        config: Mapping[str, Any],
+        restored: int,
+        history: list[dict[str, Any]],
+        source: str | None,
     ) -> None:
         """Make the trial's rows those of the history a new run resumed from."""
         self._start()
@@ -306,7 +312,7 @@ class ParquetSink(Callback):
         added = [e for e in sorted(lineage) if e <= restored and e not in log.metric]
         for epoch in added:
             self._add_row(self._row(trial_id, config, lineage[epoch]))
-        donor = history[-1].get("trial") if history else None
+        donor = source or (history[-1].get("trial") if history else None)
         if donor not in (None, trial_id) and (stale or added):
             self._exploits.append(
                 {

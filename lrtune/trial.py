@@ -159,6 +159,8 @@ def run_trial(
     restore_from: str | None = None,
     extra: Mapping[str, Any] | None = None,
     checkpoint: Checkpointer | None = None,
+    restore_rng: bool = True,
+    restored_from: str | None = None,
 ) -> Reporter:
     """Train one trial to ``settings.epochs``, reporting every epoch.
 
@@ -169,7 +171,10 @@ def run_trial(
     differ from the state's (PBT changes ``lr`` and ``momentum``): the new
     values take effect from the next step. ``checkpoint`` writes the
     folder reported with each epoch (default: a local copy of the state;
-    none if ``settings.checkpoint`` is false).
+    none if ``settings.checkpoint`` is false). ``restore_rng=False`` keeps
+    the dropout RNG of this run's seed instead of the state's (a PBT member
+    continuing from another trial's weights); ``restored_from`` names the
+    trial whose state ``restore_from`` is.
 
     Returns the :class:`Reporter`, whose ``status`` is ``done``,
     ``diverged`` or (stopped from outside) ``running``.
@@ -197,7 +202,7 @@ def run_trial(
     plateau = _plateau(schedule, optimizer, settings)
     initial_epoch, history = 0, []
     if restore_from is not None:
-        initial_epoch, history = load_state(restore_from, model)
+        initial_epoch, history = load_state(restore_from, model, rng=restore_rng)
         if plateau is not None and "plateau" in load_extra_state(restore_from):
             plateau.set_state(load_extra_state(restore_from)["plateau"])
     reporter = Reporter(
@@ -207,6 +212,7 @@ def run_trial(
         extra={"seed": seed, **(extra or {})},
         checkpoint=(checkpoint or local_checkpoint) if settings.checkpoint else None,
         history=history,
+        restored_from=restored_from,
         extra_state=(lambda: {"plateau": plateau.get_state()}) if plateau is not None else None,
     )
     reporter.set_model(model)
@@ -279,6 +285,7 @@ def tune_trainable(
     import os
     import time
     import uuid
+    import zlib
 
     from ray import tune
 
@@ -333,10 +340,16 @@ def tune_trainable(
             run_trial(hyper, data, settings, report, extra=extra, checkpoint=checkpoint)
             return
         store, state = source
+        if store is not own:
+            # A PBT exploit: the donor's weights, but this member's own randomness from
+            # here on (batch order, dropout), or two members that clone one donor with
+            # one perturbation would train the same model twice.
+            hyper["seed"] = zlib.crc32(f"{settings.seed}:{trial_id}:{state.epoch}".encode())
         with store.open(state.name) as directory:
             run_trial(
-                hyper, data, settings, report, restore_from=directory, extra=extra, checkpoint=checkpoint
-            )
+                hyper, data, settings, report, restore_from=directory, extra=extra, checkpoint=checkpoint,
+                restore_rng=store is own, restored_from=store.trial_id,
+            )  # fmt: skip
     finally:
         # Fault injection for tests: a teardown as slow as a big model's.
         time.sleep(float(os.environ.get("LRTUNE_TEST_TEARDOWN_SECONDS", 0)))

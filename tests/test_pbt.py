@@ -76,11 +76,10 @@ def test_every_exploit_is_recorded_with_its_donor(pbt_sweep):
     for e in exploits:
         assert e["donor_trial_id"] != e["trial_id"]
         assert 1 <= e["donor_epoch"] <= e["epoch"] <= 4
-    # The last exploit of a member shows in its rows: the donor's epochs, then its own.
+    # The last exploit of a member shows in its rows: after the donor's epochs, its own.
     last = {}
     for e in exploits:
         last[e["trial_id"]] = e
     for member, e in last.items():
-        assert by_key[(member, e["donor_epoch"])]["trained_by"] != member
         if e["donor_epoch"] < 4:
             assert by_key[(member, e["donor_epoch"] + 1)]["trained_by"] == member
