@@ -129,11 +129,19 @@ class Reporter(keras.callbacks.Callback):
         self.history.append(row)
         self._send(row, None if self.status == "diverged" else self._checkpoint)
 
-    def replay_last(self) -> None:
-        """Report the last row again: a run restored at its final epoch has nothing to train."""
-        if self.history:
-            self.status = self.history[-1].get("status", "done")
-            self._send(dict(self.history[-1]), None)
+    def replay(self, after_epoch: int) -> None:
+        """Report again the resumed history's rows after ``after_epoch``.
+
+        A trial restored from a newer state than the one Tune's experiment
+        snapshot names has epochs the scheduler never saw (they were lost
+        with a killed driver): replayed, an early-stopping rung records them
+        and can stop the trial before it trains more. The last row is always
+        sent, so a run restored at its final epoch still reports.
+        """
+        rows = [r for r in self.history if r["epoch"] > after_epoch] or self.history[-1:]
+        for row in rows:
+            self.status = row.get("status", "running")
+            self._send(dict(row), None)
 
     def _send(self, row: dict[str, Any], checkpoint: Checkpointer | None) -> None:
         payload = {**row, **(self._lineage or {})}

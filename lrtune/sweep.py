@@ -354,9 +354,7 @@ def run_sweep(
             mode=spec.metric_mode,
             repeats=spec.repeats,
         )
-        trial_storage = TrialStorage(
-            sweep_dir, finished=_finished_trials(sweep_dir) if resume else frozenset()
-        )
+        trial_storage = TrialStorage(sweep_dir, finished=_finished_trials(sweep_dir) if resume else {})
         trainable = trainable_for(
             dataset, settings, trial_storage, cpu=spec.resources.cpu, gpu=spec.resources.gpu
         )
@@ -469,18 +467,26 @@ def _check_same_data(sweep_dir: str, fingerprint: dict[str, Any]) -> None:
         )
 
 
-def _finished_trials(sweep_dir: str) -> frozenset[str]:
-    """Trials that trials.parquet records as over (done, stopped early, diverged)."""
-    from lrtune.results import load_trials
+def _finished_trials(sweep_dir: str) -> dict[str, dict[str, Any]]:
+    """Trials that trials.parquet records as over (done, stopped early, diverged), each with its last row."""
+    from lrtune.results import load, load_trials
 
     try:
         trials = load_trials(sweep_dir)
+        metrics = load(sweep_dir)
     except FileNotFoundError:
-        return frozenset()
-    over = {"done", "stopped_early", "diverged"}
-    return frozenset(
-        r["trial_id"] for r in trials.select(["trial_id", "status"]).to_pylist() if r["status"] in over
-    )
+        return {}
+    over = {
+        r["trial_id"]: r["epochs_run"]
+        for r in trials.select(["trial_id", "status", "epochs_run"]).to_pylist()
+        if r["status"] in ("done", "stopped_early", "diverged")
+    }
+    keep = ["epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "status"]
+    last = {}
+    for row in metrics.select(["trial_id", *keep]).to_pylist():
+        if over.get(row["trial_id"]) == row["epoch"]:
+            last[row.pop("trial_id")] = row
+    return last
 
 
 def _check_placement(spec: SweepSpec, *, local: bool) -> None:

@@ -161,6 +161,7 @@ def run_trial(
     checkpoint: Checkpointer | None = None,
     restore_rng: bool = True,
     restored_from: str | None = None,
+    replay_after: int | None = None,
 ) -> Reporter:
     """Train one trial to ``settings.epochs``, reporting every epoch.
 
@@ -174,7 +175,9 @@ def run_trial(
     none if ``settings.checkpoint`` is false). ``restore_rng=False`` keeps
     the dropout RNG of this run's seed instead of the state's (a PBT member
     continuing from another trial's weights); ``restored_from`` names the
-    trial whose state ``restore_from`` is.
+    trial whose state ``restore_from`` is. ``replay_after``: the last epoch
+    the caller's scheduler has seen; history rows after it are reported
+    again before training (see :meth:`Reporter.replay`).
 
     Returns the :class:`Reporter`, whose ``status`` is ``done``,
     ``diverged`` or (stopped from outside) ``running``.
@@ -216,8 +219,10 @@ def run_trial(
         extra_state=(lambda: {"plateau": plateau.get_state()}) if plateau is not None else None,
     )
     reporter.set_model(model)
+    seen = initial_epoch if replay_after is None else replay_after  # a donor's epochs are not ours to replay
+    if history and (initial_epoch >= settings.epochs or seen < initial_epoch):
+        reporter.replay(seen)
     if initial_epoch >= settings.epochs:
-        reporter.replay_last()
         return reporter
     from lrtune.batches import Batches
 
@@ -263,13 +268,14 @@ class TrialStorage:
     """Where a sweep's trials keep their states, and which trials are over.
 
     ``finished``: trials that ``trials.parquet`` records as done, stopped
-    early or diverged. Tune's experiment snapshot lags behind the trials,
-    so ``--resume`` may start a trial again that ended (an early-stopping
-    decision the snapshot missed); such a trial returns at once.
+    early or diverged, each with its last row. Tune's experiment snapshot
+    lags behind the trials, so ``--resume`` may start a trial again that
+    ended (an early-stopping decision the snapshot missed); such a trial
+    reports its last row again, ending it, and trains nothing.
     """
 
     sweep_dir: str
-    finished: frozenset[str] = frozenset()
+    finished: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def tune_trainable(
@@ -297,7 +303,22 @@ def tune_trainable(
     # longer, and a refused reuse fails the next trial (ray-project/ray#29268).
     os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "600"
     trial_id = tune.get_context().get_trial_id()
+    own = StateStore(storage.sweep_dir, trial_id)
+    pointer = None
+    given = tune.get_checkpoint()
+    if given is not None:
+        with given.as_directory() as directory:
+            pointer = read_pointer(directory)
     if trial_id in storage.finished:
+        # Over before the kill: the epochs Tune's snapshot missed go to its scheduler
+        # (so early-stopping rungs hold them again), then the last row ends the trial.
+        states = own.states()
+        history = own.meta(states[-1].name)["history"] if states else []
+        seen = int(pointer["epoch"]) if pointer and pointer["trial_id"] == trial_id else 0
+        for row in history[:-1]:
+            if row["epoch"] > seen:
+                tune.report({**row, "done": False})
+        tune.report({**storage.finished[trial_id], "done": True})
         return
     hyper = trial_config(config)
     sample, repeat = int(hyper.get("sample", 0)), int(hyper.get("repeat", 0))
@@ -305,7 +326,6 @@ def tune_trainable(
     run = uuid.uuid4().hex[:12]
     host, node_id = _node()
     extra = {"node": host, "node_id": node_id, "trial": trial_id, "run": run, "hparams": hyper}
-    own = StateStore(storage.sweep_dir, trial_id)
 
     def report(row: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -320,11 +340,6 @@ def tune_trainable(
             write_pointer(directory, trial_id, name, epoch)
             yield directory
 
-    pointer = None
-    given = tune.get_checkpoint()
-    if given is not None:
-        with given.as_directory() as directory:
-            pointer = read_pointer(directory)
     donor = (
         StateStore(storage.sweep_dir, pointer["trial_id"])
         if pointer is not None and pointer["trial_id"] != trial_id
@@ -349,6 +364,8 @@ def tune_trainable(
             run_trial(
                 hyper, data, settings, report, restore_from=directory, extra=extra, checkpoint=checkpoint,
                 restore_rng=store is own, restored_from=store.trial_id,
+                # Epochs after the checkpoint Tune resumed from: its scheduler never saw them.
+                replay_after=int(pointer["epoch"]) if pointer and store is own else 0 if store is own else None,
             )  # fmt: skip
     finally:
         # Fault injection for tests: a teardown as slow as a big model's.
