@@ -249,7 +249,7 @@ def choose_state(
       been pruned while the exploit waited).
     - Otherwise (Tune restores the trial's own pointer, or none: a trial
       the last experiment snapshot saw pending): the trial's newest
-      complete state trained with the same ``hparams``. The snapshot Tune
+      complete state trained with the same ``hparams`` (the seed aside). The snapshot Tune
       resumes from lags behind the trials; the newest state that exists
       loses the fewest epochs, and its history brings every row back.
     """
@@ -266,5 +266,11 @@ def choose_state(
 
 
 def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Compare hyperparameters as JSON sees them (tuples and lists alike)."""
-    return json.loads(json.dumps(dict(values), sort_keys=True, default=str))
+    """Hyperparameters compared as JSON sees them (tuples and lists alike), without the seed.
+
+    The seed is the run's, not the configuration's: a PBT member draws a
+    new one when it clones a donor, and keeps it in its states.
+    """
+    plain = json.loads(json.dumps(dict(values), sort_keys=True, default=str))
+    plain.pop("seed", None)
+    return plain

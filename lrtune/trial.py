@@ -355,7 +355,9 @@ def tune_trainable(
             run_trial(hyper, data, settings, report, extra=extra, checkpoint=checkpoint)
             return
         store, state = source
-        if store is not own:
+        if store is own:  # the seed this trial's line of training runs with
+            hyper["seed"] = store.meta(state.name)["hparams"].get("seed", hyper["seed"])
+        else:
             # A PBT exploit: the donor's weights, but this member's own randomness from
             # here on (batch order, dropout), or two members that clone one donor with
             # one perturbation would train the same model twice.

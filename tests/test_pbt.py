@@ -80,6 +80,8 @@ def test_every_exploit_is_recorded_with_its_donor(pbt_sweep):
     last = {}
     for e in exploits:
         last[e["trial_id"]] = e
+    inherited = {r["trial_id"] for r in rows if r["trained_by"] != r["trial_id"]}
+    assert inherited, "no member's rows show the donor's epochs it went on from"
     for member, e in last.items():
         if e["donor_epoch"] < 4:
             assert by_key[(member, e["donor_epoch"] + 1)]["trained_by"] == member
