@@ -93,7 +93,7 @@ def tiny_dataset(cifar_archive):
 def kill_process_group(process) -> None:
     """SIGKILL ``process``'s group (started with ``start_new_session``) until every member is gone.
 
-    Tests stop only what they started: a process group, never ``ray stop``,
+    Tests stop only what they started: a process group, never Ray by name,
     which would stop every Ray on the machine, a user's sweep included.
     """
     import signal

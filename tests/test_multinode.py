@@ -157,7 +157,7 @@ def test_lrtune_sweep_joins_a_running_cluster_by_address(cifar_archive, tmp_path
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
     # --block keeps `ray start` in the foreground, in a process group of its own
     # with the processes it starts: the test stops exactly this Ray, never a
-    # user's (`ray stop` would stop every Ray on the machine).
+    # user's (stopping Ray by name would stop every Ray on the machine).
     head = subprocess.Popen(
         [
             sys.executable, "-c", "from ray.scripts.scripts import main; main()",
