@@ -39,9 +39,9 @@ STEP_ARM = {
 
 def compiled_model(arm: dict, num_classes: int, steps_per_epoch: int):
     """lrtune's model, schedule and optimizer for ``arm``, compiled as run_trial compiles them."""
-    from lrtune.models import build_model
-    from lrtune.optimizers import build_optimizer
-    from lrtune.schedules import make_schedule, schedule_params
+    from lrtune.training.models import build_model
+    from lrtune.training.optimizers import build_optimizer
+    from lrtune.training.schedules import make_schedule, schedule_params
 
     wanted = schedule_params(arm["schedule"])
     schedule = make_schedule(arm["schedule"], **{k: arm[k] for k in wanted})
@@ -129,7 +129,7 @@ def arrivals():
     timestamp), too coarse to time epochs of a second. This probe wraps
     ``ParquetSink.on_trial_result`` (driver side, a dict insert per result).
     """
-    from lrtune.sink import ParquetSink
+    from lrtune.engine.sink import ParquetSink
 
     seen = {}
     original = ParquetSink.on_trial_result
@@ -147,7 +147,7 @@ def arrivals():
 
 def run(spec, args, *, max_concurrent: int):
     """Run ``spec`` with lrtune; returns (outcome, wall seconds, start time, rows)."""
-    from lrtune.sweep import run_sweep
+    from lrtune.engine.sweep import run_sweep
 
     with arrivals() as seen:
         start = time.time()
@@ -165,7 +165,7 @@ def rows(sweep_dir: str, arrived: dict | None = None) -> list[dict]:
     :func:`arrivals`), else the row's whole-second ``timestamp``;
     ``start`` is ``end - epoch_seconds``.
     """
-    from lrtune.results import load
+    from lrtune.results.tables import load
 
     out = load(sweep_dir).to_pylist()
     for r in out:

@@ -14,16 +14,16 @@ import common
 def config_scores(outcome) -> tuple[dict, str]:
     """({(lr, drop): mean final val_accuracy over its seeds}, how), among trials that ran every epoch.
 
-    lrtune.best.choose (`lrtune best`) when lrtune has it, else the same mean computed here.
+    lrtune.results.best.choose (`lrtune best`) when lrtune has it, else the same mean computed here.
     """
     try:
-        from lrtune.best import choose
+        from lrtune.results.best import choose
     except ImportError:
         scores = {}
         for t in outcome.trials.to_pylist():
             if t["status"] == "done" and t["final_metric"] is not None:
                 scores.setdefault((t["config.lr"], t["config.drop"]), []).append(t["final_metric"])
-        return {c: sum(v) / len(v) for c, v in scores.items()}, "computed here (no lrtune.best)"
+        return {c: sum(v) / len(v) for c, v in scores.items()}, "computed here (no lrtune.results.best)"
     choice = choose(outcome.sweep_dir)
     return {(c.config["lr"], c.config["drop"]): c.mean for c in choice.ranked}, choice.note
 

@@ -30,7 +30,7 @@ def _init_worker(data, threads, t_pool):
     entered = time.time()
     # Silence TensorFlow's start-up log lines; errors still come back through the pool.
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-    from lrtune.trial import configure_tensorflow
+    from lrtune.training.trial import configure_tensorflow
 
     configure_tensorflow(threads)
     import keras  # noqa: F401 - TensorFlow and Keras imported once per process, as a reused Tune worker does
@@ -66,7 +66,7 @@ def _bare_trial(job):
 
 def bare(args, data_args):
     from lrtune.data import load_cifar10
-    from lrtune.trial import configure_tensorflow  # noqa: F401 - fail here, not in a child
+    from lrtune.training.trial import configure_tensorflow  # noqa: F401 - fail here, not in a child
 
     start = time.time()
     data = load_cifar10(args.data, **data_args)

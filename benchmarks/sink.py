@@ -51,7 +51,7 @@ def result(epoch, seed=0):
 
 
 def make_sink(args, name):
-    from lrtune.sink import ParquetSink
+    from lrtune.engine.sink import ParquetSink
 
     sink = ParquetSink(f"{args.storage}/{name}", sweep=name, metric="val_accuracy", mode="max", epochs=10**6)
     sink.setup()
@@ -95,7 +95,7 @@ def throughput(args, i):
 def reader(metrics_dir, stop, out):
     import pyarrow.dataset as ds
 
-    from lrtune.results import METRICS_SCHEMA
+    from lrtune.results.tables import METRICS_SCHEMA
 
     seen = {}
     while not stop.is_set():

@@ -25,14 +25,14 @@ import yaml
 def instrument(t0: float, data: str, limit: int):
     """Timestamps of a trial's start-up to its first checkpoint, unix seconds; printed as JSON."""
     marks = {"python": t0}
-    from lrtune.trial import configure_tensorflow
+    from lrtune.training.trial import configure_tensorflow
 
     configure_tensorflow(1)
     import keras
 
     marks["tensorflow"] = time.time()
     from lrtune.data import load_cifar10
-    from lrtune.reporter import Reporter
+    from lrtune.training.reporter import Reporter
 
     data = load_cifar10(data, limit=limit or None)
     marks["data"] = time.time()
@@ -86,7 +86,7 @@ def run_instrumented(args):
 
 
 def run_cli(args, i):
-    from lrtune.results import METRICS_SCHEMA
+    from lrtune.results.tables import METRICS_SCHEMA
 
     name = f"startup-{i}"
     spec = {

@@ -11,9 +11,10 @@ Importing lrtune does not import TensorFlow or Ray; the modules that need
 them import them when used.
 """
 
-from lrtune import results, schedules
-from lrtune.schedules import SCHEDULES, make_schedule
+from lrtune import results
 from lrtune.spec import SweepFileError, SweepSpec, load_spec
+from lrtune.training import schedules
+from lrtune.training.schedules import SCHEDULES, make_schedule
 
 __version__ = "0.1.0"
 
@@ -30,7 +31,7 @@ __all__ = [
 
 
 def run_sweep(*args, **kwargs):
-    """Run a sweep on Ray Tune; see :func:`lrtune.sweep.run_sweep`."""
-    from lrtune.sweep import run_sweep as _run_sweep
+    """Run a sweep on Ray Tune; see :func:`lrtune.engine.sweep.run_sweep`."""
+    from lrtune.engine.sweep import run_sweep as _run_sweep
 
     return _run_sweep(*args, **kwargs)

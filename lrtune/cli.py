@@ -49,9 +49,9 @@ def sweep(
 ):
     """Run a sweep: every trial of SWEEP_FILE on Ray Tune, results to Parquet."""
     from lrtune.data import DataError
-    from lrtune.sink import SinkError
+    from lrtune.engine.sink import SinkError
+    from lrtune.engine.sweep import StorageError, SweepError, run_sweep
     from lrtune.spec import SweepFileError, load_spec
-    from lrtune.sweep import StorageError, SweepError, run_sweep
 
     overrides = list(set_ or [])
     if name is not None:
@@ -81,7 +81,7 @@ def sweep(
 
 
 def _print_outcome(spec, outcome) -> None:
-    from lrtune.progress import best_table
+    from lrtune.engine.progress import best_table
 
     counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in outcome.counts.items() if n)
     out.print(f"[bold]{spec.name}[/]: {sum(outcome.counts.values())} trials ({counts})")
@@ -131,7 +131,7 @@ def schedules(
     """List the schedules with their formulas; --plot draws them."""
     from rich.markup import escape
 
-    from lrtune.plots import format_params, plot_schedules, schedule_catalogue
+    from lrtune.results.plots import format_params, plot_schedules, schedule_catalogue
 
     try:
         catalogue = schedule_catalogue(list(set_ or []), epochs=epochs)
@@ -159,11 +159,11 @@ def results(
     ] = None,
 ):
     """Summarise a sweep's results (also while it runs), or query them with SQL."""
-    from lrtune.results import summarize
+    from lrtune.results.tables import summarize
 
     try:
         if sql is not None:
-            from lrtune.results import query
+            from lrtune.results.tables import query
 
             table = query(sweep_dir, sql)
             out.print(table.to_pandas().to_string(index=False), highlight=False, soft_wrap=True)
@@ -187,7 +187,7 @@ def best(
 
     On a PBT sweep: the best member of the final population and the schedule it learned.
     """
-    from lrtune.best import choose, format_choice
+    from lrtune.results.best import choose, format_choice
 
     if at not in ("final", "best"):
         _fail(f"--at must be final or best, got {at!r}")
@@ -206,7 +206,7 @@ def report(
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="HTML file to write.")] = None,
 ):
     """Write a self-contained HTML report with figures (PNG files beside it)."""
-    from lrtune.report import write_report
+    from lrtune.results.report import write_report
 
     try:
         files = write_report(sweep_dir, output)

@@ -21,8 +21,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from lrtune.optimizers import DEFAULTS as OPTIMIZER_SETTINGS
-from lrtune.schedules import ANNEALING, CYCLE_MODES, SCHEDULES
+from lrtune.training.optimizers import DEFAULTS as OPTIMIZER_SETTINGS
+from lrtune.training.schedules import ANNEALING, CYCLE_MODES, SCHEDULES
 
 __all__ = ["DISTRIBUTIONS", "PARAMS", "Dist", "parse_dist", "SpaceError", "KeepInBounds"]
 

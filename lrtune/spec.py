@@ -30,9 +30,10 @@ from pydantic import (
     model_validator,
 )
 
-from lrtune.models import MODELS as MODEL_NAMES
-from lrtune.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
-from lrtune.schedules import (
+from lrtune.space import DISTRIBUTIONS, PARAMS, Dist, SpaceError, parse_dist
+from lrtune.training.models import MODELS as MODEL_NAMES
+from lrtune.training.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
+from lrtune.training.schedules import (
     SCHEDULES,
     SPAN_PARAMS,
     WARMUP_PARAMS,
@@ -41,7 +42,6 @@ from lrtune.schedules import (
     required_params,
     schedule_params,
 )
-from lrtune.space import DISTRIBUTIONS, PARAMS, Dist, SpaceError, parse_dist
 
 __all__ = ["SweepSpec", "SweepFileError", "load_spec", "parse_spec", "apply_overrides", "Arm"]
 

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from lrtune.results import METRICS_SCHEMA, TRIALS_SCHEMA, config_columns, family
-from lrtune.schedules import lr_by_epoch, make_schedule, schedule_params
+from lrtune.results.tables import METRICS_SCHEMA, TRIALS_SCHEMA, config_columns, family
+from lrtune.training.schedules import lr_by_epoch, make_schedule, schedule_params
 
 STEPS_PER_EPOCH = 10
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)

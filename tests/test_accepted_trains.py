@@ -6,7 +6,7 @@ the file and through ``--set``), class subsets by name and by index, each
 scheduler and search. Each drawn file is validated as ``lrtune validate``
 does, its data loaded as ``lrtune sweep`` does, Tune's space, scheduler
 and searcher built, and trial configs drawn as Tune (or Optuna) draws them;
-then one short epoch of each through the real :func:`lrtune.trial.run_trial`
+then one short epoch of each through the real :func:`lrtune.training.trial.run_trial`
 on a tiny fixture, outside Ray to stay fast. A PBT file also continues a
 trial from its checkpoint with a perturbed config, as PBT does. No trial
 may raise: it ends ``done`` or ``diverged``. A handful of files then run end
@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lrtune.data import CLASS_NAMES, load_cifar10
-from lrtune.optimizers import DEFAULTS as OPTIMIZER_SETTINGS
-from lrtune.schedules import SCHEDULES, schedule_params
 from lrtune.spec import SweepFileError, apply_overrides, parse_spec, parse_yaml
+from lrtune.training.optimizers import DEFAULTS as OPTIMIZER_SETTINGS
+from lrtune.training.schedules import SCHEDULES, schedule_params
 
 #: Per hyperparameter: values to draw (whole numbers where the range allows one,
 #: so the int spelling is exercised) and quantisation steps.
@@ -213,7 +213,7 @@ def sweep_file(draw):
 
 def configs_as_tune_draws_them(spec, limit: int = 2):
     """Up to ``limit`` trial configs, one per arm, drawn by Tune's variant generator or Optuna."""
-    from lrtune.sweep import ArmSpace, param_space
+    from lrtune.engine.sweep import ArmSpace, param_space
 
     if spec.search == "tpe":
         import optuna
@@ -281,7 +281,7 @@ def fixture_archive(tmp_path_factory, make_cifar_archive, request):
 
 
 def run_one(config, spec, data, checkpoint_dirs=None, restore_from=None, epochs=1):
-    from lrtune.trial import TrainSettings, run_trial, trial_config, trial_seed
+    from lrtune.training.trial import TrainSettings, run_trial, trial_config, trial_seed
 
     hyper = trial_config(config)
     hyper.setdefault(
@@ -351,7 +351,7 @@ def test_every_accepted_sweep_file_trains(fixture_archive, drawn):
         return
     Counter.examples += 1
     Counter.seen |= covered(spec, text, overrides)
-    from lrtune.sweep import _tune_config, param_space
+    from lrtune.engine.sweep import _tune_config, param_space
 
     param_space(spec), _tune_config(spec, None)  # Tune's own checks of the space, scheduler, searcher
     data = load_cifar10(
@@ -380,7 +380,7 @@ def exploited(spec, config):
     """``config`` after PBT's explore step: every perturbation pushed upwards (x1.2)."""
     from ray.tune.schedulers.pbt import _explore
 
-    from lrtune.sweep import make_scheduler
+    from lrtune.engine.sweep import make_scheduler
 
     scheduler = make_scheduler(spec)
     new, _ = _explore(config, scheduler._hyperparam_mutations, 0.0, (1.2, 1.2), scheduler._custom_explore_fn)
@@ -431,8 +431,8 @@ scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_pro
 def test_a_handful_run_end_to_end_through_ray(fixture_archive, tmp_path):
     import ray
 
-    from lrtune.results import load_trials
-    from lrtune.sweep import run_sweep
+    from lrtune.engine.sweep import run_sweep
+    from lrtune.results.tables import load_trials
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

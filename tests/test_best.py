@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic_results import PBT_SCHEDULER, STEPS_PER_EPOCH, member, population, run, sgd, write_sweep  # noqa: E402
 
-from lrtune.best import Segment, choose, format_choice, segments, t_critical  # noqa: E402
-from lrtune.schedules import lr_by_epoch, make_schedule  # noqa: E402
+from lrtune.results.best import Segment, choose, format_choice, segments, t_critical  # noqa: E402
 from lrtune.spec import parse_spec  # noqa: E402
+from lrtune.training.schedules import lr_by_epoch, make_schedule  # noqa: E402
 
 A = sgd("step", lr=0.05, drop=0.5, epochs_drop=2)
 B = sgd("step", lr=0.01, drop=0.5, epochs_drop=2)

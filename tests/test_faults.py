@@ -10,11 +10,11 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from lrtune.results import load_trials
-from lrtune.sink import SinkError
+from lrtune.engine.sink import SinkError
+from lrtune.engine.sweep import run_sweep
+from lrtune.results.tables import load_trials
 from lrtune.space import Dist
 from lrtune.spec import parse_spec, parse_yaml
-from lrtune.sweep import run_sweep
 
 SLOW = """
 name: {name}

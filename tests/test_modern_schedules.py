@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lrtune.schedules import (
+from lrtune.training.schedules import (
     SCHEDULES,
     SPAN_PARAMS,
     constant,
@@ -68,7 +68,7 @@ def test_piecewise_rejects_bad_lists(boundaries, values, message):
 def test_piecewise_config_columns_fit_the_metrics_schema():
     import pyarrow as pa
 
-    from lrtune.results import CONFIG_COLUMNS, config_columns
+    from lrtune.results.tables import CONFIG_COLUMNS, config_columns
 
     row = config_columns(
         {"optimizer": "sgd", "schedule": "piecewise", "boundaries": [2, 4], "values": [0.1, 0.01, 0.001]}
@@ -240,7 +240,7 @@ def test_decaying_schedules_never_rise(name):
 def test_keras_ops_and_numpy_agree_with_warmup_too(name):
     import keras
 
-    from lrtune.keras_schedule import KerasSchedule
+    from lrtune.training.keras_schedule import KerasSchedule
 
     for s in (make_schedule(name, **EXAMPLES[name]), make_schedule(name, **EXAMPLES[name], warmup_epochs=2)):
         adapter = KerasSchedule(s, steps_per_epoch=13)
@@ -311,7 +311,7 @@ def test_bad_arguments_raise_with_the_value(call, message):
 
 
 def test_schedules_plot_draws_every_schedule_and_a_warmup(tmp_path):
-    from lrtune.plots import plot_schedules, schedule_catalogue
+    from lrtune.results.plots import plot_schedules, schedule_catalogue
 
     catalogue = schedule_catalogue(["cosine.lr_min=0.001"], epochs=20)
     labels = [label for label, *_ in catalogue]
@@ -327,7 +327,7 @@ def test_schedules_plot_draws_every_schedule_and_a_warmup(tmp_path):
 
 
 def test_schedules_overrides_name_what_takes_them():
-    from lrtune.plots import schedule_catalogue
+    from lrtune.results.plots import schedule_catalogue
 
     with pytest.raises(ValueError, match=r"--set 'step.lr_min=0.1': no schedule takes 'lr_min'"):
         schedule_catalogue(["step.lr_min=0.1"])

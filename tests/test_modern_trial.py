@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from lrtune.schedules import fit_to_trial, lr_by_epoch, make_schedule
-from lrtune.trial import TrainSettings, run_trial
+from lrtune.training.schedules import fit_to_trial, lr_by_epoch, make_schedule
+from lrtune.training.trial import TrainSettings, run_trial
 
 SETTINGS = TrainSettings(model="seed-tiny", epochs=2, batch_size=64, threads=1)
 
@@ -73,14 +73,14 @@ def test_lr_column_is_the_formula_at_each_epochs_last_step(name, tiny_dataset):
 
 
 def test_a_span_left_out_is_the_trials_epochs_less_the_warmup():
-    from lrtune.trial import split_config
+    from lrtune.training.trial import split_config
 
     _, schedule, _ = split_config({"schedule": "cosine", "lr": 0.1, "warmup_epochs": 2}, epochs=10)
     assert schedule.params["decay_epochs"] == 8
 
 
 def test_a_warmup_as_long_as_the_trial_is_an_error():
-    from lrtune.trial import split_config
+    from lrtune.training.trial import split_config
 
     with pytest.raises(
         ValueError, match=r"warmup_epochs=3 leaves no epoch of the trial's 3 for schedule 'cosine'"
@@ -118,7 +118,7 @@ def test_plateau_reduces_from_the_epoch_after_patience_runs_out(plateau_run):
 
 
 def test_plateau_lr_column_follows_the_rule_on_the_logged_metric(plateau_run):
-    from lrtune.plateau import replay
+    from lrtune.training.plateau import replay
 
     rows, _, _ = plateau_run
     expected = replay(

@@ -14,9 +14,9 @@ import time
 import pyarrow.dataset as ds
 import pytest
 
-from lrtune.results import load, load_trials
+from lrtune.engine.sweep import run_sweep
+from lrtune.results.tables import load, load_trials
 from lrtune.spec import parse_spec, parse_yaml
-from lrtune.sweep import run_sweep
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 import pytest
 
-from lrtune.optimizers import DEFAULTS, build_optimizer
-from lrtune.schedules import constant, step_decay
+from lrtune.training.optimizers import DEFAULTS, build_optimizer
+from lrtune.training.schedules import constant, step_decay
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_any_schedule_drives_an_adaptive_optimizer():
 
 
 def test_applied_learning_rate_is_the_last_updates_rate():
-    from lrtune.keras_schedule import applied_learning_rate
+    from lrtune.training.keras_schedule import applied_learning_rate
 
     optimizer = build_optimizer("sgd", step_decay(0.1, 0.5, 1), steps_per_epoch=4)
     optimizer.iterations.assign(4)  # epoch 0 just ended: its 4 updates used 0.1
@@ -77,7 +77,7 @@ def _shapes(model):
 
 
 def test_seed_tiny_layers_are_the_notebooks():
-    from lrtune.models import build_model
+    from lrtune.training.models import build_model
 
     model = build_model("seed-tiny", num_classes=2)
     assert _shapes(model) == [
@@ -95,7 +95,7 @@ def test_seed_tiny_layers_are_the_notebooks():
 
 
 def test_keras_cifar10_cnn_layers_are_the_keras_examples():
-    from lrtune.models import build_model
+    from lrtune.training.models import build_model
 
     model = build_model("keras-cifar10-cnn", num_classes=10)
     assert _shapes(model) == [
@@ -119,7 +119,7 @@ def test_keras_cifar10_cnn_layers_are_the_keras_examples():
 def test_models_scale_uint8_pixels_to_unit_range():
     import numpy as np
 
-    from lrtune.models import build_model
+    from lrtune.training.models import build_model
 
     model = build_model("seed-tiny", num_classes=3)
     scaled = model.layers[0](np.full((1, 32, 32, 3), 255, dtype=np.uint8))
@@ -128,7 +128,7 @@ def test_models_scale_uint8_pixels_to_unit_range():
 
 
 def test_unknown_model_lists_valid_ones():
-    from lrtune.models import build_model
+    from lrtune.training.models import build_model
 
     with pytest.raises(
         ValueError, match="Unknown model 'resnet'. Valid models: seed-tiny, keras-cifar10-cnn"

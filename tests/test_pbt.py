@@ -6,10 +6,10 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from lrtune.checkpoints import StateStore
-from lrtune.results import load, load_trials
+from lrtune.engine.sweep import run_sweep
+from lrtune.results.tables import load, load_trials
 from lrtune.spec import parse_spec, parse_yaml
-from lrtune.sweep import run_sweep
+from lrtune.training.checkpoints import StateStore
 
 # val_loss, not val_accuracy: on the learnable fixture every member reaches accuracy 1.0,
 # and with tied scores Ray's PBT keeps cloning the same paused donors (the exploiting trial

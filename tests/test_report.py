@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic_results import everything, population, rising, run, sgd, write_sweep  # noqa: E402
 
-from lrtune.report import write_report  # noqa: E402
+from lrtune.results.report import write_report  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ["lr", "curves", "families", "step_heatmap", "early_stopping"]

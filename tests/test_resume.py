@@ -19,8 +19,8 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from lrtune.checkpoints import StateStore
-from lrtune.results import load_trials
+from lrtune.results.tables import load_trials
+from lrtune.training.checkpoints import StateStore
 
 SWEEP = """
 name: {name}

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lrtune.schedules import (
+from lrtune.training.schedules import (
     constant,
     exponential,
     lr_by_epoch,
@@ -84,7 +84,7 @@ def test_every_article_schedule_starts_at_lr_and_never_rises(name):
 def test_keras_ops_and_numpy_agree(name):
     import keras
 
-    from lrtune.keras_schedule import KerasSchedule
+    from lrtune.training.keras_schedule import KerasSchedule
 
     s = make_schedule(name, **ARTICLE[name])
     adapter = KerasSchedule(s, steps_per_epoch=13)
@@ -94,7 +94,7 @@ def test_keras_ops_and_numpy_agree(name):
 
 
 def test_keras_schedule_round_trips_through_config():
-    from lrtune.keras_schedule import KerasSchedule
+    from lrtune.training.keras_schedule import KerasSchedule
 
     adapter = KerasSchedule(step_decay(0.2, 0.25, 3), steps_per_epoch=5)
     again = KerasSchedule.from_config(adapter.get_config())

@@ -12,10 +12,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from lrtune.results import METRICS_SCHEMA, load, load_trials
-from lrtune.schedules import lr_by_epoch, make_schedule
+from lrtune.engine.sweep import SweepError, run_sweep
+from lrtune.results.tables import METRICS_SCHEMA, load, load_trials
 from lrtune.spec import parse_spec, parse_yaml
-from lrtune.sweep import SweepError, run_sweep
+from lrtune.training.schedules import lr_by_epoch, make_schedule
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +139,8 @@ def test_one_copy_of_the_dataset_serves_every_trial(arms_sweep, tiny_dataset, tm
 
     from ray import cloudpickle
 
-    from lrtune.sweep import trainable_for
-    from lrtune.trial import TrainSettings, TrialStorage
+    from lrtune.engine.sweep import trainable_for
+    from lrtune.training.trial import TrainSettings, TrialStorage
 
     _, plasma = arms_sweep
     used_mib = int(re.search(r"Plasma memory usage (\d+) MiB", plasma).group(1))
@@ -202,8 +202,8 @@ def test_pbt_learned_schedules_trained_from_scratch_replay_the_members_lr(
 
     import yaml
 
-    from lrtune.best import learned_schedule, read_results
-    from lrtune.trial import TrainSettings, run_trial
+    from lrtune.results.best import learned_schedule, read_results
+    from lrtune.training.trial import TrainSettings, run_trial
 
     # val_loss and small rates: the tiny fixture takes a fast learner to accuracy 1.0 and loss 0 in
     # an epoch or two, and tied members leave the choice to their trial ids.
@@ -303,7 +303,7 @@ space:
   - {optimizer: sgd, lr: {choice: [0.05]}, momentum: {choice: [0.9]}}
   - {optimizer: adam, lr: {grid: [0.001, 0.002]}}
 """
-    from lrtune.best import choose
+    from lrtune.results.best import choose
 
     outcome = sweep(text, tmp_path, cifar_archive)
     trials = load_trials(outcome.sweep_dir).to_pylist()
@@ -322,7 +322,7 @@ space:
 def test_tpe_suggestions_of_qloguniform_stay_on_the_grid_inside_the_bounds():
     import optuna
 
-    from lrtune.sweep import ArmSpace
+    from lrtune.engine.sweep import ArmSpace
 
     spec = make_spec("name: q\nsearch: tpe\nspace: {lr: {qloguniform: [1.0e-3, 0.1, 1.0e-3]}}\n")
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
@@ -353,7 +353,7 @@ def test_on_grid_is_a_multiple_of_q_inside_the_bounds(dist, value, expected):
 
 
 def test_pbt_keeps_perturbed_values_inside_their_bounds():
-    from lrtune.sweep import make_scheduler
+    from lrtune.engine.sweep import make_scheduler
 
     spec = make_spec(
         "name: p\nspace: {lr: {loguniform: [0.01, 0.1]}, momentum: {uniform: [0.5, 0.95]}}\nscheduler: pbt\n"

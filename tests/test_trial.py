@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from lrtune.schedules import lr_by_epoch, make_schedule
-from lrtune.trial import TrainSettings, run_trial
+from lrtune.training.schedules import lr_by_epoch, make_schedule
+from lrtune.training.trial import TrainSettings, run_trial
 
 SETTINGS = TrainSettings(model="seed-tiny", epochs=3, batch_size=32, threads=1)
 STEP = {
@@ -116,7 +116,7 @@ def test_reported_lr_under_mixed_precision_is_the_applied_one(tiny_dataset):
 
 
 def test_trial_seed_rule():
-    from lrtune.trial import trial_seed
+    from lrtune.training.trial import trial_seed
 
     # repeats of a configuration: seed, seed+1, ...; the next sample continues after them
     assert [trial_seed(10, s, r, repeats=2) for s in range(3) for r in range(2)] == [10, 11, 12, 13, 14, 15]

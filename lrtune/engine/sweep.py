@@ -6,7 +6,7 @@ arms or samples: a ``tune.grid_search`` over them, so every family gets the
 same budget), repeats become a grid over ``repeat`` inside each arm, and
 random values are drawn once per sample and held across the grid
 (``constant_grid_search``), so the repeats of a configuration differ only
-in their seed (:func:`lrtune.trial.trial_seed`). Tune's own schedulers,
+in their seed (:func:`lrtune.training.trial.trial_seed`). Tune's own schedulers,
 ``FailureConfig``, checkpointing and storage do the rest; lrtune adds the
 trainable, the Parquet sink and the live view.
 """
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from lrtune.results import filesystem as results_filesystem
+from lrtune.results.tables import filesystem as results_filesystem
 from lrtune.space import KeepInBounds
 from lrtune.spec import SweepSpec
 
@@ -89,7 +89,7 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
         domains["label"] = arm.label
         domains["repeat"] = tune.grid_search(list(range(spec.repeats))) if spec.repeats > 1 else 0
         arms.append(domains)
-    # One grid entry per (sample, arm), numbered for the seed rule (lrtune.trial.trial_seed):
+    # One grid entry per (sample, arm), numbered for the seed rule (lrtune.training.trial.trial_seed):
     # Tune draws each entry's random values once and holds them across its inner grid.
     draws = [{**domains, "sample": i} for i in range(spec.num_samples) for domains in arms]
     return {"arm": draws[0] if len(draws) == 1 else tune.grid_search(draws)}
@@ -274,17 +274,17 @@ def run_sweep(
         SweepError: the sweep cannot start (the message says why and what to
             do; a :class:`StorageError` when the storage cannot be read or written).
         lrtune.data.DataError: the data cannot be read.
-        lrtune.sink.SinkError: the results storage failed.
+        lrtune.engine.sink.SinkError: the results storage failed.
     """
     import ray
     from ray import tune
 
     from lrtune.data import load_cifar10
-    from lrtune.housekeeping import LeaseRenewal, StateRetention
-    from lrtune.lock import SweepLock, SweepLocked
-    from lrtune.progress import LiveView
-    from lrtune.sink import ParquetSink
-    from lrtune.trial import TrainSettings, TrialStorage
+    from lrtune.engine.housekeeping import LeaseRenewal, StateRetention
+    from lrtune.engine.lock import SweepLock, SweepLocked
+    from lrtune.engine.progress import LiveView
+    from lrtune.engine.sink import ParquetSink
+    from lrtune.training.trial import TrainSettings, TrialStorage
 
     if address is not None and address.startswith("ray://"):
         raise SweepError(
@@ -364,7 +364,7 @@ def run_sweep(
         view = LiveView(spec, sweep_dir, sink=sink, quiet=quiet, console=console)
         retention = StateRetention(sweep_dir, pin_clones=spec.scheduler.name == "pbt")
         callbacks = [sink, retention, LeaseRenewal(lock), view]
-        # Tune's checkpoints are pointers of a few bytes (lrtune.checkpoints):
+        # Tune's checkpoints are pointers of a few bytes (lrtune.training.checkpoints):
         # keep every one, so a lagging experiment snapshot never names a
         # deleted one, and store no metrics with them, so snapshots stay small.
         os.environ["TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE"] = "1"
@@ -469,7 +469,7 @@ def _check_same_data(sweep_dir: str, fingerprint: dict[str, Any]) -> None:
 
 def _finished_trials(sweep_dir: str) -> dict[str, dict[str, Any]]:
     """Trials that trials.parquet records as over (done, stopped early, diverged), each with its last row."""
-    from lrtune.results import load, load_trials
+    from lrtune.results.tables import load, load_trials
 
     try:
         trials = load_trials(sweep_dir)
@@ -522,7 +522,7 @@ def trainable_for(dataset, settings, storage, *, cpu: float, gpu: float):
     """The Tune trainable: the dataset goes into the object store once, here."""
     from ray import tune
 
-    from lrtune.trial import tune_trainable
+    from lrtune.training.trial import tune_trainable
 
     return tune.with_resources(
         tune.with_parameters(tune_trainable, data=dataset, settings=settings, storage=storage),

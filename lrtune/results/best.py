@@ -21,7 +21,7 @@ trials are reported, never chosen. If no trial is done yet, the stopped
 says so.
 
 :func:`read_results` merges ``metrics/``, ``trials.parquet`` and
-``sweep.yaml`` into one record per trial; :mod:`lrtune.report` draws from
+``sweep.yaml`` into one record per trial; :mod:`lrtune.results.report` draws from
 the same records.
 """
 
@@ -37,8 +37,8 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from lrtune import results
-from lrtune.results import CONFIG_COLUMNS
+from lrtune.results import tables
+from lrtune.results.tables import CONFIG_COLUMNS
 
 __all__ = [
     "METRICS",
@@ -110,7 +110,7 @@ def t_critical(df: int) -> float:
 class Trial:
     """One trial: its status, hyperparameters and per-epoch curves.
 
-    ``config`` has every name of :data:`~lrtune.results.CONFIG_COLUMNS`
+    ``config`` has every name of :data:`~lrtune.results.tables.CONFIG_COLUMNS`
     (None where the trial's optimizer and schedule do not use it): the
     values of its last recorded epoch. ``epochs`` holds the epochs recorded
     in ``metrics/`` (1-based) and ``curves[name]`` the value of
@@ -236,7 +236,7 @@ def _plain(value: Any) -> Any:
 
 
 def _read_sweep_file(sweep_dir: str) -> dict[str, Any] | None:
-    from lrtune.results import filesystem
+    from lrtune.results.tables import filesystem
 
     fs_, root = filesystem(sweep_dir)
     path = f"{root.rstrip('/')}/sweep.yaml"
@@ -260,9 +260,9 @@ def read_results(sweep_dir: str) -> SweepResults:
     ``pending``/``running`` whose last epoch row says ``done`` or
     ``diverged`` takes that status.
     """
-    metrics = results.load(sweep_dir)
+    metrics = tables.load(sweep_dir)
     try:
-        trials_table = results.load_trials(sweep_dir)
+        trials_table = tables.load_trials(sweep_dir)
     except FileNotFoundError:
         trials_table = None
     if metrics.num_rows == 0:
@@ -315,7 +315,7 @@ def read_results(sweep_dir: str) -> SweepResults:
                 status=status,
                 family=fam
                 or (entry or {}).get("family")
-                or results.family(config["optimizer"], config["schedule"], config.get("warmup_epochs")),
+                or tables.family(config["optimizer"], config["schedule"], config.get("warmup_epochs")),
                 config=config,
                 repeat=repeat,
                 error=entry["error"] if entry is not None else None,

@@ -23,7 +23,7 @@ from typing import Any
 
 import keras
 
-from lrtune.schedules import Schedule
+from lrtune.training.schedules import Schedule
 
 __all__ = ["MIN_DELTA", "initial_state", "update", "replay", "ReduceOnPlateau"]
 
@@ -78,7 +78,7 @@ def replay(schedule: Schedule, values: Sequence[float], mode: str) -> list[float
 
     The rate of epoch ``e`` follows from the metrics of epochs before it.
 
-    >>> from lrtune.schedules import make_schedule
+    >>> from lrtune.training.schedules import make_schedule
     >>> replay(make_schedule("plateau", lr=0.1, factor=0.5, patience=1), [1, 1, 1, 2], "max")
     [0.1, 0.1, 0.05, 0.025]
     """
@@ -93,7 +93,7 @@ def replay(schedule: Schedule, values: Sequence[float], mode: str) -> list[float
 class ReduceOnPlateau(keras.callbacks.Callback):
     """Run :func:`update` on ``metric`` after every epoch of a trial.
 
-    ``multiplier`` is the :class:`~lrtune.keras_schedule.KerasSchedule`'s
+    ``multiplier`` is the :class:`~lrtune.training.keras_schedule.KerasSchedule`'s
     variable; it is set to ``current lr / lr`` when an epoch begins, so the
     epoch that saw the plateau still reports the rate it trained with.
     Place it before the reporter: the checkpoint written at the end of an

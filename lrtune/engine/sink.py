@@ -10,7 +10,7 @@ How rows land exactly once, across retries, kills, restores and PBT:
 - Each reported epoch becomes a row keyed by (trial_id, epoch); a row
   whose key is already taken is dropped. The sink reads the keys back
   from Parquet when it starts.
-- The first report of every run of a trial (see :mod:`lrtune.reporter`)
+- The first report of every run of a trial (see :mod:`lrtune.training.reporter`)
   carries the epoch it resumed from and the history it resumed with. The
   sink then withdraws the trial's rows of later epochs (the abandoned run
   trained them) and makes its earlier rows equal that history (under PBT
@@ -20,7 +20,7 @@ How rows land exactly once, across retries, kills, restores and PBT:
   trial ends. Rows lost with a killed driver come back with the history of
   the state each unfinished trial resumes from.
 
-Files and their replacement are :class:`~lrtune.parquet_parts.PartFiles`'
+Files and their replacement are :class:`~lrtune.engine.parquet_parts.PartFiles`'
 job; when the sweep ends the small files are compacted into one.
 """
 
@@ -41,8 +41,8 @@ import pyarrow.parquet as pq
 from pyarrow import fs
 from ray.tune import Callback
 
-from lrtune.parquet_parts import PartFiles, write_atomically
-from lrtune.results import (
+from lrtune.engine.parquet_parts import PartFiles, write_atomically
+from lrtune.results.tables import (
     EXPLOITS_SCHEMA,
     METRICS_SCHEMA,
     TRIALS_SCHEMA,
@@ -53,7 +53,7 @@ from lrtune.results import (
     metrics_path,
     trials_path,
 )
-from lrtune.trial import trial_config
+from lrtune.training.trial import trial_config
 
 __all__ = ["ParquetSink", "SinkError"]
 

@@ -53,7 +53,7 @@ Beyond the defaults, the update rules themselves (Keras 2.0.x
   smaller. This difference remains.
 
 Any schedule combines with any optimizer: the optimizer gets a
-:class:`~lrtune.keras_schedule.KerasSchedule` as its ``learning_rate``.
+:class:`~lrtune.training.keras_schedule.KerasSchedule` as its ``learning_rate``.
 Numbers arrive as ``float`` (Keras's SGD refuses ``momentum=0``, an int).
 """
 
@@ -61,7 +61,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lrtune.schedules import Schedule
+from lrtune.training.schedules import Schedule
 
 if TYPE_CHECKING:
     import keras
@@ -127,7 +127,7 @@ def build_optimizer(
         settings["weight_decay"] = None
     import keras
 
-    from lrtune.keras_schedule import KerasSchedule
+    from lrtune.training.keras_schedule import KerasSchedule
 
     optimizer_class = getattr(keras.optimizers, OPTIMIZERS[name])
     return optimizer_class(

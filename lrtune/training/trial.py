@@ -24,12 +24,12 @@ import tempfile
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from lrtune.checkpoints import write_pointer
-from lrtune.schedules import WARMUP_PARAMS, fit_to_trial, make_schedule, schedule_params
+from lrtune.training.checkpoints import write_pointer
+from lrtune.training.schedules import WARMUP_PARAMS, fit_to_trial, make_schedule, schedule_params
 
 if TYPE_CHECKING:
     from lrtune.data import Dataset
-    from lrtune.reporter import Checkpointer, Reporter
+    from lrtune.training.reporter import Checkpointer, Reporter
 
 __all__ = [
     "TrainSettings",
@@ -135,7 +135,7 @@ def split_config(config: Mapping[str, Any], epochs: int) -> tuple[str, Any, dict
     ``cycle_epochs``) is the trial's ``epochs`` less any warmup: this is
     the one place a schedule learns the trial's length.
     """
-    from lrtune.optimizers import DEFAULTS
+    from lrtune.training.optimizers import DEFAULTS
 
     optimizer = config.get("optimizer", "sgd")
     if optimizer not in DEFAULTS:
@@ -165,7 +165,7 @@ def run_trial(
 ) -> Reporter:
     """Train one trial to ``settings.epochs``, reporting every epoch.
 
-    ``restore_from`` is a state folder (:func:`lrtune.checkpoints.save_state`):
+    ``restore_from`` is a state folder (:func:`lrtune.training.checkpoints.save_state`):
     training continues at the epoch after it, with the optimizer's state,
     iteration count and dropout RNG restored, so a schedule goes on where
     it left off and a re-run epoch repeats exactly. The trial's config may
@@ -185,10 +185,10 @@ def run_trial(
     configure_tensorflow(settings.threads, settings.mixed_precision)
     import keras
 
-    from lrtune.checkpoints import load_extra_state, load_state
-    from lrtune.models import build_model
-    from lrtune.optimizers import build_optimizer
-    from lrtune.reporter import Reporter, local_checkpoint
+    from lrtune.training.checkpoints import load_extra_state, load_state
+    from lrtune.training.models import build_model
+    from lrtune.training.optimizers import build_optimizer
+    from lrtune.training.reporter import Reporter, local_checkpoint
 
     seed = int(config.get("seed", 0))
     keras.utils.set_random_seed(seed)
@@ -224,7 +224,7 @@ def run_trial(
         reporter.replay(seen)
     if initial_epoch >= settings.epochs:
         return reporter
-    from lrtune.batches import Batches
+    from lrtune.training.batches import Batches
 
     train = Batches(data.x_train, data.y_train, settings.batch_size, shuffle=True, seed=seed)
     train.set_epoch(initial_epoch)
@@ -247,7 +247,7 @@ def _plateau(schedule, optimizer, settings: TrainSettings):
     """The reduce-on-plateau callback for a reactive schedule, else None."""
     if not schedule.reactive:
         return None
-    from lrtune.plateau import ReduceOnPlateau
+    from lrtune.training.plateau import ReduceOnPlateau
 
     return ReduceOnPlateau(schedule, optimizer._learning_rate.multiplier, settings.metric, settings.mode)
 
@@ -286,7 +286,7 @@ def tune_trainable(
     Each epoch's state goes to the sweep's storage and its row to
     ``ray.tune.report`` with a pointer to that state as the checkpoint. A
     trial started again by Tune (a lost node, ``--resume``, a PBT exploit)
-    resumes from :func:`lrtune.checkpoints.choose_state`.
+    resumes from :func:`lrtune.training.checkpoints.choose_state`.
     """
     import os
     import time
@@ -295,7 +295,7 @@ def tune_trainable(
 
     from ray import tune
 
-    from lrtune.checkpoints import StateStore, choose_state, read_pointer
+    from lrtune.training.checkpoints import StateStore, choose_state, read_pointer
 
     # Tune reuses this worker for the next trial only if this function has
     # returned within TUNE_FUNCTION_THREAD_TIMEOUT_S of its last report (2 s

@@ -531,7 +531,7 @@ def plateau(
     Reduce on plateau (``keras.callbacks.ReduceLROnPlateau``,
     ``torch.optim.lr_scheduler.ReduceLROnPlateau``; defaults are theirs).
     It reacts to results, so this function is only the rate before any
-    reduction; the rule runs in the trial (:mod:`lrtune.plateau`), which
+    reduction; the rule runs in the trial (:mod:`lrtune.training.plateau`), which
     multiplies the rate (and any warmup) by ``current / lr`` from the epoch
     after a reduction, and records the rate applied in ``lr``. After a
     reduction the rule waits ``cooldown`` epochs before counting again.
@@ -641,7 +641,7 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "plateau": plateau,
 }
 
-#: Schedules that react to results: their rate is changed by the trial (:mod:`lrtune.plateau`).
+#: Schedules that react to results: their rate is changed by the trial (:mod:`lrtune.training.plateau`).
 REACTIVE = ("plateau",)
 
 #: Schedule parameters that a sweep may leave out: the trial fills them

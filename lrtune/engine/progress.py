@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from lrtune.sink import ParquetSink
+    from lrtune.engine.sink import ParquetSink
     from lrtune.spec import SweepSpec
 
 __all__ = ["LiveView"]
@@ -123,7 +123,7 @@ def best_table(
     repeats: bool = False,
 ) -> Table:
     """The ``top`` trials by their best ``metric``, from ``trials.parquet``-shaped rows."""
-    from lrtune.results import describe
+    from lrtune.results.tables import describe
 
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for column in ("trial", "family", f"best {metric}", "epoch", "status", "config"):

@@ -1,10 +1,10 @@
 """Schedule figures: the formulas and LR-against-epoch curves.
 
-The curves come from the same :mod:`lrtune.schedules` functions that train
+The curves come from the same :mod:`lrtune.training.schedules` functions that train
 the models, evaluated at every iteration (``Schedule.at_step``); the ``lr``
 recorded for an epoch is the value at its last iteration. Reduce on
 plateau reacts to results, so its curve replays its rule
-(:func:`lrtune.plateau.replay`) on a made-up metric that stops improving.
+(:func:`lrtune.training.plateau.replay`) on a made-up metric that stops improving.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lrtune.schedules import (
+from lrtune.training.schedules import (
     SCHEDULES,
     WARMUP_PARAMS,
     fit_to_trial,
@@ -149,7 +149,7 @@ def plot_schedules(
         lr = np.asarray(schedule.at_step(steps, steps_per_epoch), dtype=float)
         title = label
         if schedule.reactive:
-            from lrtune.plateau import replay
+            from lrtune.training.plateau import replay
 
             flat_from = int(PLATEAU_FROM * epochs)
             metric = np.minimum(np.arange(epochs), flat_from)  # improves, then stalls for good

@@ -1,7 +1,7 @@
 """The one adapter from an lrtune schedule to Keras.
 
 :class:`KerasSchedule` gives a Keras optimizer any
-:class:`~lrtune.schedules.Schedule`; :func:`applied_learning_rate` reads back
+:class:`~lrtune.training.schedules.Schedule`; :func:`applied_learning_rate` reads back
 the rate an optimizer applied at its last update.
 """
 
@@ -12,14 +12,14 @@ from typing import Any
 
 import keras
 
-from lrtune.schedules import Schedule, make_schedule
+from lrtune.training.schedules import Schedule, make_schedule
 
 __all__ = ["KerasSchedule", "applied_learning_rate"]
 
 
 @keras.saving.register_keras_serializable(package="lrtune")
 class KerasSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Any lrtune :class:`~lrtune.schedules.Schedule` as a Keras schedule.
+    """Any lrtune :class:`~lrtune.training.schedules.Schedule` as a Keras schedule.
 
     Keras calls it with the optimizer's iteration count; epoch schedules
     see ``floor(step / steps_per_epoch)`` (see ``Schedule.at_step``).

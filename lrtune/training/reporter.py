@@ -1,7 +1,7 @@
 """The Keras callback that reports each epoch.
 
 Each report is ``report(row, checkpoint_dir)``: the epoch's row and, unless
-the epoch diverged, a folder to checkpoint (see :mod:`lrtune.checkpoints`
+the epoch diverged, a folder to checkpoint (see :mod:`lrtune.training.checkpoints`
 for what a checkpoint holds and where).
 
 The first report of every *run* (a trial's training from a start or a
@@ -26,8 +26,8 @@ from typing import Any
 
 import keras
 
-from lrtune.checkpoints import save_state
-from lrtune.keras_schedule import applied_learning_rate
+from lrtune.training.checkpoints import save_state
+from lrtune.training.keras_schedule import applied_learning_rate
 
 __all__ = ["Reporter", "local_checkpoint"]
 

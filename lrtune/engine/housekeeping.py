@@ -1,7 +1,7 @@
 """Tune callbacks that keep a running sweep's storage in order.
 
 :class:`StateRetention` prunes the trials' saved states. Ray Tune
-checkpoints only pointers (see :mod:`lrtune.checkpoints`) and keeps every
+checkpoints only pointers (see :mod:`lrtune.training.checkpoints`) and keeps every
 one; the states they point to are the big files, and this callback deletes those no trial will resume from: all but the newest of
 each trial (and, under PBT, those another trial is about to clone), after
 each of its checkpoints. A pointer whose state was pruned still resumes,
@@ -14,7 +14,7 @@ import json
 
 from ray.tune import Callback
 
-from lrtune.checkpoints import StateStore
+from lrtune.training.checkpoints import StateStore
 
 __all__ = ["StateRetention", "LeaseRenewal"]
 
@@ -67,7 +67,7 @@ def _read_pointer(checkpoint) -> dict | None:
 
 
 class LeaseRenewal(Callback):
-    """Keep the driver's :class:`~lrtune.lock.SweepLock` lease fresh (object stores only)."""
+    """Keep the driver's :class:`~lrtune.engine.lock.SweepLock` lease fresh (object stores only)."""
 
     def __init__(self, lock=None):
         self.lock = lock

@@ -7,7 +7,7 @@ a rewrite that withdraws rows) names them in its metadata and they are
 deleted after it exists; :meth:`PartFiles.finish_replacements` completes a
 replacement that a kill interrupted, so a superseded row never comes back.
 Between the new file appearing and the old ones going, a plain reader of
-the folder can see a row twice; :func:`lrtune.results.load` drops such
+the folder can see a row twice; :func:`lrtune.results.tables.load` drops such
 duplicates.
 """
 
@@ -31,7 +31,7 @@ class PartFiles:
     """The Parquet files in folder ``root`` of filesystem ``filesystem``.
 
     ``on_error(path, exception)`` turns an ``OSError`` into the caller's
-    error (the sink's :class:`~lrtune.sink.SinkError`).
+    error (the sink's :class:`~lrtune.engine.sink.SinkError`).
     """
 
     def __init__(

@@ -22,7 +22,7 @@ from pyarrow import fs
 __all__ = ["SweepLock", "SweepLocked", "LEASE_SECONDS"]
 
 LEASE_SECONDS = 90.0
-_NAME = ".lrtune.lock"
+_NAME = ".lrtune.engine.lock"
 
 
 class SweepLocked(RuntimeError):
@@ -30,7 +30,7 @@ class SweepLocked(RuntimeError):
 
 
 class SweepLock:
-    """Hold ``<sweep_dir>/.lrtune.lock`` while a driver runs the sweep.
+    """Hold ``<sweep_dir>/.lrtune.engine.lock`` while a driver runs the sweep.
 
     Raises:
         SweepLocked: (from :meth:`acquire`) another live driver holds it;
@@ -39,7 +39,7 @@ class SweepLock:
     """
 
     def __init__(self, sweep_dir: str):
-        from lrtune.results import filesystem
+        from lrtune.results.tables import filesystem
 
         self.sweep_dir = sweep_dir
         self._fs, root = filesystem(sweep_dir)

@@ -166,8 +166,8 @@ def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
     >>> row["config.lr"], row["config.beta_2"], row["config.momentum"], row["config.schedule"]
     (0.001, 0.999, None, 'constant')
     """
-    from lrtune.optimizers import DEFAULTS
-    from lrtune.schedules import SCHEDULES, schedule_params
+    from lrtune.training.optimizers import DEFAULTS
+    from lrtune.training.schedules import SCHEDULES, schedule_params
 
     optimizer = config.get("optimizer") or "sgd"
     effective = {"optimizer": optimizer, "schedule": "constant", **DEFAULTS.get(optimizer, {})}

@@ -20,7 +20,7 @@ every checkpoint it ever named: a snapshot of the experiment that lags
 behind the trials can never name a checkpoint that was deleted (Tune's own
 retention deletes checkpoints that its latest snapshot still names,
 ray-project/ray#27790). lrtune prunes the heavy states itself
-(:class:`~lrtune.housekeeping.StateRetention`), and a trial restored from a
+(:class:`~lrtune.engine.housekeeping.StateRetention`), and a trial restored from a
 pointer whose state is gone resumes from the newest state that exists
 (:func:`choose_state`).
 """
@@ -149,7 +149,7 @@ class StateStore:
     """
 
     def __init__(self, sweep_dir: str, trial_id: str):
-        from lrtune.results import filesystem
+        from lrtune.results.tables import filesystem
 
         self.trial_id = trial_id
         self.fs, root = filesystem(sweep_dir.rstrip("/"))

@@ -18,7 +18,7 @@ A PBT sweep gets first the rate (and momentum) each member trained with,
 epoch by epoch, with its exploits marked and the winner in bold
 (:func:`figure_population`); its pick is the winner's learned schedule.
 
-The page starts with :func:`lrtune.best.choose`'s pick. Figures are drawn
+The page starts with :func:`lrtune.results.best.choose`'s pick. Figures are drawn
 with Matplotlib's object API (no pyplot, no display, no global state) and
 embedded in the HTML as base64 PNG; the PNG files are written beside it.
 """
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrtune.best import (
+from lrtune.results.best import (
     Candidate,
     Choice,
     SweepResults,
@@ -45,7 +45,7 @@ from lrtune.best import (
     format_choice,
     read_results,
 )
-from lrtune.results import describe
+from lrtune.results.tables import describe
 
 __all__ = ["ReportFiles", "write_report"]
 
@@ -176,7 +176,7 @@ def _by_id(sweep: SweepResults) -> dict[str, Trial]:
 
 
 def _eligible(sweep: SweepResults) -> list[Trial]:
-    """The trials :func:`~lrtune.best.choose` compares: done, else the unfinished."""
+    """The trials :func:`~lrtune.results.best.choose` compares: done, else the unfinished."""
     done = [t for t in sweep.trials if t.status == "done"]
     return done or [t for t in sweep.trials if t.status in ("stopped_early", "running")]
 
@@ -278,7 +278,7 @@ def _recorded_exploits(sweep_dir: str) -> int | None:
     """How many exploits ``exploits.parquet`` records; None where the sweep has none."""
     import pyarrow.parquet as pq
 
-    from lrtune.results import filesystem
+    from lrtune.results.tables import filesystem
 
     fs_, root = filesystem(sweep_dir)
     try:
