@@ -46,28 +46,71 @@ def sweep(
     ] = None,
     max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="Most trials at once.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view; just the final table.")] = False,
+    extend: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Add SWEEP_FILE's trials to the finished sweep of this name; trials it has are reused."
+        ),
+    ] = None,
 ):
-    """Run a sweep: every trial of SWEEP_FILE on Ray Tune, results to Parquet."""
+    """Run a sweep: every trial of SWEEP_FILE on Ray Tune, results to Parquet.
+
+    With --extend NAME, add the trials of SWEEP_FILE (a new or changed space) that sweep
+    NAME lacks, as a new round of it: best, results and report then see old and new together.
+    """
     from lrtune.data import DataError
+    from lrtune.engine.rounds import extend_sweep
     from lrtune.engine.sink import SinkError
     from lrtune.engine.sweep import StorageError, SweepError, run_sweep
     from lrtune.spec import SweepFileError, load_spec
 
     overrides = list(set_ or [])
+    if extend is not None and name is not None and name != extend:
+        _fail(f"--name {name} and --extend {extend}: the extended sweep keeps its name; give one of them")
     if name is not None:
         overrides.append(f"name={name}")
     try:
         spec = load_spec(sweep_file, overrides)
-        outcome = run_sweep(
-            spec,
-            storage=storage,
-            data=data,
-            address=address,
-            resume=resume,
-            max_concurrent=max_concurrent,
-            quiet=quiet,
-            console=err,
-        )
+        if extend is not None:
+            extension = extend_sweep(
+                spec,
+                extend,
+                storage=storage,
+                data=data,
+                address=address,
+                resume=resume,
+                max_concurrent=max_concurrent,
+                quiet=quiet,
+                console=err,
+            )
+            if extension.round is None:
+                out.print(
+                    f"{extension.sweep_dir}: nothing to add; the sweep has all {extension.reused} "
+                    f"trials of {sweep_file} already"
+                )
+                return
+            spec = spec.model_copy(update={"name": extend})
+            out.print(
+                f"{extend}: round {extension.round.index} ran {len(extension.round.trials)} new trials"
+                + (
+                    f"; {extension.reused} of {sweep_file}'s trials were in the sweep already"
+                    if extension.reused
+                    else ""
+                ),
+                highlight=False,
+            )
+            outcome = extension.outcome
+        else:
+            outcome = run_sweep(
+                spec,
+                storage=storage,
+                data=data,
+                address=address,
+                resume=resume,
+                max_concurrent=max_concurrent,
+                quiet=quiet,
+                console=err,
+            )
     except (SinkError, StorageError) as e:
         _fail(str(e), code=3)
     except (SweepFileError, DataError, SweepError) as e:
@@ -198,6 +241,79 @@ def best(
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     sys.stdout.write(format_choice(choice, format_))
+
+
+@app.command()
+def confirm(
+    sweep_dir: Annotated[str, typer.Argument(help="A finished sweep's folder: <storage>/<name>.")],
+    top: Annotated[int, typer.Option(help="Most configurations per round, the best included.")] = 3,
+    repeats: Annotated[int, typer.Option(help="New seeds per configuration and round.")] = 3,
+    budget_epochs: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Most epochs all rounds may train (default: three rounds: 3 x top x repeats x epochs)."
+        ),
+    ] = None,
+    data: Annotated[
+        Optional[str], typer.Option(help="The sweep's data (default: the one it recorded in data.json).")
+    ] = None,
+    address: Annotated[
+        Optional[str], typer.Option(help="Ray cluster to join: 'auto'. Default: a local Ray.")
+    ] = None,
+    max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="Most trials at once.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view.")] = False,
+    format_: Annotated[str, typer.Option("--format", help="yaml or json (the final pick).")] = "yaml",
+):
+    """Run the configurations within noise of the best again, with new seeds, until it is separated.
+
+    Each round adds `repeats` trials of the best and of the next configurations within noise
+    (at most `top` in all) to the same sweep; it stops when the best is separated from the
+    rest, or before a round that would pass --budget-epochs. Then prints the pick as `best` does.
+    """
+    from lrtune.data import DataError
+    from lrtune.engine.confirm import confirm as run_confirm
+    from lrtune.engine.sink import SinkError
+    from lrtune.engine.sweep import StorageError, SweepError
+    from lrtune.results.best import format_choice
+
+    if format_ not in ("yaml", "json"):
+        _fail(f"--format must be yaml or json, got {format_!r}")
+    try:
+        result = run_confirm(
+            sweep_dir,
+            top=top,
+            repeats=repeats,
+            budget_epochs=budget_epochs,
+            data=data,
+            address=address,
+            max_concurrent=max_concurrent,
+            quiet=quiet,
+            console=err,
+        )
+    except (SinkError, StorageError) as e:
+        _fail(str(e), code=3)
+    except (SweepError, DataError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    trials = sum(len(r.trials) for r in result.rounds)
+    ran = (
+        f"ran round{'s' if len(result.rounds) > 1 else ''} "
+        + ", ".join(str(r.index) for r in result.rounds)
+        + f" ({trials} trials, {result.epochs_spent} of {result.budget_epochs} budget epochs)"
+        if result.rounds
+        else f"ran no round (budget {result.budget_epochs} epochs)"
+    )
+    if result.stopped == "separated":
+        verdict = "the best is separated from every other configuration"
+    else:
+        others = len(result.choice.within_noise)
+        verdict = (
+            f"budget reached: {others} configuration{'s' if others != 1 else ''} still within noise of the best; "
+            "raise --budget-epochs or --repeats to go on"
+        )
+    if result.left_out:
+        verdict += f" ({result.left_out} more within noise were left out by --top {top})"
+    err.print(f"confirm {result.sweep_dir}: {ran}; {verdict}", highlight=False, soft_wrap=True)
+    sys.stdout.write(format_choice(result.choice, format_))
 
 
 @app.command()

@@ -6,7 +6,7 @@ the file and through ``--set``), class subsets by name and by index, each
 scheduler and search. Each drawn file is validated as ``lrtune validate``
 does, its data loaded as ``lrtune sweep`` does, Tune's space, scheduler
 and searcher built, and trial configs drawn as Tune (or Optuna) draws them;
-then one short epoch of each through the real :func:`lrtune.training.trial.run_trial`
+then the sweep's epochs (1-3) of each through the real :func:`lrtune.training.trial.run_trial`
 on a tiny fixture, outside Ray to stay fast. A PBT file also continues a
 trial from its checkpoint with a perturbed config, as PBT does. No trial
 may raise: it ends ``done`` or ``diverged``. A handful of files then run end
@@ -98,6 +98,8 @@ def dist(draw, key: str, discrete_only: bool):
         low = draw(st.integers(1, 3))
         return {"randint": [low, low + draw(st.integers(1, 3))]}
     positive = [v for v in values if v > 0] if "log" in kind else values
+    if len(positive) < 2:  # e.g. min_lr: one positive value to draw from
+        positive = [*positive, positive[0] * 10]
     if kind in ("uniform", "loguniform"):
         low, high = sorted(draw(st.lists(st.sampled_from(positive), min_size=2, max_size=2, unique=True)))
         return {kind: [low, high]}
@@ -280,7 +282,8 @@ def fixture_archive(tmp_path_factory, make_cifar_archive, request):
             )
 
 
-def run_one(config, spec, data, checkpoint_dirs=None, restore_from=None, epochs=1):
+def run_one(config, spec, data, checkpoint_dirs=None, restore_from=None, epochs=None):
+    """Train ``config`` for ``epochs`` (default: the sweep's, as validated) through the real run_trial."""
     from lrtune.training.trial import TrainSettings, run_trial, trial_config, trial_seed
 
     hyper = trial_config(config)
@@ -289,7 +292,7 @@ def run_one(config, spec, data, checkpoint_dirs=None, restore_from=None, epochs=
     )
     settings = TrainSettings(
         model=spec.model,
-        epochs=epochs,
+        epochs=spec.epochs if epochs is None else epochs,
         batch_size=spec.batch_size,
         threads=1,
         mixed_precision=spec.mixed_precision,
@@ -368,7 +371,7 @@ def test_every_accepted_sweep_file_trains(fixture_archive, drawn):
             assert reporter.status in ("done", "diverged"), (text, overrides, config)
             if spec.scheduler.name == "pbt" and reporter.status == "done":
                 continued = exploited(spec, config)
-                again = run_one(continued, spec, data, restore_from=checkpoints[-1], epochs=2)
+                again = run_one(continued, spec, data, restore_from=checkpoints[-1], epochs=spec.epochs + 1)
                 assert again.status in ("done", "diverged"), (text, overrides, continued)
     finally:
         import keras

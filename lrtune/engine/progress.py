@@ -38,6 +38,7 @@ class LiveView(Callback):
         quiet: bool = False,
         console: Console | None = None,
         refresh_seconds: float = 0.5,
+        trials: int | None = None,
     ):
         self.spec = spec
         self.sweep_dir = sweep_dir
@@ -45,6 +46,7 @@ class LiveView(Callback):
         self.quiet = quiet
         self.console = console or Console(stderr=True)
         self.refresh_seconds = refresh_seconds
+        self.total_trials = trials if trials is not None else spec.trial_count()
         self.trials: list[Any] = []
         self._live: Live | None = None
         self._last = 0.0
@@ -56,7 +58,7 @@ class LiveView(Callback):
             TimeElapsedColumn(),
             console=self.console,
         )
-        self._task = self._progress.add_task("epochs", total=spec.trial_count() * spec.epochs)
+        self._task = self._progress.add_task("epochs", total=self.total_trials * spec.epochs)
 
     def __reduce__(self):
         # Tune pickles its callbacks into tuner.pkl; a view holds a terminal.
@@ -89,7 +91,7 @@ class LiveView(Callback):
         counts = dict.fromkeys(_ORDER, 0)
         for row in rows:
             counts[row["status"]] += 1
-        budget = max(len(rows), self.spec.trial_count()) * self.spec.epochs
+        budget = max(len(rows), self.total_trials) * self.spec.epochs
         # Epochs that early stopping, divergence or an error skipped count as settled.
         settled = sum(
             r["epochs_run"] if r["status"] in ("running", "pending") else self.spec.epochs for r in rows

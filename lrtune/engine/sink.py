@@ -51,7 +51,6 @@ from lrtune.results.tables import (
     family,
     filesystem,
     metrics_path,
-    trials_path,
 )
 from lrtune.training.trial import trial_config
 
@@ -114,6 +113,8 @@ class ParquetSink(Callback):
         epochs: the epoch budget of a trial, to tell ``done`` from
             ``stopped_early``.
         flush_seconds: longest time a row waits in memory.
+        trials_file: where ``trials.parquet`` goes, relative to ``sweep_dir``
+            (a round of the sweep writes ``rounds/<k>/trials.parquet``).
 
     Raises:
         SinkError: (from any hook) the storage cannot be written; the
@@ -129,6 +130,7 @@ class ParquetSink(Callback):
         mode: str,
         epochs: int,
         flush_seconds: float = 2.0,
+        trials_file: str = "trials.parquet",
     ):
         self.sweep_dir = sweep_dir.rstrip("/")
         self.sweep = sweep
@@ -136,6 +138,7 @@ class ParquetSink(Callback):
         self.mode = mode
         self.epochs = epochs
         self.flush_seconds = flush_seconds
+        self.trials_file = trials_file
         self._fs, self._root = filesystem(self.sweep_dir)
         session = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self._parts = PartFiles(self._fs, metrics_path(self._root), METRICS_SCHEMA, session, self._fail)
@@ -157,6 +160,7 @@ class ParquetSink(Callback):
             "mode": mode,
             "epochs": epochs,
             "flush_seconds": flush_seconds,
+            "trials_file": trials_file,
         }
 
     def __reduce__(self):
@@ -364,7 +368,9 @@ class ParquetSink(Callback):
             self.rows_written += len(self._buffer)
             self._buffer.clear()
         if self._trials:
-            write_atomically(self._fs, self.trials_table(self._trials), trials_path(self._root), self._fail)
+            write_atomically(
+                self._fs, self.trials_table(self._trials), f"{self._root}/{self.trials_file}", self._fail
+            )
         if self._exploits:
             table = pa.Table.from_pylist(self._exploits, schema=EXPLOITS_SCHEMA)
             write_atomically(self._fs, table, exploits_path(self._root), self._fail)

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from lrtune.engine.rounds import Round, round_dir
 from lrtune.results.tables import filesystem as results_filesystem
 from lrtune.space import KeepInBounds
 from lrtune.spec import SweepSpec
@@ -241,6 +242,16 @@ def _check_writable(storage: str, sweep_dir: str) -> None:
         raise StorageError(f"cannot write to --storage {storage}: {e}") from None
 
 
+def _save_round(round: Round, sweep_dir: str) -> None:
+    fs_, root = results_filesystem(round_dir(sweep_dir, round.index))
+    try:
+        fs_.create_dir(root, recursive=True)
+        with fs_.open_output_stream(f"{root}/round.json") as f:
+            f.write(round.to_json().encode())
+    except OSError as e:
+        raise StorageError(f"cannot write to --storage {sweep_dir}: {e}") from None
+
+
 def _read_saved_spec(sweep_dir: str) -> dict[str, Any] | None:
     fs_, root = results_filesystem(sweep_dir)
     try:
@@ -262,8 +273,17 @@ def run_sweep(
     max_concurrent: int | None = None,
     quiet: bool = False,
     console=None,
+    round: Round | None = None,
+    lock=None,
 ) -> SweepOutcome:
     """Run ``spec`` to completion (or resume it) and return its outcome.
+
+    With ``round``, run that round of the existing sweep ``spec.name``
+    instead (:mod:`lrtune.engine.rounds`; ``resume`` then finishes the
+    round): its trials are ``round.trials``, its Tune experiment and
+    ``trials.parquet`` are in ``rounds/<index>/``, its rows join the
+    sweep's. ``lock`` is the sweep's :class:`~lrtune.engine.lock.SweepLock`
+    when the caller holds it already (it stays held).
 
     The dataset is loaded once here and shared with every trial through
     Ray's object store (``tune.with_parameters``). Everything that can be
@@ -294,22 +314,28 @@ def run_sweep(
         )
     sweep_dir = sweep_dir_for(storage, spec.name)
     saved = _read_saved_spec(sweep_dir)
-    if resume and saved is None:
+    if round is not None:
+        if saved is None:
+            raise SweepError(
+                f"no sweep {spec.name!r} in {storage} (no {sweep_dir}/sweep.yaml) to add trials to"
+            )
+    elif resume and saved is None:
         raise SweepError(
             f"--resume: no sweep {spec.name!r} in {storage} (no {sweep_dir}/sweep.yaml); run it without --resume first"
         )
-    if not resume and saved is not None:
+    elif not resume and saved is not None:
         raise SweepError(
             f"sweep {spec.name!r} already exists in {sweep_dir}: add --resume to finish it, "
             "or give another --name or --storage"
         )
-    if resume and saved != spec.to_yaml_dict():
+    elif resume and saved != spec.to_yaml_dict():
         raise SweepError(
             f"--resume: {sweep_dir}/sweep.yaml differs from the sweep given now; "
             "resume with the same file and --set values, or start a new --name"
         )
-    lock = SweepLock(sweep_dir)
-    if resume:
+    own_lock = lock is None
+    lock = lock or SweepLock(sweep_dir)
+    if resume and own_lock:
         _acquire(lock, SweepLocked)
 
     try:
@@ -326,18 +352,27 @@ def run_sweep(
             limit=spec.data.limit,
         )
         fingerprint = data_fingerprint(dataset)
-        if resume:
+        if resume or round is not None:
             _check_same_data(sweep_dir, fingerprint)
         else:
             _check_writable(storage, sweep_dir)
         started = _init_ray(address)
     except BaseException:
-        lock.release()
+        if own_lock:
+            lock.release()
         raise
     try:
         _check_placement(spec, local=started)
         _check_storage(storage)
-        if not resume:
+        experiment = round_dir(sweep_dir, round.index) if round is not None else sweep_dir
+        restore = resume and tune.Tuner.can_restore(experiment)
+        if round is not None and not restore:
+            space = {
+                "arm": tune.grid_search(list(round.trials)) if len(round.trials) > 1 else round.trials[0]
+            }
+            tune_config = _tune_config(spec, max_concurrent, trial_prefix=f"r{round.index}")
+            _save_round(round, sweep_dir)
+        elif not resume:
             # Built before sweep.yaml is written: Tune and Optuna check them here.
             space, tune_config = param_space(spec), _tune_config(spec, max_concurrent)
             _acquire(lock, SweepLocked)
@@ -359,18 +394,30 @@ def run_sweep(
             dataset, settings, trial_storage, cpu=spec.resources.cpu, gpu=spec.resources.gpu
         )
         sink = ParquetSink(
-            sweep_dir, sweep=spec.name, metric=spec.metric, mode=spec.metric_mode, epochs=spec.epochs
+            sweep_dir,
+            sweep=spec.name,
+            metric=spec.metric,
+            mode=spec.metric_mode,
+            epochs=spec.epochs,
+            trials_file=f"rounds/{round.index}/trials.parquet" if round is not None else "trials.parquet",
         )
-        view = LiveView(spec, sweep_dir, sink=sink, quiet=quiet, console=console)
+        view = LiveView(
+            spec,
+            sweep_dir,
+            sink=sink,
+            quiet=quiet,
+            console=console,
+            trials=len(round.trials) if round is not None else None,
+        )
         retention = StateRetention(sweep_dir, pin_clones=spec.scheduler.name == "pbt")
         callbacks = [sink, retention, LeaseRenewal(lock), view]
         # Tune's checkpoints are pointers of a few bytes (lrtune.training.checkpoints):
         # keep every one, so a lagging experiment snapshot never names a
         # deleted one, and store no metrics with them, so snapshots stay small.
         os.environ["TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE"] = "1"
-        if resume:
+        if restore:
             tuner = tune.Tuner.restore(
-                sweep_dir, trainable=trainable, resume_unfinished=True, resume_errored=False
+                experiment, trainable=trainable, resume_unfinished=True, resume_errored=False
             )
             # Tune restores the callbacks pickled with the first run; this run's
             # sink and view (fresh state, this run's --quiet) replace them.
@@ -381,8 +428,8 @@ def run_sweep(
                 param_space=space,
                 tune_config=tune_config,
                 run_config=tune.RunConfig(
-                    name=spec.name,
-                    storage_path=sweep_dir.rsplit("/", 1)[0],
+                    name=experiment.rsplit("/", 1)[1],
+                    storage_path=experiment.rsplit("/", 1)[0],
                     callbacks=callbacks,
                     verbose=0,
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -401,7 +448,8 @@ def run_sweep(
             counts[status] = counts.get(status, 0) + 1
         return SweepOutcome(sweep_dir=sweep_dir, counts=counts, trials=table)
     finally:
-        lock.release()
+        if own_lock:
+            lock.release()
         if started:
             ray.shutdown()
 
@@ -530,7 +578,8 @@ def trainable_for(dataset, settings, storage, *, cpu: float, gpu: float):
     )
 
 
-def _tune_config(spec: SweepSpec, max_concurrent: int | None):
+def _tune_config(spec: SweepSpec, max_concurrent: int | None, trial_prefix: str | None = None):
+    """Tune's ``TuneConfig``; ``trial_prefix`` replaces Tune's random trial-id prefix (rounds: ``r<k>``)."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -538,6 +587,12 @@ def _tune_config(spec: SweepSpec, max_concurrent: int | None):
         search_alg = _tpe_search(spec)
     else:
         search_alg = BasicVariantGenerator(constant_grid_search=True, random_state=spec.seed)
+        if trial_prefix is not None:
+            # Tune names trials <random 5 hex>_<counter>; a round's "r<k>_" prefix
+            # cannot equal a hex prefix, so trial ids stay unique across rounds.
+            if not hasattr(search_alg, "_uuid_prefix"):
+                raise SweepError("this Ray's BasicVariantGenerator has no _uuid_prefix: rounds need Ray 2.60")
+            search_alg._uuid_prefix = f"{trial_prefix}_"
     return tune.TuneConfig(
         metric=spec.metric,
         mode=spec.metric_mode,

@@ -12,6 +12,9 @@ Under ``<storage>/<sweep name>/``:
   rewritten atomically as trials progress.
 - ``exploits.parquet`` (PBT): one row per exploit, :data:`EXPLOITS_SCHEMA`.
 - ``sweep.yaml``: the validated sweep, as run.
+- ``rounds/<k>/`` (after ``lrtune sweep --extend`` or ``lrtune confirm``): round
+  ``k``'s ``round.json`` (its trials), Tune experiment and ``trials.parquet``;
+  its rows are in ``metrics/`` with the rest (:mod:`lrtune.engine.rounds`).
 - Ray Tune's own experiment state (``tuner.pkl``, ``experiment_state-*``,
   one folder per trial with its checkpoints and TensorBoard logs).
 
@@ -287,15 +290,30 @@ def load(sweep_dir: str) -> pa.Table:
 
 
 def load_trials(sweep_dir: str) -> pa.Table:
-    """The ``trials.parquet`` table of the sweep at ``sweep_dir``."""
+    """Every trial of the sweep at ``sweep_dir``: ``trials.parquet`` and its rounds'.
+
+    A sweep extended with ``lrtune sweep --extend`` or ``lrtune confirm``
+    has a ``rounds/<k>/trials.parquet`` per round; their rows follow the
+    sweep's own, round by round.
+
+    Raises:
+        FileNotFoundError: the sweep has no ``trials.parquet`` yet.
+    """
     import pyarrow.parquet as pq
+    from pyarrow import fs
 
     fs_, root = filesystem(sweep_dir)
-    path = trials_path(root)
     try:
-        return pq.read_table(path, filesystem=fs_, schema=TRIALS_SCHEMA)
+        parts = [pq.read_table(trials_path(root), filesystem=fs_, schema=TRIALS_SCHEMA)]
     except FileNotFoundError:
         raise FileNotFoundError(f"{sweep_dir}: no trials.parquet here yet") from None
+    rounds = fs_.get_file_info(fs.FileSelector(f"{root.rstrip('/')}/rounds", allow_not_found=True))
+    for info in sorted((i for i in rounds if i.base_name.isdigit()), key=lambda i: int(i.base_name)):
+        try:
+            parts.append(pq.read_table(trials_path(info.path), filesystem=fs_, schema=TRIALS_SCHEMA))
+        except FileNotFoundError:
+            continue  # the round has not written its first trials.parquet yet
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 def summarize(sweep_dir: str) -> str:
