@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -463,6 +464,38 @@ def test_json_output_has_the_documented_keys(tmp_path):
     assert other["vs_best"]["significant"] is False and other["vs_best"]["reason"] == "p >= 0.05"
 
 
+def test_a_loss_interval_stays_at_or_above_0(tmp_path):
+    runs = [run(A, [0.7, 0.8], val_loss=[0.9, v], repeat=i) for i, v in enumerate([0.05, 0.60])]
+    runs += [run(B, [0.6, 0.7], val_loss=[0.9, v], repeat=i) for i, v in enumerate([0.90, 0.95])]
+    choice = choose(write_sweep(tmp_path, runs, epochs=2, metric="val_loss"))
+    assert choice.best.mean == pytest.approx(0.325) and choice.best.ci_low == 0.0
+    assert "(Student's t, within [0, inf))" in format_choice(choice)
+
+
+def test_the_command_prints_the_test_its_level_and_each_p_value(tmp_path):
+    runs = finals(A, [0.80, 0.81, 0.79]) + finals(B, [0.60, 0.61, 0.59]) + finals(ADAM, [0.79, 0.80])
+    d = write_sweep(tmp_path, runs, epochs=3)
+    root = Path(__file__).parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "lrtune", "best", d, "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["test"]["name"] == "Welch's two-sided t-test" and data["test"]["alpha"] == 0.05
+    assert data["test"]["clear_winner"] is False
+    assert [(c["config"]["lr"], c["n"]) for c in data["ranked"]] == [(0.05, 3), (0.001, 2), (0.01, 3)]
+    ps = [c["vs_best"]["p_value"] for c in data["ranked"][1:]]
+    assert ps == pytest.approx(
+        [welch_p([0.80, 0.81, 0.79], [0.79, 0.80]), welch_p([0.80, 0.81, 0.79], [0.60, 0.61, 0.59])]
+    )
+    assert [c["vs_best"]["significant"] for c in data["ranked"][1:]] == [False, True]
+    assert [c["config"]["lr"] for c in data["within_noise"]] == [0.001]
+
+
 # --- errors -------------------------------------------------------------------------------
 
 
@@ -594,6 +627,7 @@ def test_pbt_json_has_the_population_and_the_learned_schedule(tmp_path):
         ["synthetic_00001"],
         ["synthetic_00000"],
     ]
+    assert data["test"] is None  # members share weights: no test over repeats
     learned = data["learned_schedule"]
     assert learned["trial_id"] == "synthetic_00002" and learned["replayable"] is True
     assert learned["lr"] == [{"epochs": [1, 3], "value": 0.05}, {"epochs": [4, 6], "value": 0.06}]
