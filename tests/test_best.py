@@ -195,10 +195,18 @@ def test_a_clear_winner_is_chosen_with_its_mean_std_and_ci(tmp_path):
         welch_p([0.80, 0.81, 0.79], [0.60, 0.61, 0.59])
     )
     assert (
-        "The best is significantly better than each of the other 1 configuration "
+        "The best is significantly better than the other configuration "
         "(Welch's two-sided t-test vs the best, alpha 0.05 each): a clear winner at that level."
         in choice.note
     )
+
+
+def test_a_clear_winner_over_several_says_it_beat_each_of_them(tmp_path):
+    runs = finals(A, [0.80, 0.81, 0.79]) + finals(B, [0.60, 0.61, 0.59]) + finals(ADAM, [0.50, 0.52, 0.51])
+    choice = choose(write_sweep(tmp_path, runs, epochs=3))
+    assert choice.test.clear_winner and all(c.comparison.significant for c in choice.ranked[1:])
+    assert "The best is significantly better than each of the other 2 configurations" in choice.note
+    assert "within noise" not in format_choice(choice)
 
 
 def test_configurations_within_noise_are_all_listed_and_the_note_says_so(tmp_path):

@@ -518,56 +518,7 @@ def choose_from(
     best = ranked[0]
     not_separated = [c for c in ranked[1:] if not c.comparison.significant]
     within = tuple(not_separated[:top])
-    lines = _noise_note(
-        sweep,
-        family,
-        metric,
-        mode,
-        at,
-        fallback,
-        counts,
-        eligible_statuses,
-        scored,
-        unscored,
-        ranked,
-        not_separated,
-        top,
-        test,
-    )
-    return Choice(
-        metric=metric,
-        mode=mode,
-        at=at,
-        best=best,
-        within_noise=within,
-        ranked=ranked,
-        note=" ".join(lines),
-        test=test,
-    )
-
-
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n} {word if n == 1 else plural or word + 's'}"
-
-
-def _noise_note(
-    sweep: SweepResults,
-    family: str | None,
-    metric: str,
-    mode: str,
-    at: str,
-    fallback: bool,
-    counts: Mapping[str, int],
-    eligible_statuses: Sequence[str],
-    scored: Sequence[tuple[Trial, float]],
-    unscored: Sequence[Trial],
-    ranked: Sequence[Candidate],
-    not_separated: Sequence[Candidate],
-    top: int,
-    test: stats.BestComparison,
-) -> list[str]:
-    """The note's sentences, in the order a reader asks: what was compared, what was not, can we tell."""
-    best = ranked[0]
+    # The note, in the order a reader asks: what was compared, what was not, can we tell.
     where_at = "final epoch" if at == "final" else "best epoch (optimistic: picked on the same data)"
     lines = [
         f"Compared {_plural(len(ranked), 'configuration')} ({len(scored)} trials) on {metric} ({mode}) "
@@ -583,30 +534,60 @@ def _noise_note(
             "epochs), which is not a fair comparison; choose again when the sweep has finished."
         )
     lines += _excluded(counts, eligible_statuses, unscored, metric)
+    lines += _survivorship(ranked)
+    lines += _separation(ranked, not_separated, top, test)
+    return Choice(
+        metric=metric,
+        mode=mode,
+        at=at,
+        best=best,
+        within_noise=within,
+        ranked=ranked,
+        note=" ".join(lines),
+        test=test,
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word if n == 1 else word + 's'}"
+
+
+def _survivorship(ranked: Sequence[Candidate]) -> list[str]:
+    """The note's caveat on every compared configuration that lost runs (early stopping, failures)."""
     thinned = [c for c in ranked if c.left_out]
-    if thinned:
-        total: dict[str, int] = {}
-        for c in thinned:
-            for s, n in c.left_out.items():
-                total[s] = total.get(s, 0) + n
-        if best.left_out:
-            which = "the best" if len(thinned) == 1 else "the best included"
-        else:
-            which = "not the best"
-        lines.append(
-            f"Survivorship: {len(thinned)} of the {_plural(len(ranked), 'compared configuration')} "
-            f"({which}) {'has runs' if len(thinned) == 1 else 'have runs'} not in {'its' if len(thinned) == 1 else 'their'} "
-            f"mean ({_counted(dict(sorted(total.items())))}): the runs that survived may flatter "
-            f"{'it' if len(thinned) == 1 else 'them'}, and the test sees only those."
-        )
-    if best.n == 1:
+    if not thinned:
+        return []
+    total: dict[str, int] = {}
+    for c in thinned:
+        for status, n in c.left_out.items():
+            total[status] = total.get(status, 0) + n
+    if ranked[0].left_out:
+        which = "the best" if len(thinned) == 1 else "the best included"
+    else:
+        which = "not the best"
+    one = len(thinned) == 1
+    return [
+        f"Survivorship: {len(thinned)} of the {_plural(len(ranked), 'compared configuration')} ({which}) "
+        f"{'has' if one else 'have'} runs not in {'its' if one else 'their'} mean "
+        f"({_counted(dict(sorted(total.items())))}): the runs that survived may flatter "
+        f"{'it' if one else 'them'}, and the test sees only those."
+    ]
+
+
+def _separation(
+    ranked: Sequence[Candidate], not_separated: Sequence[Candidate], top: int, test: stats.BestComparison
+) -> list[str]:
+    """The note's verdict: unknown spreads, the configurations within noise, or a clear winner."""
+    lines = []
+    if ranked[0].n == 1:
         who = (
-            "One run per configuration: the spread is unknown, not zero, so no configuration is separated from the best"
+            "One run per configuration: the spread is unknown, not zero, so no configuration is "
+            "separated from the best"
             if all(c.n == 1 for c in ranked)
             else "The best has one run: its spread is unknown, not zero, so no configuration is separated from it"
         )
         lines.append(f"{who}; set repeats >= 2 (the seed article's own reruns differ by up to 3 points).")
-    elif len(ranked) > 1:
+    else:
         single = sum(c.n == 1 for c in ranked[1:])
         if single:
             lines.append(
@@ -617,15 +598,17 @@ def _noise_note(
     if not_separated:
         shown = "" if len(not_separated) <= top else f"; the {top} best are listed"
         lines.append(
-            f"{_plural(len(not_separated), 'other configuration')} {'is' if len(not_separated) == 1 else 'are'} "
-            f"within noise of the best: not significantly worse ({how}{shown}). "
-            "There is no single winner; rerun these with more repeats to separate them."
+            f"{_plural(len(not_separated), 'other configuration')} "
+            f"{'is' if len(not_separated) == 1 else 'are'} within noise of the best: not significantly "
+            f"worse ({how}{shown}). There is no single winner; rerun these with more repeats to separate them."
         )
     elif test.clear_winner:
-        lines.append(
-            f"The best is significantly better than each of the other {_plural(len(ranked) - 1, 'configuration')} "
-            f"({how}): a clear winner at that level."
+        others = (
+            "the other configuration"
+            if len(ranked) == 2
+            else f"each of the other {len(ranked) - 1} configurations"
         )
+        lines.append(f"The best is significantly better than {others} ({how}): a clear winner at that level.")
     return lines
 
 
