@@ -367,6 +367,24 @@ def test_a_single_run_far_below_the_best_is_listed_within_noise_with_the_reason(
     assert format_choice(choice).splitlines()[5].endswith("0.2000 ± n/a (n=1)  one run: spread unknown")
 
 
+def test_a_best_whose_runs_agree_exactly_is_flagged_as_understating_the_noise(tmp_path):
+    choice = choose(write_sweep(tmp_path, finals(A, [0.282, 0.282]) + finals(B, [0.20, 0.25]), epochs=3))
+    assert choice.best.std == 0 and choice.best.ci_low == choice.best.ci_high == pytest.approx(0.282)
+    assert (
+        "The best's 2 runs gave identical values: a sample spread of 0 understates the noise between seeds "
+        "(its interval has no width)."
+    ) in choice.note
+
+
+def test_a_lone_configuration_that_lost_runs_gets_the_caveat_in_the_singular(tmp_path):
+    runs = finals(A, [0.8]) + [run(A, [0.3], repeat=1, status="stopped_early")]
+    choice = choose(write_sweep(tmp_path, runs, epochs=3))
+    assert choice.note.startswith("Compared 1 configuration (1 trial) on val_accuracy")
+    assert "Survivorship: the only compared configuration has runs not in its mean (1 stopped early)" in (
+        " ".join(choice.note.split())
+    )
+
+
 def test_a_best_with_one_run_separates_nothing(tmp_path):
     choice = choose(write_sweep(tmp_path, finals(A, [0.9]) + finals(B, [0.50, 0.51, 0.49]), epochs=3))
     assert choice.best.n == 1 and [c.config["lr"] for c in choice.within_noise] == [0.01]

@@ -521,7 +521,7 @@ def choose_from(
     # The note, in the order a reader asks: what was compared, what was not, can we tell.
     where_at = "final epoch" if at == "final" else "best epoch (optimistic: picked on the same data)"
     lines = [
-        f"Compared {_plural(len(ranked), 'configuration')} ({len(scored)} trials) on {metric} ({mode}) "
+        f"Compared {_plural(len(ranked), 'configuration')} ({_plural(len(scored), 'trial')}) on {metric} ({mode}) "
         f"at each trial's {where_at}, mean over repeats."
     ]
     if fallback:
@@ -566,9 +566,13 @@ def _survivorship(ranked: Sequence[Candidate]) -> list[str]:
     else:
         which = "not the best"
     one = len(thinned) == 1
+    who = (
+        "the only compared configuration"
+        if len(ranked) == 1
+        else f"{len(thinned)} of the {len(ranked)} compared configurations ({which})"
+    )
     return [
-        f"Survivorship: {len(thinned)} of the {_plural(len(ranked), 'compared configuration')} ({which}) "
-        f"{'has' if one else 'have'} runs not in {'its' if one else 'their'} mean "
+        f"Survivorship: {who} {'has' if one else 'have'} runs not in {'its' if one else 'their'} mean "
         f"({_counted(dict(sorted(total.items())))}): the runs that survived may flatter "
         f"{'it' if one else 'them'}, and the test sees only those."
     ]
@@ -588,6 +592,11 @@ def _separation(
         )
         lines.append(f"{who}; set repeats >= 2 (the seed article's own reruns differ by up to 3 points).")
     else:
+        if ranked[0].std == 0:
+            lines.append(
+                f"The best's {ranked[0].n} runs gave identical values: a sample spread of 0 understates "
+                "the noise between seeds (its interval has no width)."
+            )
         single = sum(c.n == 1 for c in ranked[1:])
         if single:
             lines.append(
