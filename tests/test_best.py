@@ -202,11 +202,18 @@ def test_a_clear_winner_is_chosen_with_its_mean_std_and_ci(tmp_path):
 
 
 def test_a_clear_winner_over_several_says_it_beat_each_of_them(tmp_path):
-    runs = finals(A, [0.80, 0.81, 0.79]) + finals(B, [0.60, 0.61, 0.59]) + finals(ADAM, [0.50, 0.52, 0.51])
+    runs = finals(A, [0.80, 0.81, 0.79]) + finals(B, [0.74, 0.76, 0.72]) + finals(ADAM, [0.50, 0.52, 0.51])
     choice = choose(write_sweep(tmp_path, runs, epochs=3))
     assert choice.test.clear_winner and all(c.comparison.significant for c in choice.ranked[1:])
     assert "The best is significantly better than each of the other 2 configurations" in choice.note
-    assert "within noise" not in format_choice(choice)
+    text = format_choice(choice)
+    assert "within noise" not in text
+    largest = welch_p([0.80, 0.81, 0.79], [0.74, 0.76, 0.72])  # B is the closer call
+    assert 0.001 < largest < 0.05
+    assert (
+        f"# significantly worse than the best: 2 configurations (each p < 0.05; the largest p={largest:.3f})"
+        in text
+    )
 
 
 def test_configurations_within_noise_are_all_listed_and_the_note_says_so(tmp_path):

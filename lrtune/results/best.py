@@ -971,6 +971,12 @@ def format_choice(choice: Choice, fmt: Literal["yaml", "json"] = "yaml") -> str:
         lines += [
             f"#   {c.family}: {_flow(c.config)}  {_spread(c)}  {_verdict(c)}" for c in choice.within_noise
         ]
+    worse = [c.comparison.p_value for c in choice.ranked[1:] if c.comparison and c.comparison.significant]
+    if worse:
+        lines.append(
+            f"# significantly worse than the best: {_plural(len(worse), 'configuration')} "
+            f"(each p < {choice.test.alpha:g}; the largest {_p(max(worse))})"
+        )
     lines += ["# " + line for line in textwrap.wrap(choice.note, 100)]
     lines.append(yaml.dump({"space": dict(best.config)}, Dumper=_FlowLists, sort_keys=False).rstrip())
     return "\n".join(lines) + "\n"
