@@ -26,8 +26,11 @@ claim the output makes, "a clear winner", needs *every* comparison to reject
 (an intersection-union test, Berger 1982, *Technometrics* 24(4)), so its
 level is ``alpha``, not ``k * alpha``; picking the best from the same data
 is what the two-sided test pays for (for ``k = 2``, the chance of naming a
-clear winner between two equal configurations is exactly ``alpha``).
-``tests/test_best.py`` checks that rate by simulation for ``k`` up to 10.
+clear winner between two equal configurations is the test's size, at most
+``alpha``). ``tests/test_best.py`` checks that rate by simulation for
+``k = 2`` and ``5``; a one-off run of 1,000 draws per case, normal noise,
+``k`` from 2 to 10 and 2 to 5 seeds, gave at most 0.042 at ``alpha = 0.05``
+(Welch's test is conservative with few seeds).
 The per-configuration "significant" flags are per-comparison statements,
 not a family-wise one.
 
