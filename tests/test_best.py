@@ -1,11 +1,11 @@
-"""Choosing a configuration: means over repeats, confidence intervals, honesty."""
+"""Choosing a configuration: means over repeats, Welch's test against the best, intervals, honesty."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,12 +13,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from scipy.stats import t as scipy_t
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic_results import PBT_SCHEDULER, STEPS_PER_EPOCH, member, population, run, sgd, write_sweep  # noqa: E402
 
-from lrtune.results.best import Segment, choose, format_choice, segments, t_critical  # noqa: E402
+from lrtune.results.best import Segment, choose, format_choice, segments  # noqa: E402
+from lrtune.results.stats import compare_with_best, mean_confidence_interval  # noqa: E402
 from lrtune.spec import parse_spec  # noqa: E402
 from lrtune.training.schedules import lr_by_epoch, make_schedule  # noqa: E402
 
@@ -32,34 +34,146 @@ def finals(config, values, *, epochs=3, **kwargs):
     return [run(config, [v - 0.1] * (epochs - 1) + [v], repeat=i, **kwargs) for i, v in enumerate(values)]
 
 
-def ci_half(values):
-    n = len(values)
-    return t_critical(n - 1) * np.std(values, ddof=1) / math.sqrt(n)
+# Two-sided 95% critical values of Student's t, t_{0.975, df} (NIST/SEMATECH e-Handbook 1.3.6.7.2).
+T_975 = {1: 12.706, 2: 4.303, 4: 2.776, 8: 2.306}
 
 
-# --- t quantile ---------------------------------------------------------------------
+def welch(a, b):
+    """Welch's t and its Welch-Satterthwaite df, written out (Welch 1947)."""
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    t = (np.mean(a) - np.mean(b)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return t, df
 
 
-@pytest.mark.parametrize(("df", "expected"), [(1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042)])
-def test_t_critical_matches_the_table(df, expected):
-    assert t_critical(df) == expected
+def welch_p(a, b):
+    t, df = welch(a, b)
+    return 2 * scipy_t.sf(abs(t), df)
 
 
-@pytest.mark.parametrize(("df", "expected"), [(31, 2.040), (40, 2.021), (60, 2.000), (120, 1.980)])
-def test_t_critical_beyond_the_table_follows_published_values(df, expected):
-    assert t_critical(df) == pytest.approx(expected, abs=0.0015)
+# --- the statistics: intervals and the test on the difference ---------------------------
 
 
-def test_t_critical_tends_to_the_normal_quantile_and_never_rises():
-    values = [t_critical(df) for df in range(1, 2000)]
-    assert all(a >= b for a, b in itertools.pairwise(values))
-    assert t_critical(10**6) == pytest.approx(1.96, abs=1e-3)
+@pytest.mark.parametrize("values", [[0.80, 0.81, 0.79], [0.5, 0.52, 0.49, 0.55, 0.51], [0.3, 0.4]])
+def test_confidence_interval_is_the_student_t_interval_of_the_table(values):
+    n, mean, std = len(values), np.mean(values), np.std(values, ddof=1)
+    half = T_975[n - 1] * std / math.sqrt(n)
+    assert mean_confidence_interval(values) == pytest.approx((mean - half, mean + half), abs=1e-4)
 
 
-@pytest.mark.parametrize("df", [0, -1, 2.5, True])
-def test_t_critical_rejects_a_non_positive_or_fractional_df(df):
-    with pytest.raises(ValueError, match=r"`df` must be an integer >= 1 .* Received: df="):
-        t_critical(df)
+def test_the_issues_n2_accuracy_interval_is_clipped_to_0_1(tmp_path):
+    # mean 0.165, std 0.0785: the t interval is 0.165 -/+ 12.706 * 0.0785 / sqrt(2) = [-0.54, 0.87].
+    choice = choose(write_sweep(tmp_path, finals(A, [0.1095, 0.2205]), epochs=3))
+    assert choice.best.ci_low == 0.0
+    assert choice.best.ci_high == pytest.approx(0.165 + 12.706 * 0.0785 / math.sqrt(2), abs=1e-3)
+    assert "95% CI of the mean [0.0000, 0.8702] (Student's t, within [0, 1])" in format_choice(choice)
+
+
+def test_an_accuracy_interval_never_passes_1_nor_a_loss_interval_0():
+    assert mean_confidence_interval([0.99, 0.90], bounds=(0.0, 1.0))[1] == 1.0
+    assert mean_confidence_interval([0.05, 0.60], bounds=(0.0, math.inf))[0] == 0.0
+
+
+def test_one_value_has_no_interval_its_spread_is_unknown():
+    low, high = mean_confidence_interval([0.8])
+    assert math.isnan(low) and math.isnan(high)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"values": []}, r"`values` must be a non-empty sequence of numbers. Received: \[\]"),
+        ({"values": [0.5, math.nan]}, r"`values` must hold finite numbers only. Received: \[0.5, nan\]"),
+        ({"values": [0.5, 1.2], "bounds": (0.0, 1.0)}, r"`values` must lie in bounds \[0.0, 1.0\]"),
+        (
+            {"values": [0.5, 0.6], "confidence": 95},
+            r"`confidence` must be in \(0, 1\). Received: confidence=95",
+        ),
+        ({"values": [0.5, 0.6], "bounds": (1.0, 0.0)}, r"`bounds` must be \(low, high\) with low <= high"),
+    ],
+)
+def test_confidence_interval_rejects_bad_input_with_the_value(kwargs, message):
+    values = kwargs.pop("values")
+    with pytest.raises(ValueError, match=message):
+        mean_confidence_interval(values, **kwargs)
+
+
+def test_welch_p_value_and_statistic_follow_the_formula():
+    best, other = [0.80, 0.81, 0.79, 0.82], [0.74, 0.79, 0.70]
+    (cmp,) = compare_with_best({"other": other, "best": best}, mode="max").comparisons
+    t, df = welch(best, other)
+    assert (cmp.statistic, cmp.df, cmp.p_value) == pytest.approx((t, df, welch_p(best, other)))
+    assert cmp.statistic > 0 and cmp.significant is (cmp.p_value < 0.05)
+
+
+def test_overlapping_95_percent_intervals_can_still_be_significantly_different():
+    # Equal spreads s over n = 5: the CIs overlap while the difference < 2 * 2.776 * s / sqrt(5) =
+    # 2.48 s; Welch rejects at 0.05 once it is > 2.306 * s * sqrt(2 / 5) = 1.46 s. Here it is 2.02 s.
+    spread = np.array([-0.01, -0.005, 0.0, 0.005, 0.01])
+    best, other = 0.80 + spread, 0.784 + spread
+    b_low, _ = mean_confidence_interval(best)
+    _, o_high = mean_confidence_interval(other)
+    assert o_high > b_low  # the intervals overlap: the old rule called these within noise
+    result = compare_with_best({"best": best, "other": other}, mode="max")
+    assert (
+        result.comparisons[0].p_value == pytest.approx(welch_p(best, other)) and welch_p(best, other) < 0.05
+    )
+    assert result.clear_winner and result.within_noise == ()
+
+
+def test_mode_min_picks_the_lowest_mean_and_a_positive_statistic_means_the_best_is_lower():
+    result = compare_with_best({"high": [0.9, 0.95, 0.92], "low": [0.4, 0.42, 0.41]}, mode="min")
+    assert result.best == "low" and result.comparisons[0].key == "high"
+    assert result.comparisons[0].statistic > 0 and result.comparisons[0].significant
+
+
+def test_a_single_run_is_never_called_separated_however_far_it_is():
+    result = compare_with_best({"best": [0.80, 0.81, 0.79], "far": [0.10]}, mode="max")
+    (cmp,) = result.comparisons
+    assert cmp.p_value is None and not cmp.significant and cmp.reason == "one run: spread unknown"
+    assert not result.clear_winner
+    lone = compare_with_best({"best": [0.90], "other": [0.1, 0.11, 0.12]}, mode="max").comparisons[0]
+    assert not lone.significant and lone.reason == "the best has one run: spread unknown"
+
+
+def test_two_samples_without_spread_are_not_tested():
+    (cmp,) = compare_with_best({"a": [0.8, 0.8], "b": [0.6, 0.6]}, mode="max").comparisons
+    assert cmp.p_value is None and not cmp.significant
+    assert cmp.reason == "no spread in either (identical runs)"
+
+
+def test_ties_go_to_more_runs_then_to_the_first_given():
+    assert compare_with_best({"a": [0.7, 0.9], "b": [0.8, 0.8, 0.8]}, mode="max").best == "b"
+    assert compare_with_best({"a": [0.7, 0.9], "b": [0.9, 0.7]}, mode="max").best == "a"
+
+
+@pytest.mark.parametrize(
+    ("samples", "kwargs", "message"),
+    [
+        ({}, {}, r"`samples` must hold at least one configuration"),
+        ({"a": [0.5]}, {"mode": "best"}, r"`mode` must be 'max' or 'min'. Received: mode='best'"),
+        ({"a": [0.5]}, {"alpha": 5}, r"`alpha` must be a number in \(0, 1\). Received: alpha=5"),
+        ({"a": [0.5], "b": []}, {}, r"`samples\['b'\]` must be a non-empty sequence"),
+        ({"a": [math.inf]}, {}, r"`samples\['a'\]` must hold finite numbers only"),
+    ],
+)
+def test_compare_with_best_rejects_bad_input_with_the_value(samples, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        compare_with_best(samples, **{"mode": "max", **kwargs})
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_equal_configurations_are_called_a_clear_winner_at_most_alpha_of_the_time(k):
+    # Best picked from the data, k - 1 comparisons each at 0.05, no adjustment: a clear winner
+    # needs all of them (intersection-union), so among k equal configurations the false
+    # "clear winner" rate stays <= 0.05 (exactly 0.05 for k = 2 when Welch is exact).
+    rng = np.random.default_rng(14)
+    sims = 300
+    wins = sum(
+        compare_with_best({i: rng.normal(0.5, 0.02, 3) for i in range(k)}, mode="max").clear_winner
+        for _ in range(sims)
+    )
+    assert wins / sims <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / sims)
 
 
 # --- the choice ---------------------------------------------------------------------
@@ -73,10 +187,33 @@ def test_a_clear_winner_is_chosen_with_its_mean_std_and_ci(tmp_path):
     assert choice.best.mean == pytest.approx(0.80)
     assert choice.best.std == pytest.approx(0.01)
     half = 4.303 * 0.01 / math.sqrt(3)
-    assert (choice.best.ci_low, choice.best.ci_high) == pytest.approx((0.80 - half, 0.80 + half))
+    assert (choice.best.ci_low, choice.best.ci_high) == pytest.approx((0.80 - half, 0.80 + half), abs=1e-5)
     assert choice.within_noise == ()
     assert [c.config["lr"] for c in choice.ranked] == [0.05, 0.01]
-    assert "clear winner" in choice.note
+    assert choice.test.clear_winner
+    assert choice.ranked[1].comparison.p_value == pytest.approx(
+        welch_p([0.80, 0.81, 0.79], [0.60, 0.61, 0.59])
+    )
+    assert (
+        "The best is significantly better than the other configuration "
+        "(Welch's two-sided t-test vs the best, alpha 0.05 each): a clear winner at that level."
+        in choice.note
+    )
+
+
+def test_a_clear_winner_over_several_says_it_beat_each_of_them(tmp_path):
+    runs = finals(A, [0.80, 0.81, 0.79]) + finals(B, [0.74, 0.76, 0.72]) + finals(ADAM, [0.50, 0.52, 0.51])
+    choice = choose(write_sweep(tmp_path, runs, epochs=3))
+    assert choice.test.clear_winner and all(c.comparison.significant for c in choice.ranked[1:])
+    assert "The best is significantly better than each of the other 2 configurations" in choice.note
+    text = format_choice(choice)
+    assert "within noise" not in text
+    largest = welch_p([0.80, 0.81, 0.79], [0.74, 0.76, 0.72])  # B is the closer call
+    assert 0.001 < largest < 0.05
+    assert (
+        f"# significantly worse than the best: 2 configurations (each p < 0.05; the largest p={largest:.3f})"
+        in text
+    )
 
 
 def test_configurations_within_noise_are_all_listed_and_the_note_says_so(tmp_path):
@@ -84,10 +221,19 @@ def test_configurations_within_noise_are_all_listed_and_the_note_says_so(tmp_pat
     choice = choose(d)
     assert choice.best.mean == pytest.approx(0.76) and choice.best.config["lr"] == 0.05
     assert [c.config["lr"] for c in choice.within_noise] == [0.01]
-    assert "within noise" in choice.note and "no single winner" in choice.note
-    text = format_choice(choice)
-    assert "within noise of the best" in text
-    assert "lr: 0.01" in text  # the other candidate's config, as a comment line
+    p = welch_p([0.80, 0.72], [0.76, 0.74])
+    assert choice.within_noise[0].comparison.p_value == pytest.approx(p) and p > 0.05
+    assert (
+        "1 other configuration is within noise of the best: not significantly worse (Welch's two-sided "
+        "t-test vs the best, alpha 0.05 each). There is no single winner; rerun these with more repeats"
+    ) in choice.note
+    comments = [line for line in format_choice(choice).splitlines() if line.startswith("#")]
+    assert comments[3] == (
+        "# test: Welch's two-sided t-test on the difference of means, each configuration vs the best, "
+        "alpha 0.05 each"
+    )
+    assert comments[4] == "# within noise of the best (not significantly worse, or untested):"
+    assert "lr: 0.01" in comments[5] and comments[5].endswith(f"0.7500 ± 0.0141 (n=2)  p={p:.3f}")
 
 
 def test_within_noise_is_capped_at_top_and_the_note_says_how_many(tmp_path):
@@ -101,8 +247,8 @@ def test_within_noise_is_capped_at_top_and_the_note_says_how_many(tmp_path):
         runs += finals(sgd("constant", lr=lr), values)
     choice = choose(write_sweep(tmp_path, runs, epochs=3), top=2)
     assert [c.config["lr"] for c in choice.within_noise] == [0.04, 0.03]
-    assert "The top 4 configurations are within noise" in choice.note
-    assert "the 2 best are listed" in choice.note
+    assert "3 other configurations are within noise of the best" in choice.note
+    assert "; the 2 best are listed)" in choice.note
     assert len(choice.ranked) == 4
 
 
@@ -135,8 +281,52 @@ def test_runs_of_the_best_configuration_left_out_of_its_mean_are_reported(tmp_pa
     runs = finals(A, [0.80, 0.81]) + finals(B, [0.60, 0.61])
     runs.append(run(A, [0.30], repeat=2, status="stopped_early"))
     choice = choose(write_sweep(tmp_path, runs, epochs=3))
-    assert choice.best.n == 2
-    assert "The best configuration has 1 more run not in its mean (1 stopped early)" in choice.note
+    assert choice.best.n == 2 and choice.best.left_out == {"stopped_early": 1}
+    assert (
+        "Survivorship: 1 of the 2 compared configurations (the best) has runs not in its mean "
+        "(1 stopped early): the runs that survived may flatter it, and the test sees only those."
+    ) in choice.note
+    assert "# trials: synthetic_00000, synthetic_00001 (+ not in mean: 1 stopped early)" in format_choice(
+        choice
+    )
+
+
+def test_survivorship_caveat_covers_every_compared_configuration_not_only_the_best(tmp_path):
+    # B lost two of its four seeds to early stopping and A one of three; C lost none.
+    C = sgd("constant", lr=0.1)
+    runs = finals(A, [0.80, 0.70, 0.75]) + finals(B, [0.78, 0.72]) + finals(C, [0.74, 0.70])
+    runs += [run(A, [0.3], repeat=3, status="stopped_early")]
+    runs += [run(B, [0.3], repeat=r, status="stopped_early") for r in (2, 3)]
+    runs += [run(B, [0.2, math.nan], repeat=4, status="diverged")]
+    choice = choose(write_sweep(tmp_path, runs, epochs=3))
+    assert [c.left_out for c in choice.ranked] == [
+        {"stopped_early": 1},
+        {"diverged": 1, "stopped_early": 2},
+        {},
+    ]
+    assert (
+        "Survivorship: 2 of the 3 compared configurations (the best included) have runs not in their mean "
+        "(1 diverged, 3 stopped early): the runs that survived may flatter them, and the test sees only those."
+    ) in " ".join(choice.note.split())
+    within = [line for line in format_choice(choice).splitlines() if line.startswith("#   ")]
+    assert within[0].endswith("; +3 runs not in mean (1 diverged, 2 stopped early)")
+    assert not within[1].endswith(")")  # C lost no run: no caveat on its line
+    data = json.loads(format_choice(choice, "json"))
+    assert [c["left_out"] for c in data["ranked"]] == [
+        {"stopped_early": 1},
+        {"diverged": 1, "stopped_early": 2},
+        {},
+    ]
+
+
+def test_survivorship_of_other_configurations_is_reported_when_the_best_lost_none(tmp_path):
+    runs = (
+        finals(A, [0.80, 0.81]) + finals(B, [0.79, 0.80]) + [run(B, [0.3], repeat=2, status="stopped_early")]
+    )
+    choice = choose(write_sweep(tmp_path, runs, epochs=3))
+    assert "Survivorship: 1 of the 2 compared configurations (not the best) has runs not in its mean" in (
+        " ".join(choice.note.split())
+    )
 
 
 def test_without_a_finished_trial_stopped_ones_are_compared_and_the_note_warns(tmp_path):
@@ -154,13 +344,60 @@ def test_a_running_sweep_without_trials_parquet_reads_statuses_from_the_metrics(
     assert "1 running (not finished)" in choice.note
 
 
-def test_one_run_per_configuration_says_there_is_no_spread(tmp_path):
-    choice = choose(write_sweep(tmp_path, finals(A, [0.8]) + finals(B, [0.7]), epochs=3))
+def test_one_run_per_configuration_is_never_separated_and_says_the_spread_is_unknown(tmp_path):
+    choice = choose(write_sweep(tmp_path, finals(A, [0.8]) + finals(B, [0.3]), epochs=3))
     assert choice.best.n == 1
-    assert math.isnan(choice.best.std)
-    assert choice.best.ci_low == choice.best.ci_high == pytest.approx(0.8)
-    assert "One run per configuration: no spread to judge noise; set repeats >= 2" in choice.note
-    assert json.loads(format_choice(choice, "json"))["best"]["std"] is None
+    assert math.isnan(choice.best.std) and math.isnan(choice.best.ci_low) and math.isnan(choice.best.ci_high)
+    assert [c.config["lr"] for c in choice.within_noise] == [0.01]  # 0.5 below, yet not separated
+    assert (
+        "One run per configuration: the spread is unknown, not zero, so no configuration is separated from "
+        "the best; set repeats >= 2"
+    ) in choice.note
+    text = format_choice(choice)
+    assert "95% CI of the mean: none (one run: spread unknown)" in text
+    assert text.splitlines()[5].endswith("0.3000 ± n/a (n=1)  one run each: spread unknown")
+    data = json.loads(text := format_choice(choice, "json"))
+    assert data["best"]["std"] is None and data["best"]["ci"] is None
+    assert data["within_noise"][0]["vs_best"] == {
+        "statistic": None,
+        "df": None,
+        "p_value": None,
+        "significant": False,
+        "reason": "one run each: spread unknown",
+    }
+
+
+def test_a_single_run_far_below_the_best_is_listed_within_noise_with_the_reason(tmp_path):
+    choice = choose(write_sweep(tmp_path, finals(A, [0.80, 0.81, 0.79]) + finals(B, [0.2]), epochs=3))
+    assert [c.config["lr"] for c in choice.within_noise] == [0.01] and not choice.test.clear_winner
+    assert "1 configuration has one run: spread unknown, never called separated from the best." in choice.note
+    assert format_choice(choice).splitlines()[5].endswith("0.2000 ± n/a (n=1)  one run: spread unknown")
+
+
+def test_a_best_whose_runs_agree_exactly_is_flagged_as_understating_the_noise(tmp_path):
+    choice = choose(write_sweep(tmp_path, finals(A, [0.282, 0.282]) + finals(B, [0.20, 0.25]), epochs=3))
+    assert choice.best.std == 0 and choice.best.ci_low == choice.best.ci_high == pytest.approx(0.282)
+    assert (
+        "The best's 2 runs gave identical values: a sample spread of 0 understates the noise between seeds "
+        "(its interval has no width)."
+    ) in choice.note
+
+
+def test_a_lone_configuration_that_lost_runs_gets_the_caveat_in_the_singular(tmp_path):
+    runs = finals(A, [0.8]) + [run(A, [0.3], repeat=1, status="stopped_early")]
+    choice = choose(write_sweep(tmp_path, runs, epochs=3))
+    assert choice.note.startswith("Compared 1 configuration (1 trial) on val_accuracy")
+    assert "Survivorship: the only compared configuration has runs not in its mean (1 stopped early)" in (
+        " ".join(choice.note.split())
+    )
+
+
+def test_a_best_with_one_run_separates_nothing(tmp_path):
+    choice = choose(write_sweep(tmp_path, finals(A, [0.9]) + finals(B, [0.50, 0.51, 0.49]), epochs=3))
+    assert choice.best.n == 1 and [c.config["lr"] for c in choice.within_noise] == [0.01]
+    assert "The best has one run: its spread is unknown, not zero, so no configuration is separated" in (
+        " ".join(choice.note.split())
+    )
 
 
 def test_mode_min_for_val_loss_picks_the_lowest_mean(tmp_path):
@@ -232,8 +469,8 @@ def test_yaml_output_is_a_space_fragment_of_plain_values_that_a_sweep_file_accep
     assert type(data["space"]["lr"]) is float and type(data["space"]["drop"]) is float
     comments = [line for line in text.splitlines() if line.startswith("#")]
     assert "val_accuracy 0.7600 ± 0.0566 (n=2)" in comments[1]
-    low, high = 0.76 - ci_half([0.80, 0.72]), 0.76 + ci_half([0.80, 0.72])
-    assert f"95% CI [{low:.4f}, {high:.4f}]" in comments[1]
+    low = 0.76 - 12.706 * np.std([0.80, 0.72], ddof=1) / math.sqrt(2)  # high 1.27: clipped to 1
+    assert f"95% CI of the mean [{low:.4f}, 1.0000] (Student's t, within [0, 1])" in comments[1]
     spec = parse_spec({"name": "again", "epochs": 3, **data}, "best.yaml")
     assert spec.space[0].params["lr"].args == (0.05,)
 
@@ -241,11 +478,55 @@ def test_yaml_output_is_a_space_fragment_of_plain_values_that_a_sweep_file_accep
 def test_json_output_has_the_documented_keys(tmp_path):
     choice = choose(write_sweep(tmp_path, finals(A, [0.80, 0.72]) + finals(B, [0.76, 0.74]), epochs=3))
     data = json.loads(format_choice(choice, "json"))
-    assert set(data) == {"metric", "mode", "at", "best", "within_noise", "note"}
+    assert set(data) == {"metric", "mode", "at", "test", "best", "within_noise", "ranked", "note"}
     assert (data["metric"], data["mode"], data["at"]) == ("val_accuracy", "max", "final")
-    assert data["best"]["config"]["lr"] == 0.05 and data["best"]["n"] == 2
-    assert data["best"]["ci"] == pytest.approx([choice.best.ci_low, choice.best.ci_high])
+    assert data["test"] == {
+        "name": "Welch's two-sided t-test",
+        "compares": "each configuration vs the best: difference of means",
+        "alpha": 0.05,
+        "adjustment": "none: alpha per comparison (a clear winner must pass every one)",
+        "clear_winner": False,
+    }
+    assert data["best"]["config"]["lr"] == 0.05 and data["best"]["n"] == 2 and data["best"]["vs_best"] is None
+    assert data["best"]["ci"] == pytest.approx([choice.best.ci_low, 1.0])
     assert [c["config"]["lr"] for c in data["within_noise"]] == [0.01]
+    other = data["ranked"][1]
+    assert other["n"] == 2 and other["vs_best"]["p_value"] == pytest.approx(
+        welch_p([0.80, 0.72], [0.76, 0.74])
+    )
+    assert other["vs_best"]["significant"] is False and other["vs_best"]["reason"] == "p >= 0.05"
+
+
+def test_a_loss_interval_stays_at_or_above_0(tmp_path):
+    runs = [run(A, [0.7, 0.8], val_loss=[0.9, v], repeat=i) for i, v in enumerate([0.05, 0.60])]
+    runs += [run(B, [0.6, 0.7], val_loss=[0.9, v], repeat=i) for i, v in enumerate([0.90, 0.95])]
+    choice = choose(write_sweep(tmp_path, runs, epochs=2, metric="val_loss"))
+    assert choice.best.mean == pytest.approx(0.325) and choice.best.ci_low == 0.0
+    assert "(Student's t, within [0, inf))" in format_choice(choice)
+
+
+def test_the_command_prints_the_test_its_level_and_each_p_value(tmp_path):
+    runs = finals(A, [0.80, 0.81, 0.79]) + finals(B, [0.60, 0.61, 0.59]) + finals(ADAM, [0.79, 0.80])
+    d = write_sweep(tmp_path, runs, epochs=3)
+    root = Path(__file__).parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "lrtune", "best", d, "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["test"]["name"] == "Welch's two-sided t-test" and data["test"]["alpha"] == 0.05
+    assert data["test"]["clear_winner"] is False
+    assert [(c["config"]["lr"], c["n"]) for c in data["ranked"]] == [(0.05, 3), (0.001, 2), (0.01, 3)]
+    ps = [c["vs_best"]["p_value"] for c in data["ranked"][1:]]
+    assert ps == pytest.approx(
+        [welch_p([0.80, 0.81, 0.79], [0.79, 0.80]), welch_p([0.80, 0.81, 0.79], [0.60, 0.61, 0.59])]
+    )
+    assert [c["vs_best"]["significant"] for c in data["ranked"][1:]] == [False, True]
+    assert [c["config"]["lr"] for c in data["within_noise"]] == [0.001]
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -379,6 +660,7 @@ def test_pbt_json_has_the_population_and_the_learned_schedule(tmp_path):
         ["synthetic_00001"],
         ["synthetic_00000"],
     ]
+    assert data["test"] is None  # members share weights: no test over repeats
     learned = data["learned_schedule"]
     assert learned["trial_id"] == "synthetic_00002" and learned["replayable"] is True
     assert learned["lr"] == [{"epochs": [1, 3], "value": 0.05}, {"epochs": [4, 6], "value": 0.06}]

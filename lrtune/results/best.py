@@ -3,22 +3,33 @@
 A *configuration* is one combination of the ``config.*`` columns (nulls
 equal); its trials differ only in ``repeat`` and ``seed``. :func:`choose`
 takes each trial's metric at its final (or best) epoch, averages the
-repeats of each configuration and picks the best mean, then lists every
-other configuration whose 95% confidence interval overlaps the best's:
-when there are any, the sweep has not separated them and the output says
-so instead of naming one winner.
+repeats of each configuration and picks the best mean. It then compares
+every other configuration with the best by Welch's t-test on the
+difference of the means, two-sided, at level ``alpha`` (0.05) per
+comparison (:func:`lrtune.results.stats.compare_with_best`); the ones not
+significantly worse are *within noise* of the best, and when there are any
+the output says the sweep has not separated them instead of naming one
+winner.
 
 For configuration *c* with values :math:`x_1..x_n` (one per repeat)::
 
     mean = sum(x) / n
-    std  = sqrt(sum((x - mean)^2) / (n - 1))        # NaN for n = 1
-    CI   = mean -/+ t_{0.975, n-1} * std / sqrt(n)  # (mean, mean) for n = 1
+    std  = sqrt(sum((x - mean)^2) / (n - 1))                  # NaN for n = 1
+    CI   = mean -/+ t_{0.975, n-1} * std / sqrt(n), clipped   # NaN for n = 1
+
+clipped to the metric's range (:data:`METRIC_RANGE`: accuracies in
+[0, 1], losses in [0, inf)). The intervals describe each mean; the
+decision is the test, not whether intervals overlap. One run has an
+unknown spread: no interval, and it is never called separated.
 
 Only trials that ran every epoch (status ``done``) are compared: a trial
 stopped early is not comparable at its last epoch, and diverged or failed
-trials are reported, never chosen. If no trial is done yet, the stopped
-(and still running) trials are compared at their last epoch, and the note
-says so.
+trials are reported, never chosen. A configuration some of whose runs
+were left out (stopped early, diverged, failed) is compared on the runs
+that survived, which may flatter it; the note says so for every such
+configuration, and ``left_out`` counts them. If no trial is done yet, the
+stopped (and still running) trials are compared at their last epoch, and
+the note says so.
 
 :func:`read_results` merges ``metrics/``, ``trials.parquet`` and
 ``sweep.yaml`` into one record per trial; :mod:`lrtune.results.report` draws from
@@ -37,11 +48,12 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from lrtune.results import tables
+from lrtune.results import stats, tables
 from lrtune.results.tables import CONFIG_COLUMNS
 
 __all__ = [
     "METRICS",
+    "METRIC_RANGE",
     "Candidate",
     "Choice",
     "LearnedSchedule",
@@ -54,7 +66,6 @@ __all__ = [
     "learned_schedule",
     "read_results",
     "segments",
-    "t_critical",
 ]
 
 #: The per-epoch metrics a choice can be made on.
@@ -63,44 +74,13 @@ METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 #: Per-epoch columns kept for each trial.
 CURVES = ("lr", *METRICS)
 
-# Two-sided 95% critical values of Student's t, t_{0.975, df}, df = 1..30
-# (any statistics table, e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2).
-_T_975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-_Z_975 = 1.959964
-
-
-def t_critical(df: int) -> float:
-    """The 0.975 quantile of Student's t with ``df`` degrees of freedom.
-
-    ``mean -/+ t_critical(n - 1) * std / sqrt(n)`` is the two-sided 95%
-    confidence interval of a mean of ``n`` samples. Up to ``df = 30`` the
-    value comes from the table; beyond, from the Cornish-Fisher expansion
-    around the normal quantile ``z = 1.96`` (error < 0.001 there, and it
-    tends to 1.96 as ``df`` grows)::
-
-        t = z + (z^3 + z) / (4 df) + (5 z^5 + 16 z^3 + 3 z) / (96 df^2)
-              + (3 z^7 + 19 z^5 + 17 z^3 - 15 z) / (384 df^3)
-
-    >>> t_critical(1), t_critical(4), t_critical(30)
-    (12.706, 2.776, 2.042)
-    >>> round(t_critical(60), 3), round(t_critical(10_000), 3)
-    (2.0, 1.96)
-    """
-    if isinstance(df, bool) or not isinstance(df, (int, np.integer)) or df < 1:
-        raise ValueError(f"`df` must be an integer >= 1 (degrees of freedom, n - 1). Received: df={df!r}")
-    if df <= len(_T_975):
-        return _T_975[df - 1]
-    z = _Z_975
-    return (
-        z
-        + (z**3 + z) / (4 * df)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
-    )
+#: The range of each metric: a confidence interval of its mean is clipped to it.
+METRIC_RANGE = {
+    "val_accuracy": (0.0, 1.0),
+    "accuracy": (0.0, 1.0),
+    "val_loss": (0.0, math.inf),  # cross-entropy
+    "loss": (0.0, math.inf),
+}
 
 
 # --- one record per trial -----------------------------------------------------
@@ -356,12 +336,16 @@ def _scheduler_name(value: Any) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One configuration: its metric over repeats.
+    """One configuration: its metric over repeats, and how it compares with the best.
 
     ``config`` holds the hyperparameters that apply (no nulls), as plain
     Python values. ``std`` is the sample standard deviation (``ddof=1``),
     NaN for one run; ``ci_low``/``ci_high`` bound the 95% confidence
-    interval of the mean (both the mean for one run).
+    interval of the mean, Student's t clipped to the metric's range (NaN
+    for one run: its spread is unknown). ``comparison`` is its Welch's
+    t-test against the best (None for the best itself and under PBT).
+    ``left_out`` counts, by status, this configuration's runs that are
+    not in its mean (stopped early, diverged, failed, still running).
     """
 
     config: dict[str, Any]
@@ -373,14 +357,20 @@ class Candidate:
     ci_high: float
     values: tuple[float, ...]
     trial_ids: tuple[str, ...]
+    comparison: stats.Comparison | None = None
+    left_out: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
     """The best configuration and the ones the sweep cannot tell apart from it.
 
-    On a PBT sweep ``best`` is the winning member (one run), ``ranked`` the
-    final population, ``within_noise`` empty, and ``learned`` the winner's
+    ``within_noise`` holds the configurations not significantly worse than
+    the best (at most ``top`` of them, best mean first); ``test`` is the
+    :class:`~lrtune.results.stats.BestComparison` behind it, with every
+    p-value and ``clear_winner``. On a PBT sweep ``best`` is the winning
+    member (one run), ``ranked`` the final population, ``within_noise``
+    empty, ``test`` None and ``learned`` the winner's
     :class:`LearnedSchedule`.
     """
 
@@ -392,6 +382,7 @@ class Choice:
     ranked: tuple[Candidate, ...]
     note: str
     learned: LearnedSchedule | None = None
+    test: stats.BestComparison | None = None
 
 
 def _applied(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -409,27 +400,26 @@ def _applied(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _candidate(
-    config: Mapping[str, Any], family: str, values: Sequence[float], ids: Sequence[str]
+    config: Mapping[str, Any],
+    family: str,
+    values: Sequence[float],
+    ids: Sequence[str],
+    metric: str,
+    left_out: Mapping[str, int] | None = None,
 ) -> Candidate:
     x = np.asarray(values, dtype=float)
-    n = len(x)
-    mean = float(x.mean())
-    if n == 1:
-        std, low, high = math.nan, mean, mean
-    else:
-        std = float(x.std(ddof=1))
-        half = t_critical(n - 1) * std / math.sqrt(n)
-        low, high = mean - half, mean + half
+    low, high = stats.mean_confidence_interval(x, bounds=METRIC_RANGE[metric])
     return Candidate(
         config=_applied(config),
         family=family,
-        mean=mean,
-        std=std,
-        n=n,
+        mean=float(x.mean()),
+        std=float(x.std(ddof=1)) if len(x) > 1 else math.nan,
+        n=len(x),
         ci_low=low,
         ci_high=high,
         values=tuple(float(v) for v in x),
         trial_ids=tuple(ids),
+        left_out=dict(left_out or {}),
     )
 
 
@@ -444,6 +434,7 @@ def choose(
     family: str | None = None,
     at: Literal["final", "best"] = "final",
     top: int = 5,
+    alpha: float = stats.ALPHA,
 ) -> Choice:
     """The best configuration of the sweep at ``sweep_dir``, mean over repeats.
 
@@ -457,6 +448,7 @@ def choose(
             one (optimistic: the epoch is picked on the same validation
             data).
         top: list at most this many configurations within noise.
+        alpha: the level of each Welch's t-test against the best.
 
     Returns:
         A :class:`Choice`; its ``note`` says what was compared, what was
@@ -466,7 +458,7 @@ def choose(
         FileNotFoundError: no ``metrics/`` under ``sweep_dir``.
         ValueError: a bad argument, or no trial to choose from.
     """
-    return choose_from(read_results(sweep_dir), metric=metric, family=family, at=at, top=top)
+    return choose_from(read_results(sweep_dir), metric=metric, family=family, at=at, top=top, alpha=alpha)
 
 
 def choose_from(
@@ -476,12 +468,15 @@ def choose_from(
     family: str | None = None,
     at: Literal["final", "best"] = "final",
     top: int = 5,
+    alpha: float = stats.ALPHA,
 ) -> Choice:
     """:func:`choose` on results already read with :func:`read_results`."""
     if at not in ("final", "best"):
         raise ValueError(f"`at` must be 'final' or 'best'. Received: at={at!r}")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"`top` must be an integer >= 1. Received: top={top!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"`alpha` must be a number in (0, 1). Received: alpha={alpha!r}")
     metric = metric or sweep.metric
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not recorded; choose one of: {', '.join(METRICS)}")
@@ -500,65 +495,130 @@ def choose_from(
     groups: dict[tuple, list[tuple[Trial, float]]] = {}
     for t, v in scored:
         groups.setdefault(t.key, []).append((t, v))
-    candidates = [
-        _candidate(
-            members[0][0].config,
-            members[0][0].family,
-            [v for _, v in members],
-            [t.trial_id for t, _ in members],
+    candidates = []
+    for key, members in groups.items():
+        ids = [t.trial_id for t, _ in members]
+        # Runs of this configuration not in its mean: early stopping, divergence and failures
+        # leave the survivors, which may flatter it (pending ones simply have not run).
+        missing = [t for t in pool if t.key == key and t.trial_id not in ids and t.status != "pending"]
+        left_out = {s: sum(t.status == s for t in missing) for s in sorted({t.status for t in missing})}
+        candidates.append(
+            _candidate(
+                members[0][0].config, members[0][0].family, [v for _, v in members], ids, metric, left_out
+            )
         )
-        for members in groups.values()
-    ]
     sign = -1 if mode == "max" else 1
-    ranked = tuple(sorted(candidates, key=lambda c: (sign * c.mean, -c.n, c.trial_ids[0])))
+    ordered = sorted(candidates, key=lambda c: (sign * c.mean, -c.n, c.trial_ids[0]))
+    # compare_with_best ranks by mean then n, keeping the order given for the rest: ours.
+    test = stats.compare_with_best({i: c.values for i, c in enumerate(ordered)}, mode=mode, alpha=alpha)
+    ranked = tuple(
+        [ordered[test.best]]
+        + [dataclasses.replace(ordered[cmp.key], comparison=cmp) for cmp in test.comparisons]
+    )
     best = ranked[0]
-    overlapping = [c for c in ranked[1:] if c.ci_high >= best.ci_low and c.ci_low <= best.ci_high]
-    within = tuple(overlapping[:top])
-
+    not_separated = [c for c in ranked[1:] if not c.comparison.significant]
+    within = tuple(not_separated[:top])
     # The note, in the order a reader asks: what was compared, what was not, can we tell.
     where_at = "final epoch" if at == "final" else "best epoch (optimistic: picked on the same data)"
     lines = [
-        f"Compared {len(candidates)} configuration{'s' if len(candidates) != 1 else ''} "
-        f"({len(scored)} trials) on {metric} ({mode}) at each trial's {where_at}, mean over repeats."
+        f"Compared {_plural(len(ranked), 'configuration')} ({_plural(len(scored), 'trial')}) on {metric} ({mode}) "
+        f"at each trial's {where_at}, mean over repeats."
     ]
     if fallback:
         low, high = min(t.epochs_run for t, _ in scored), max(t.epochs_run for t, _ in scored)
         ran = f"{low}" if low == high else f"{low} to {high}"
         epochs = f"all {sweep.epochs} epochs" if sweep.epochs else "every epoch"
         lines.append(
-            f"No {family + ' ' if family else ''}trial has run {epochs} yet: compared {_counted({s: counts[s] for s in eligible_statuses})} "
-            f"trials at their last epoch (after {ran} epochs), which is not a fair comparison; "
-            "choose again when the sweep has finished."
+            f"No {family + ' ' if family else ''}trial has run {epochs} yet: compared "
+            f"{_counted({s: counts[s] for s in eligible_statuses})} trials at their last epoch (after {ran} "
+            "epochs), which is not a fair comparison; choose again when the sweep has finished."
         )
     lines += _excluded(counts, eligible_statuses, unscored, metric)
-    key = next(t.key for t in pool if t.trial_id == best.trial_ids[0])
-    dropped = [t for t in pool if t.key == key and t.trial_id not in best.trial_ids and t.status != "pending"]
-    if dropped:
-        how = _counted({s: sum(t.status == s for t in dropped) for s in sorted({t.status for t in dropped})})
-        lines.append(
-            f"The best configuration has {len(dropped)} more run{'s' if len(dropped) != 1 else ''} "
-            f"not in its mean ({how}): the runs that survived may flatter it."
-        )
-    if best.n == 1 and dropped:
-        lines.append("Only one run of the best finished: no spread to judge noise.")
-    elif best.n == 1:
-        runs = "One run per configuration" if all(c.n == 1 for c in ranked) else "One run of the best"
-        lines.append(
-            f"{runs}: no spread to judge noise; set repeats >= 2 "
-            "(the seed article's own reruns differ by up to 3 points)."
-        )
-    if overlapping:
-        shown = "" if len(overlapping) <= top else f" (the {top} best are listed)"
-        lines.append(
-            f"The top {len(overlapping) + 1} configurations are within noise of each other: "
-            f"{len(overlapping)} other 95% CI{'s overlap' if len(overlapping) != 1 else ' overlaps'} the best's"
-            f"{shown}. There is no single winner; rerun these with more repeats to separate them."
-        )
-    elif len(ranked) > 1 and best.n > 1:
-        lines.append("No other configuration's 95% CI overlaps the best's: a clear winner.")
+    lines += _survivorship(ranked)
+    lines += _separation(ranked, not_separated, top, test)
     return Choice(
-        metric=metric, mode=mode, at=at, best=best, within_noise=within, ranked=ranked, note=" ".join(lines)
+        metric=metric,
+        mode=mode,
+        at=at,
+        best=best,
+        within_noise=within,
+        ranked=ranked,
+        note=" ".join(lines),
+        test=test,
     )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word if n == 1 else word + 's'}"
+
+
+def _survivorship(ranked: Sequence[Candidate]) -> list[str]:
+    """The note's caveat on every compared configuration that lost runs (early stopping, failures)."""
+    thinned = [c for c in ranked if c.left_out]
+    if not thinned:
+        return []
+    total: dict[str, int] = {}
+    for c in thinned:
+        for status, n in c.left_out.items():
+            total[status] = total.get(status, 0) + n
+    if ranked[0].left_out:
+        which = "the best" if len(thinned) == 1 else "the best included"
+    else:
+        which = "not the best"
+    one = len(thinned) == 1
+    who = (
+        "the only compared configuration"
+        if len(ranked) == 1
+        else f"{len(thinned)} of the {len(ranked)} compared configurations ({which})"
+    )
+    return [
+        f"Survivorship: {who} {'has' if one else 'have'} runs not in {'its' if one else 'their'} mean "
+        f"({_counted(dict(sorted(total.items())))}): the runs that survived may flatter "
+        f"{'it' if one else 'them'}, and the test sees only those."
+    ]
+
+
+def _separation(
+    ranked: Sequence[Candidate], not_separated: Sequence[Candidate], top: int, test: stats.BestComparison
+) -> list[str]:
+    """The note's verdict: unknown spreads, the configurations within noise, or a clear winner."""
+    lines = []
+    if ranked[0].n == 1:
+        who = (
+            "One run per configuration: the spread is unknown, not zero, so no configuration is "
+            "separated from the best"
+            if all(c.n == 1 for c in ranked)
+            else "The best has one run: its spread is unknown, not zero, so no configuration is separated from it"
+        )
+        lines.append(f"{who}; set repeats >= 2 (the seed article's own reruns differ by up to 3 points).")
+    else:
+        if ranked[0].std == 0:
+            lines.append(
+                f"The best's {ranked[0].n} runs gave identical values: a sample spread of 0 understates "
+                "the noise between seeds (its interval has no width)."
+            )
+        single = sum(c.n == 1 for c in ranked[1:])
+        if single:
+            lines.append(
+                f"{_plural(single, 'configuration')} {'has' if single == 1 else 'have'} one run: spread "
+                "unknown, never called separated from the best."
+            )
+    how = f"{stats.TEST} vs the best, alpha {test.alpha:g} each"
+    if not_separated:
+        shown = "" if len(not_separated) <= top else f"; the {top} best are listed"
+        lines.append(
+            f"{_plural(len(not_separated), 'other configuration')} "
+            f"{'is' if len(not_separated) == 1 else 'are'} within noise of the best: not significantly "
+            f"worse ({how}{shown}). There is no single winner; rerun these with more repeats to separate them."
+        )
+    elif test.clear_winner:
+        others = (
+            "the other configuration"
+            if len(ranked) == 2
+            else f"each of the other {len(ranked) - 1} configurations"
+        )
+        lines.append(f"The best is significantly better than {others} ({how}): a clear winner at that level.")
+    return lines
 
 
 def _scored(
@@ -747,7 +807,7 @@ def _choose_population(sweep: SweepResults, metric: str, mode: str, family: str 
     eligible_statuses = ("stopped_early", "running") if fallback else ("done",)
     sign = -1 if mode == "max" else 1
     scored.sort(key=lambda tv: (sign * tv[1], tv[0].trial_id))
-    ranked = tuple(_candidate(t.config, t.family, [v], [t.trial_id]) for t, v in scored)
+    ranked = tuple(_candidate(t.config, t.family, [v], [t.trial_id], metric) for t, v in scored)
     winner = scored[0][0]
     learned = learned_schedule(winner)
     lines = [
@@ -796,33 +856,90 @@ def _spread(c: Candidate) -> str:
     return f"{c.mean:.4f} ± {std} (n={c.n})"
 
 
+def _range(metric: str) -> str:
+    """``[0, 1]`` or ``[0, inf)``: the metric's range as an interval."""
+    low, high = METRIC_RANGE[metric]
+    return f"[{low:g}, {high:g}]" if math.isfinite(high) else f"[{low:g}, inf)"
+
+
+def _interval(c: Candidate, metric: str) -> str:
+    if math.isnan(c.ci_low):
+        return "95% CI of the mean: none (one run: spread unknown)"
+    return f"95% CI of the mean [{c.ci_low:.4f}, {c.ci_high:.4f}] (Student's t, within {_range(metric)})"
+
+
+def _p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def _verdict(c: Candidate) -> str:
+    """``p=0.241`` or why there is no p-value; runs left out of the mean after it."""
+    cmp = c.comparison
+    text = _p(cmp.p_value) if cmp is not None and cmp.p_value is not None else (cmp.reason if cmp else "")
+    if c.left_out:
+        runs = sum(c.left_out.values())
+        text += f"; +{runs} run{'s' if runs != 1 else ''} not in mean ({_counted(c.left_out)})"
+    return text
+
+
+def _test_json(choice: Choice) -> dict[str, Any] | None:
+    if choice.test is None:
+        return None
+    return {
+        "name": stats.TEST,
+        "compares": "each configuration vs the best: difference of means",
+        "alpha": choice.test.alpha,
+        "adjustment": "none: alpha per comparison (a clear winner must pass every one)",
+        "clear_winner": choice.test.clear_winner,
+    }
+
+
 def _as_json(c: Candidate) -> dict[str, Any]:
+    cmp = c.comparison
     return {
         "config": dict(c.config),
         "family": c.family,
         "mean": c.mean,
         "std": None if math.isnan(c.std) else c.std,
         "n": c.n,
-        "ci": [c.ci_low, c.ci_high],
+        "ci": None if math.isnan(c.ci_low) else [c.ci_low, c.ci_high],
         "values": list(c.values),
         "trial_ids": list(c.trial_ids),
+        "left_out": dict(c.left_out),
+        "vs_best": None
+        if cmp is None
+        else {
+            "statistic": cmp.statistic,
+            "df": cmp.df,
+            "p_value": cmp.p_value,
+            "significant": cmp.significant,
+            "reason": cmp.reason,
+        },
     }
 
 
 def format_choice(choice: Choice, fmt: Literal["yaml", "json"] = "yaml") -> str:
     """``choice`` as a YAML fragment to paste into a sweep file, or as JSON.
 
-    YAML: comment lines with the numbers and the note, then ``space:``
-    mapping each hyperparameter of the best configuration to its value.
-    JSON: ``metric``, ``mode``, ``at``, ``best`` and ``within_noise``
-    (each ``config``, ``family``, ``mean``, ``std`` (null for one run),
-    ``n``, ``ci``, ``values``, ``trial_ids``) and ``note``.
+    YAML: comment lines with the numbers, the test and its level, the
+    configurations within noise of the best with their p-values, and the
+    note, then ``space:`` mapping each hyperparameter of the best
+    configuration to its value.
+    JSON: ``metric``, ``mode``, ``at``, ``test`` (``name``, ``compares``,
+    ``alpha``, ``adjustment``, ``clear_winner``; null under PBT), ``best``,
+    ``within_noise`` and ``ranked`` (every configuration, best first; under
+    PBT ``population`` instead), each with ``config``, ``family``, ``mean``,
+    ``std`` (null for one run), ``n``, ``ci`` (null for one run),
+    ``values``, ``trial_ids``, ``left_out`` (runs not in the mean, by
+    status) and ``vs_best`` (``statistic``, ``df``, ``p_value`` (null when
+    untested), ``significant``, ``reason``; null for the best), and ``note``.
     """
     if fmt == "json":
         data = {
             "metric": choice.metric,
             "mode": choice.mode,
             "at": choice.at,
+            "test": _test_json(choice),
             "best": _as_json(choice.best),
             "within_noise": [_as_json(c) for c in choice.within_noise],
             "note": choice.note,
@@ -830,6 +947,8 @@ def format_choice(choice: Choice, fmt: Literal["yaml", "json"] = "yaml") -> str:
         if choice.learned is not None:
             data["population"] = [_as_json(c) for c in choice.ranked]
             data["learned_schedule"] = _learned_json(choice.learned)
+        else:
+            data["ranked"] = [_as_json(c) for c in choice.ranked]
         return json.dumps(data, indent=2, allow_nan=False) + "\n"
     if fmt != "yaml":
         raise ValueError(f"`fmt` must be 'yaml' or 'json'. Received: fmt={fmt!r}")
@@ -838,13 +957,26 @@ def format_choice(choice: Choice, fmt: Literal["yaml", "json"] = "yaml") -> str:
     best = choice.best
     lines = [
         f"# best {choice.metric} ({choice.mode}) at each trial's {choice.at} epoch: {best.family}",
-        f"# {choice.metric} {_spread(best)}: mean ± sample std over repeats, "
-        f"95% CI [{best.ci_low:.4f}, {best.ci_high:.4f}]",
-        f"# trials: {', '.join(best.trial_ids)}",
+        f"# {choice.metric} {_spread(best)}: mean ± sample std over repeats, {_interval(best, choice.metric)}",
+        f"# trials: {', '.join(best.trial_ids)}"
+        + (f" (+ not in mean: {_counted(best.left_out)})" if best.left_out else ""),
     ]
+    if choice.test is not None and choice.test.comparisons:
+        lines.append(
+            f"# test: {stats.TEST} on the difference of means, each configuration vs the best, "
+            f"alpha {choice.test.alpha:g} each"
+        )
     if choice.within_noise:
-        lines.append("# within noise of the best (95% CIs overlap), not separated by this sweep:")
-        lines += [f"#   {c.family}: {_flow(c.config)}  {_spread(c)}" for c in choice.within_noise]
+        lines.append("# within noise of the best (not significantly worse, or untested):")
+        lines += [
+            f"#   {c.family}: {_flow(c.config)}  {_spread(c)}  {_verdict(c)}" for c in choice.within_noise
+        ]
+    worse = [c.comparison.p_value for c in choice.ranked[1:] if c.comparison and c.comparison.significant]
+    if worse:
+        lines.append(
+            f"# significantly worse than the best: {_plural(len(worse), 'configuration')} "
+            f"(each p < {choice.test.alpha:g}; the largest {_p(max(worse))})"
+        )
     lines += ["# " + line for line in textwrap.wrap(choice.note, 100)]
     lines.append(yaml.dump({"space": dict(best.config)}, Dumper=_FlowLists, sort_keys=False).rstrip())
     return "\n".join(lines) + "\n"
