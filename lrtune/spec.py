@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from lrtune.space import DISTRIBUTIONS, PARAMS, Dist, SpaceError, parse_dist
+from lrtune.space import DISTRIBUTIONS, PARAMS, Dist, Range, SpaceError, parse_dist
 from lrtune.training.models import MODELS as MODEL_NAMES
 from lrtune.training.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
 from lrtune.training.schedules import (
@@ -226,6 +226,14 @@ class Arm(BaseModel):
         return optimizer if schedule == "constant" and optimizer != "sgd" else f"{optimizer}/{schedule}"
 
 
+#: Ranges narrower than :data:`lrtune.space.PARAMS`'s for one optimizer: what its
+#: Keras class checks when it is built (``keras.optimizers.Lion``: "beta_1 must be
+#: in the [0, 1] range. Otherwise, the optimizer degenerates to SignSGD", raised for 0).
+OPTIMIZER_RANGES: dict[str, dict[str, Range]] = {
+    "lion": {"beta_1": Range(0, 1, low_open=True, high_open=True)}
+}
+
+
 def parse_arm(raw: Any, where: str) -> Arm:
     """An :class:`Arm` from a mapping; every key checked against its family."""
     if not isinstance(raw, Mapping) or not raw:
@@ -266,6 +274,15 @@ def parse_arm(raw: Any, where: str) -> Arm:
                     f"{where}.{key}",
                     f"optimizer {optimizer} does not use {key} (only {', '.join(takes)} does); "
                     "put each optimizer in its own arm",
+                )
+    for optimizer in arm.optimizers:
+        for key, allowed in OPTIMIZER_RANGES.get(optimizer, {}).items():
+            bad = [v for v in params[key].values() if not allowed.contains(float(v))] if key in params else []
+            if bad:
+                raise SpaceError(
+                    f"{where}.{key}",
+                    f"optimizer {optimizer} needs {key} in {allowed} (Keras refuses {bad[0]:g}); "
+                    "put the values it cannot take in another optimizer's arm",
                 )
     missing = [
         (s, p)

@@ -243,6 +243,10 @@ space:
         ("{schedule: cosine, lr: 0.1, warmup_epochs: 0}", r"space.warmup_epochs: 0 is not in \(0, inf\)"),
         ("{schedule: plateau, lr: 0.1, factor: 1.5}", r"space.factor: 1.5 is not in \(0, 1\)"),
         (
+            "{optimizer: {grid: [adam, lion]}, lr: 0.001, beta_1: {grid: [0, 0.9]}}",
+            r"space.beta_1: optimizer lion needs beta_1 in \(0, 1\) \(Keras refuses 0\)",
+        ),
+        (
             "{schedule: step, lr: 0.1, drop: 0.5, epochs_drop: 2, lr_min: 0.01}",
             r"space.lr_min: schedule step does not use lr_min \(only cosine, cosine_restarts does\)",
         ),
