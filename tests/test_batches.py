@@ -68,23 +68,49 @@ def test_validation_is_every_image_in_order_once(arrays):
     np.testing.assert_array_equal(np.concatenate([a for a, _ in batches]), x)
 
 
+class Exported:
+    """What ``np.from_dlpack`` reads: TensorFlow's DLPack capsule of a tensor's buffer."""
+
+    def __init__(self, tensor):
+        import tensorflow as tf
+
+        self.capsule = tf.experimental.dlpack.to_dlpack(tensor)
+
+    def __dlpack__(self, **kwargs):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)  # CPU
+
+
+def buffer_address(tensor) -> int:
+    return np.from_dlpack(Exported(tensor)).ctypes.data
+
+
 def test_a_shared_read_only_array_is_not_copied(arrays):
     x, _ = arrays
-    import tensorflow as tf
-
-    class Exported:  # what np.from_dlpack reads: TensorFlow's capsule of the tensor's buffer
-        def __init__(self, capsule):
-            self.capsule = capsule
-
-        def __dlpack__(self, **kwargs):
-            return self.capsule
-
-        def __dlpack_device__(self):
-            return (1, 0)  # CPU
-
-    tensor = shared_tensor(x)
     # The tensor's buffer is the array's memory: DLPack hands the same address back.
-    assert np.from_dlpack(Exported(tf.experimental.dlpack.to_dlpack(tensor))).ctypes.data == x.ctypes.data
+    assert buffer_address(shared_tensor(x)) == x.ctypes.data
+
+
+def _addresses_in_a_worker(data):
+    """(read-only?, array address, tensor address) of each array, as a trial sees them."""
+    from lrtune.training.batches import shared_tensor
+
+    arrays = (data.x_train, data.y_train, data.x_val, data.y_val)
+    return [(not a.flags.writeable, a.ctypes.data, buffer_address(shared_tensor(a))) for a in arrays]
+
+
+def test_a_ray_worker_feeds_from_the_object_store_without_a_copy(tiny_dataset):
+    import ray
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        seen = ray.get(ray.remote(_addresses_in_a_worker).remote(ray.put(tiny_dataset)))
+    finally:
+        ray.shutdown()
+    # Read-only: the object store's memory, which Ray aligns for TensorFlow, so no copy is made.
+    assert seen == [(True, array, array) for _, array, _ in seen]
 
 
 def test_an_unaligned_array_is_copied_into_an_aligned_buffer():
