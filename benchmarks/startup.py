@@ -32,7 +32,7 @@ def instrument(t0: float, data: str, limit: int):
 
     marks["tensorflow"] = time.time()
     from lrtune.data import load_cifar10
-    from lrtune.training.reporter import Reporter
+    from lrtune.training.reporter import Reporter, local_checkpoint
 
     data = load_cifar10(data, limit=limit or None)
     marks["data"] = time.time()
@@ -46,7 +46,7 @@ def instrument(t0: float, data: str, limit: int):
         lambda row, ckpt: reports.append((row, time.time())),
         num_train=len(data.x_train),
         epochs=1,
-        checkpoint=True,
+        checkpoint=local_checkpoint,
     )
     model.fit(
         data.x_train,
