@@ -158,15 +158,21 @@ def _init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address is None:
-        # An embedded Ray: quiet workers (no TensorFlow banner per trial).
-        ray.init(
-            # "local": a new Ray, never one that `ray start` left running here.
-            address="local",
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-            include_dashboard=False,
-            runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}},
-        )
+        # An embedded Ray. Its raylet starts one Python worker per CPU at once
+        # and each imports TensorFlow and Keras (Ray's preload_python_modules)
+        # while the driver loads the data: a trial lands on a worker that has
+        # them. Only workers of a job without a runtime_env can be such
+        # prestarted ones, so the workers' environment (quiet: no TensorFlow
+        # banner per trial) comes from the driver's, which the raylet inherits.
+        with _environment(TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore"):
+            ray.init(
+                # "local": a new Ray, never one that `ray start` left running here.
+                address="local",
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                include_dashboard=False,
+                _system_config={"preload_python_modules": list(WORKER_PRELOAD)},
+            )
     else:
         # A cluster (or a `ray job submit` driver): keep the job's own runtime env.
         try:
@@ -177,6 +183,57 @@ def _init_ray(address: str | None) -> bool:
                 "(`ray up cluster.yaml`, `ray start --head`), or leave out --address for a local Ray."
             ) from None
     return True
+
+
+#: What a trial's worker imports before its first step (TensorFlow alone takes
+#: seconds), imported by each worker of an embedded Ray as it starts (a module
+#: that fails is logged and skipped). Not lrtune itself: a worker learns the
+#: driver's sys.path only when it joins the job, after this import, so it
+#: could import another copy of lrtune than the driver's.
+WORKER_PRELOAD = ("tensorflow", "keras", "ray.tune")
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    """Set environment variables for the ``with`` block (processes started in it inherit them)."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _load_while_ray_starts(load, address: str | None):
+    """``(load(), started)``: ``load`` runs in a thread while Ray starts (:func:`_init_ray`) here.
+
+    Loading the data is mostly decompression and hashing, which release the
+    GIL; starting Ray is mostly waiting for its processes. An error from
+    ``load`` comes first (it is the user's to fix), and a Ray started for
+    nothing is shut down.
+    """
+    import concurrent.futures
+
+    import ray
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lrtune-data") as pool:
+        loading = pool.submit(load)
+        try:
+            started = _init_ray(address)
+        except BaseException:
+            if loading.exception() is not None:
+                raise loading.exception() from None
+            raise
+        try:
+            return loading.result(), started
+        except BaseException:
+            if started:
+                ray.shutdown()
+            raise
 
 
 def _check_storage(storage: str) -> None:
@@ -344,24 +401,27 @@ def run_sweep(
                 import optuna  # noqa: F401
             except ImportError:
                 raise SweepError("search: tpe needs Optuna: pip install 'lrtune[tpe]'") from None
-        dataset = load_cifar10(
-            data or spec.data.path,
-            classes=spec.data.classes,
-            validation=spec.data.validation,
-            seed=spec.seed,
-            limit=spec.data.limit,
-        )
-        fingerprint = data_fingerprint(dataset)
-        if resume or round is not None:
-            _check_same_data(sweep_dir, fingerprint)
-        else:
+        if not resume and round is None:
             _check_writable(storage, sweep_dir)
-        started = _init_ray(address)
+
+        def load():
+            dataset = load_cifar10(
+                data or spec.data.path,
+                classes=spec.data.classes,
+                validation=spec.data.validation,
+                seed=spec.seed,
+                limit=spec.data.limit,
+            )
+            return dataset, data_fingerprint(dataset)
+
+        (dataset, fingerprint), started = _load_while_ray_starts(load, address)
     except BaseException:
         if own_lock:
             lock.release()
         raise
     try:
+        if resume or round is not None:
+            _check_same_data(sweep_dir, fingerprint)
         _check_placement(spec, local=started)
         _check_storage(storage)
         experiment = round_dir(sweep_dir, round.index) if round is not None else sweep_dir

@@ -224,22 +224,25 @@ def run_trial(
         reporter.replay(seen)
     if initial_epoch >= settings.epochs:
         return reporter
-    from lrtune.training.batches import Batches
+    from lrtune.training.batches import training_batches, validation_batches
 
-    train = Batches(data.x_train, data.y_train, settings.batch_size, shuffle=True, seed=seed)
-    train.set_epoch(initial_epoch)
     model.fit(
-        train,
+        training_batches(
+            data.x_train, data.y_train, settings.batch_size,
+            seed=seed, initial_epoch=initial_epoch, epochs=settings.epochs,
+        ),
+        # One iterator through every epoch: the pipeline holds the epochs' orders.
+        steps_per_epoch=steps_per_epoch,
         epochs=settings.epochs,
         initial_epoch=initial_epoch,
-        validation_data=Batches(data.x_val, data.y_val, settings.batch_size, shuffle=False),
+        validation_data=validation_batches(data.x_val, data.y_val, settings.batch_size),
         # The plateau rule first, so the checkpoint written by the reporter holds its new state.
         callbacks=[reporter] if plateau is None else [plateau, reporter],
         verbose=0,
-        # Batches shuffles by (seed, epoch). Keras's own shuffle of the batch
-        # order draws from Python's global RNG, so a re-run epoch would differ.
+        # The pipeline shuffles by (seed, epoch); Keras's own shuffle would draw
+        # from a global RNG, so a re-run epoch would differ.
         shuffle=False,
-    )
+    )  # fmt: skip
     return reporter
 
 
