@@ -120,6 +120,27 @@ def test_bounds_span_the_suggestions_or_a_decade_around_them_capped_at_the_minim
     assert lr_bounds(past_minimum) == (0.01, 0.1)
 
 
+def test_a_curve_that_falls_less_than_its_noise_gives_no_range():
+    import pyarrow as pa
+
+    from lrtune.results.lr_range import NOISE_SIGMAS, suggest_arms
+
+    rng = np.random.default_rng(0)
+    lrs = np.logspace(-5, 1, 200)
+    flat_raw = 0.69 + 0.05 * rng.standard_normal(200)  # batch noise, no descent
+    falling_raw = 0.69 - 0.3 * (np.log10(lrs) > -2) + 0.05 * rng.standard_normal(200)
+    rows = [
+        {"trial_id": t, "arm": t, "lr": lr, "loss": raw, "smoothed_loss": s, "status": "running"}
+        for t, curve in (("flat", flat_raw), ("falls", falling_raw))
+        for lr, raw, s in zip(lrs, curve, smoothed(curve), strict=True)
+    ]
+    arms = {a.arm: a for a in suggest_arms(pa.Table.from_pylist(rows))}
+    flat, falls = arms["flat"].repeats[0], arms["falls"].repeats[0]
+    assert flat.noise == pytest.approx(0.05 * math.sqrt(0.02 / 1.98), rel=0.3)  # the EWMA of N(0, 0.05**2)
+    assert arms["flat"].flat and flat.fall < NOISE_SIGMAS * flat.noise
+    assert not arms["falls"].flat and falls.fall > 0.25
+
+
 # --- arms -----------------------------------------------------------------------------
 
 
@@ -256,8 +277,12 @@ def test_the_printed_fragment_passes_validate(find_run):
     sweep = folder / "from-find.yaml"
     sweep.write_text("name: from-find\ndata: {classes: [airplane, automobile]}\n" + fragment + "\n")
     spec = load_spec(sweep)
-    lrs = [arm.params["lr"] for arm in spec.space]
-    assert all(d.kind == "loguniform" and 0 < d.args[0] < d.args[1] for d in lrs)
+    lrs = {arm.label: arm.params["lr"] for arm in spec.space}
+    assert lrs["adam"].kind == "loguniform"  # Adam learns the tiny data within the ramp
+    for label, d in lrs.items():  # a flat curve leaves its arm's lr as it was
+        assert (d.kind == "loguniform" and 0 < d.args[0] < d.args[1]) or (
+            label == "sgd/step" and d.args == (0.1,)
+        )
     checked = lrtune("validate", sweep)
     assert checked.returncode == 0, checked.stderr
 

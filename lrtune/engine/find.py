@@ -351,7 +351,7 @@ def run_find(
     by_label = {a.arm: a for a in found}
     ranges: dict[int, tuple[float, float]] = {}
     for arm in arms:
-        if arm.label not in by_label:
+        if arm.label not in by_label or by_label[arm.label].flat:
             continue
         low, high = by_label[arm.label].low, by_label[arm.label].high
         for index in arm.arms:

@@ -34,6 +34,8 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
+from lrtune.training.lr_range import BETA
+
 __all__ = [
     "LR_RANGE_SCHEMA",
     "Suggestion",
@@ -84,6 +86,13 @@ LR_RANGE_SCHEMA = pa.schema(
 
 #: Steps dropped before reading suggestions: the first tenth and the last few (fastai's ``[num_it//10:-5]``).
 SKIP_END = 5
+#: lrtune's own rule (fastai and Lightning have none): a curve whose smoothed loss falls
+#: less than this many standard deviations of its own noise below its first value read
+#: found no range; its "suggestions" would be noise. The noise of an exponentially
+#: weighted average of independent values of standard deviation ``sd`` is
+#: ``sd * sqrt((1 - beta) / (1 + beta))`` (0.1 ``sd`` at ``beta = 0.98``); ``sd`` is
+#: estimated from the batch losses' distance to the smoothed curve up to its minimum.
+NOISE_SIGMAS = 5.0
 
 
 def lr_range_path(sweep_dir: str) -> str:
@@ -123,7 +132,10 @@ class Suggestion:
     ``steepest``, ``minimum_tenth``, ``lr_at_minimum``: learning rates (see
     :func:`suggest`); ``smoothed_minimum``: the smoothed loss there;
     ``diverged``: whether the test stopped before its last step (set from
-    the rows' status by :func:`suggest_arms`); ``steps``: the curve's length.
+    the rows' status by :func:`suggest_arms`); ``steps``: the curve's length;
+    ``fall``: ``s_first - s_min`` of the smoothed loss over the steps read;
+    ``noise``: the smoothed loss's standard deviation from batch noise (see
+    :data:`NOISE_SIGMAS`; NaN when no batch losses were given).
     """
 
     steepest: float
@@ -132,15 +144,22 @@ class Suggestion:
     diverged: bool
     steps: int
     smoothed_minimum: float = math.nan
+    fall: float = math.nan
+    noise: float = math.nan
 
 
-def suggest(lrs: Sequence[float], smoothed_losses: Sequence[float]) -> Suggestion:
+def suggest(
+    lrs: Sequence[float], smoothed_losses: Sequence[float], losses: Sequence[float] | None = None
+) -> Suggestion:
     """The steepest-descent rate and the minimum's rate / 10 of one curve (see the module).
 
     ``lrs`` and ``smoothed_losses``: shape ``(n,)``, the rate and the
-    smoothed loss of each step, ``lrs`` increasing. The first ``n // 10``
-    and the last :data:`SKIP_END` steps are dropped when at least 3 steps
-    remain, and non-finite losses always.
+    smoothed loss of each step, ``lrs`` increasing; ``losses``: the batch
+    losses, for the noise estimate. The first ``n // 10`` and the last
+    :data:`SKIP_END` steps are dropped when at least 3 steps remain, and
+    non-finite losses always. The steepest descent is searched up to the
+    minimum only (lrtune's rule: fastai and Lightning search the whole
+    curve, where the fall back from a spike past the minimum can be steeper).
 
     Raises:
         ValueError: fewer than 2 usable steps.
@@ -152,28 +171,38 @@ def suggest(lrs: Sequence[float], smoothed_losses: Sequence[float]) -> Suggestio
     >>> bool(abs(np.log10(s.steepest) + 2) <= 0.1), round(float(np.log10(s.lr_at_minimum)), 1)
     (True, -1.0)
     """
-    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(smoothed_losses, dtype=float)
-    if lrs.shape != losses.shape or lrs.ndim != 1:
+    lrs, smooth = np.asarray(lrs, dtype=float), np.asarray(smoothed_losses, dtype=float)
+    raw = np.full_like(smooth, np.nan) if losses is None else np.asarray(losses, dtype=float)
+    if lrs.shape != smooth.shape or raw.shape != smooth.shape or lrs.ndim != 1:
         raise ValueError(
-            f"`lrs` and `smoothed_losses` must be 1-D of one length, got {lrs.shape} and {losses.shape}"
+            f"`lrs`, `smoothed_losses` and `losses` must be 1-D of one length, got {lrs.shape}, "
+            f"{smooth.shape} and {raw.shape}"
         )
     n = len(lrs)
     start, end = n // 10, n - SKIP_END
     if end - start >= 3:
-        lrs, losses = lrs[start:end], losses[start:end]
-    finite = np.isfinite(losses) & (lrs > 0)
-    lrs, losses = lrs[finite], losses[finite]
+        lrs, smooth, raw = lrs[start:end], smooth[start:end], raw[start:end]
+    finite = np.isfinite(smooth) & (lrs > 0)
+    lrs, smooth, raw = lrs[finite], smooth[finite], raw[finite]
     if len(lrs) < 2:
         raise ValueError(f"a range-test curve needs at least 2 usable steps, got {len(lrs)} of {n}")
-    slopes = np.diff(losses) / np.diff(np.log(lrs))
-    at_min = float(lrs[int(np.argmin(losses))])
+    lowest = int(np.argmin(smooth))
+    slopes = np.diff(smooth[: lowest + 1]) / np.diff(np.log(lrs[: lowest + 1]))
+    steepest = float(lrs[int(np.argmin(slopes))]) if len(slopes) else float(lrs[0])
+    upto = slice(0, max(lowest, 10) + 1)
+    residual = (raw - smooth)[upto]
+    residual = residual[np.isfinite(residual)]
+    noise = float(residual.std() * math.sqrt((1 - BETA) / (1 + BETA))) if len(residual) > 1 else math.nan
+    at_min = float(lrs[lowest])
     return Suggestion(
-        steepest=float(lrs[int(np.argmin(slopes))]),
+        steepest=steepest,
         minimum_tenth=at_min / 10,
         lr_at_minimum=at_min,
         diverged=False,
         steps=n,
-        smoothed_minimum=float(losses.min()),
+        smoothed_minimum=float(smooth[lowest]),
+        fall=float(smooth[0] - smooth[lowest]),
+        noise=noise,
     )
 
 
@@ -186,6 +215,13 @@ class ArmSuggestions:
     repeats: tuple[Suggestion, ...]
     low: float
     high: float
+
+    @property
+    def flat(self) -> bool:
+        """No repeat's smoothed loss fell :data:`NOISE_SIGMAS` times its noise below its start: no range found."""
+        return not any(
+            s.fall > NOISE_SIGMAS * s.noise or (math.isnan(s.noise) and s.fall > 0) for s in self.repeats
+        )
 
     def spread(self, name: str) -> tuple[float, float, float]:
         """``(geometric mean, min, max)`` of suggestion ``name`` over the repeats."""
@@ -227,10 +263,11 @@ def suggest_arms(table: pa.Table) -> list[ArmSuggestions]:
     """
     rows: dict[str, dict[str, list]] = {}
     arm_of: dict[str, str] = {}
-    for r in table.select(["trial_id", "arm", "lr", "smoothed_loss"]).to_pylist():
-        curve = rows.setdefault(r["trial_id"], {"lr": [], "s": []})
+    for r in table.select(["trial_id", "arm", "lr", "loss", "smoothed_loss"]).to_pylist():
+        curve = rows.setdefault(r["trial_id"], {"lr": [], "s": [], "raw": []})
         curve["lr"].append(r["lr"])
         curve["s"].append(r["smoothed_loss"])
+        curve["raw"].append(r["loss"])
         arm_of[r["trial_id"]] = r["arm"]
     last_status = {}
     for r in table.select(["trial_id", "status"]).to_pylist():
@@ -238,7 +275,7 @@ def suggest_arms(table: pa.Table) -> list[ArmSuggestions]:
     arms: dict[str, list[tuple[str, Suggestion]]] = {}
     for trial_id, curve in rows.items():
         try:
-            s = suggest(curve["lr"], curve["s"])
+            s = suggest(curve["lr"], curve["s"], curve["raw"])
         except ValueError:
             continue
         s = dataclasses.replace(s, diverged=last_status[trial_id] == "diverged")
@@ -268,7 +305,7 @@ def space_fragment(space: Sequence[Mapping[str, Any]], ranges: Mapping[int, tupl
 
     ``space``: the arms as a sweep file writes them (``SweepSpec.to_yaml_dict()["space"]``);
     ``ranges``: arm index -> ``(low, high)``. Arms without a range (their
-    schedule takes no ``lr``, or their test failed) stay as they were,
+    schedule takes no ``lr``, their test failed or its loss did not fall) stay as they were,
     with a comment saying so. The result passes ``lrtune validate``.
 
     >>> print(space_fragment([{"optimizer": "adam", "lr": 0.001}], {0: (1e-4, 0.01)}), end="")
@@ -284,7 +321,7 @@ def space_fragment(space: Sequence[Mapping[str, Any]], ranges: Mapping[int, tupl
             arm["lr"] = {"loguniform": [low, high]}
             arm = {k: arm[k] for k in ("optimizer", "schedule", "lr") if k in arm} | arm
         else:
-            note = "  # unchanged: no range-test result for this arm"
+            note = "  # unchanged: the range test found no range for this arm"
         text = yaml.dump(
             arm, Dumper=_FlowLists, default_flow_style=True, sort_keys=False, width=10_000
         ).strip()
@@ -342,10 +379,10 @@ def figure_lr_range(table: pa.Table, arms: Sequence[ArmSuggestions]):
             ax.set_ylim(max(0.0, low - 0.1 * (high - low)), high)
         ax.axvspan(arm.low, arm.high, color="0.85", zorder=0, label=f"range [{arm.low:g}, {arm.high:g}]")
         ax.set_xscale("log")
-        ax.set_title(arm.arm, fontsize=10)
+        ax.set_title(arm.arm + (" (no descent: no range)" if arm.flat else ""), fontsize=10)
         ax.set_xlabel("learning rate")
         ax.set_ylabel("training loss (smoothed)")
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper left")
     for ax in axes[len(arms) :]:
         ax.set_visible(False)
     fig.suptitle("LR range test: ▼ steepest descent, ● minimum / 10", fontsize=11)
@@ -371,13 +408,12 @@ def write_lr_range_report(
     figure_lr_range(table, arms).savefig(png, dpi=100)
     data = base64.b64encode(png.read_bytes()).decode()
     rows = "\n".join(
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>[{:g}, {:g}]</td></tr>".format(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
             html.escape(a.arm),
             len(a.repeats),
             _spread_text(a, "steepest"),
             _spread_text(a, "minimum_tenth"),
-            a.low,
-            a.high,
+            "none (the loss did not fall)" if a.flat else f"[{a.low:g}, {a.high:g}]",
         )
         for a in arms
     )
@@ -431,10 +467,19 @@ def format_suggestions(outcome) -> str:
     ]
     for a in outcome.arms:
         diverged = sum(s.diverged for s in a.repeats)
+        found = "none" if a.flat else f"[{a.low:g}, {a.high:g}]"
         lines.append(
             f"# {a.arm:<{width}}  {_spread_text(a, 'steepest'):<26}  {_spread_text(a, 'minimum_tenth'):<26}  "
-            f"[{a.low:g}, {a.high:g}]  ({diverged}/{len(a.repeats)} diverged before the last step)"
+            f"{found}  ({diverged}/{len(a.repeats)} diverged before the last step)"
         )
+    for a in outcome.arms:
+        if a.flat:
+            most = max(a.repeats, key=lambda s: s.fall / s.noise if s.noise > 0 else 0.0)
+            lines.append(
+                f"# no range for {a.arm}: its smoothed loss fell {most.fall:.3g} below its start, "
+                f"{most.fall / most.noise:.1f} times its noise ({most.noise:.2g}; a range needs "
+                f"{NOISE_SIGMAS:g}); the test learned too little to read one: run more --steps"
+            )
     for trial_id, error in list(outcome.errors.items())[:5]:
         lines.append(f"# error {trial_id}: {error}")
     where = (
