@@ -149,7 +149,9 @@ class RangeSink(Callback):
         self.flush()
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.errors[trial.trial_id] = str(getattr(trial, "error_msg", None) or "error")
+        from lrtune.engine.sink import _error_message
+
+        self.errors[trial.trial_id] = _error_message(trial) or "error (no trace recorded)"
         self.flush()
 
     def on_experiment_end(self, trials, **info):

@@ -14,9 +14,14 @@ five steps (fastai's ``lr_find`` slices ``[num_it//10:-5]``; Lightning's
   ``log(lr)``, ``lr[argmin_i (s[i+1] - s[i]) / (log lr[i+1] - log lr[i])]``
   (fastai's ``steep``; Lightning's default suggestion is the same point
   with the gradient taken against the step, which is proportional to
-  ``log(lr)`` on an exponential ramp);
+  ``log(lr)`` on an exponential ramp), with ``i`` before the minimum of
+  ``s`` (lrtune's restriction: past the minimum, the fall back from a
+  spike can be steeper than any descent);
 - ``minimum_tenth``: the rate at the minimum of the smoothed loss divided
   by 10 (fastai's ``minimum``: "one-tenth the minimum before divergence").
+
+A curve whose smoothed loss falls less than :data:`NOISE_SIGMAS` times its
+own noise gives no range (:attr:`ArmSuggestions.flat`).
 """
 
 from __future__ import annotations
