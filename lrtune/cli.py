@@ -139,6 +139,57 @@ def _print_outcome(spec, outcome) -> None:
 
 
 @app.command()
+def find(
+    sweep_file: Annotated[Path, typer.Argument(help="The sweep file (YAML).", show_default=False)],
+    data: Annotated[
+        Optional[str], typer.Option(help="CIFAR-10 archive, folder or URI (s3://, gs://).")
+    ] = None,
+    storage: Annotated[
+        str, typer.Option(help="Results folder or URI; one subfolder per run.")
+    ] = "./lrtune-results",
+    name: Annotated[
+        Optional[str], typer.Option(help="Results subfolder (default: <the file's name:>-lr-range).")
+    ] = None,
+    steps: Annotated[
+        int, typer.Option(min=2, help="Training steps per test (the lr rises each step).")
+    ] = 100,
+    min_lr: Annotated[float, typer.Option(help="The lr at the first step.")] = 1e-7,
+    max_lr: Annotated[float, typer.Option(help="The lr at the last step.")] = 10.0,
+    repeats: Annotated[
+        Optional[int], typer.Option(min=1, help="Tests per arm, one seed each (default: the file's repeats).")
+    ] = None,
+    address: Annotated[
+        Optional[str],
+        typer.Option(help="Ray cluster to join: 'auto'. Default: a local Ray."),
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override a field of the file: KEY=VALUE.")
+    ] = None,
+):
+    """The learning-rate range test for every arm of SWEEP_FILE: suggested lr ranges as a space: fragment."""
+    from lrtune.data import DataError
+    from lrtune.engine.find import run_find
+    from lrtune.engine.sweep import StorageError, SweepError
+    from lrtune.spec import SweepFileError, load_spec
+
+    try:
+        spec = load_spec(sweep_file, list(set_ or []))
+        outcome = run_find(
+            spec, storage=storage, data=data, name=name, steps=steps, min_lr=min_lr, max_lr=max_lr,
+            repeats=repeats, address=address, source=str(sweep_file),
+        )  # fmt: skip
+    except StorageError as e:
+        _fail(str(e), code=3)
+    except (SweepFileError, DataError, SweepError) as e:
+        _fail(str(e))
+    from lrtune.results.lr_range import format_suggestions
+
+    sys.stdout.write(format_suggestions(outcome))
+    if not outcome.arms:
+        _fail(f"no range test produced a curve; see {outcome.sweep_dir}", code=1)
+
+
+@app.command()
 def validate(
     sweep_file: Annotated[Path, typer.Argument(help="The sweep file (YAML).", show_default=False)],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: KEY=VALUE.")] = None,

@@ -362,7 +362,8 @@ def summarize(sweep_dir: str) -> str:
 
 
 def query(sweep_dir: str, sql: str) -> pa.Table:
-    """Run DuckDB ``sql`` with views ``metrics`` and ``trials`` of the sweep.
+    """Run DuckDB ``sql`` with views ``metrics`` and ``trials`` of the sweep,
+    and ``lr_range`` of a range test (``lrtune find``).
 
     >>> # lrtune results DIR --sql "select family, max(val_accuracy) from metrics group by 1"
     """
@@ -370,14 +371,26 @@ def query(sweep_dir: str, sql: str) -> pa.Table:
         import duckdb
     except ImportError:
         raise ImportError("--sql needs DuckDB: pip install 'lrtune[duckdb]'") from None
-    metrics = load(sweep_dir)  # noqa: F841 - DuckDB reads Python variables by name
+    from lrtune.results.lr_range import LR_RANGE_SCHEMA, load_lr_range
+
     try:
-        trials = load_trials(sweep_dir)  # noqa: F841
+        lr_range = load_lr_range(sweep_dir)
     except FileNotFoundError:
-        trials = pa.table({"trial_id": pa.array([], pa.string())})  # noqa: F841
+        lr_range = None
+    try:
+        metrics = load(sweep_dir)
+    except FileNotFoundError:
+        if lr_range is None:
+            raise
+        metrics = METRICS_SCHEMA.empty_table()  # a range test's folder has no metrics/
+    try:
+        trials = load_trials(sweep_dir)
+    except FileNotFoundError:
+        trials = pa.table({"trial_id": pa.array([], pa.string())})
     connection = duckdb.connect()
     connection.register("metrics", metrics)
     connection.register("trials", trials)
+    connection.register("lr_range", lr_range if lr_range is not None else LR_RANGE_SCHEMA.empty_table())
     try:
         return connection.sql(sql).to_arrow_table()
     except duckdb.Error as e:

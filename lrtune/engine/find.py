@@ -1,0 +1,377 @@
+"""Run the learning-rate range test for every arm of a sweep file on Ray Tune.
+
+Each arm's optimizer configuration (the optimizer and its fixed settings;
+a ``grid``/``choice`` of settings gives one configuration per value) runs
+once per repeat as a Tune trial of
+:func:`lrtune.training.lr_range.tune_range_trainable`. Arms that differ only
+in their schedule share a configuration: schedules do not apply during
+the test. The trials' rows stream to ``<storage>/<name>/lr_range/`` through
+:class:`RangeSink`, a Tune callback on the driver that writes atomic part
+files (:class:`~lrtune.engine.parquet_parts.PartFiles`) every
+``flush_seconds`` and compacts them at the end, so a reader never sees half
+a file. Ray start-up, the placement and storage checks and the folder lock
+are the sweep's (:mod:`lrtune.engine.sweep`, :mod:`lrtune.engine.lock`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from ray.tune import Callback
+
+from lrtune.engine.parquet_parts import PartFiles
+from lrtune.engine.sweep import SweepError
+from lrtune.results.lr_range import LR_RANGE_SCHEMA, SETTING_COLUMNS, lr_range_path
+from lrtune.results.tables import filesystem
+from lrtune.spec import SweepSpec
+
+__all__ = ["RangeArm", "FindOutcome", "RangeSink", "range_arms", "run_find"]
+
+
+@dataclass(frozen=True)
+class RangeArm:
+    """One optimizer configuration to test, and the sweep file's arms (indices) it serves."""
+
+    optimizer: str
+    settings: tuple[tuple[str, Any], ...]
+    arms: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        """``sgd momentum=0.5``, ``adam``."""
+        return " ".join(
+            [
+                self.optimizer,
+                *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.settings),
+            ]
+        )
+
+    def config(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer, **dict(self.settings), "label": self.label}
+
+
+def range_arms(spec: SweepSpec, source: str = "the sweep file") -> list[RangeArm]:
+    """The optimizer configurations of ``spec``'s arms, each once, in the order they first appear.
+
+    An arm whose schedule takes no ``lr`` (``piecewise``, ``one_cycle``)
+    is left out: the test's range would not go to ``lr``.
+
+    Raises:
+        SweepError: an optimizer setting is sampled from a continuous
+            distribution (the test needs fixed values; ``grid``/``choice``
+            expand), or no arm takes ``lr``.
+    """
+    import itertools
+
+    from lrtune.training.optimizers import DEFAULTS
+    from lrtune.training.schedules import schedule_params
+
+    found: dict[tuple, list[int]] = {}
+    for index, arm in enumerate(spec.space):
+        if any("lr" not in schedule_params(s) for s in arm.schedules):
+            continue
+        for optimizer in arm.optimizers:
+            keys = [k for k in arm.params if k in DEFAULTS[optimizer] and k != "lr"]
+            for key in keys:
+                dist = arm.params[key]
+                if not dist.is_discrete():
+                    raise SweepError(
+                        f"{source}: space.{index}.{key}: the range test needs fixed values of the optimizer's "
+                        f"settings, got {{{dist.kind}: {list(dist.args)}}}; fix it with "
+                        f"--set space.{index}.{key}=VALUE or list values with {{grid: [...]}}"
+                    )
+            for values in itertools.product(*(arm.params[k].values() for k in keys)):
+                settings = tuple(
+                    (k, float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+                    for k, v in zip(keys, values, strict=True)
+                )
+                found.setdefault((optimizer, settings), []).append(index)
+    if not found:
+        raise SweepError(
+            f"{source}: no arm takes lr (piecewise and one_cycle set their own rates); nothing to test"
+        )
+    return [
+        RangeArm(optimizer, settings, tuple(dict.fromkeys(arms)))
+        for (optimizer, settings), arms in found.items()
+    ]
+
+
+class RangeSink(Callback):
+    """Write each range-test trial's rows to ``<sweep_dir>/lr_range/`` (one row per (trial, step)).
+
+    A row whose (trial, step) was written before is dropped, so a result
+    delivered twice lands once. Rows wait in memory at most
+    ``flush_seconds``; a finished trial's rows are written at once.
+
+    Raises:
+        SweepError: (from any hook) the storage cannot be written; the message names the path.
+    """
+
+    def __init__(self, sweep_dir: str, *, name: str, flush_seconds: float = 2.0):
+        self.sweep_dir = sweep_dir.rstrip("/")
+        self.name = name
+        self.flush_seconds = flush_seconds
+        fs_, root = filesystem(self.sweep_dir)
+        session = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self._parts = PartFiles(fs_, lr_range_path(root), LR_RANGE_SCHEMA, session, self._storage_error)
+        self._fs, self._root = fs_, lr_range_path(root)
+        self._seen: set[tuple[str, int]] = set()
+        self._buffer: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        self.errors: dict[str, str] = {}
+
+    def _storage_error(self, path: str, error: Exception) -> None:
+        from lrtune.engine.sweep import StorageError
+
+        raise StorageError(f"cannot write the range test's results to {path}: {error}")
+
+    def setup(self, **info):
+        try:
+            self._fs.create_dir(self._root, recursive=True)
+        except OSError as e:
+            self._storage_error(self._root, e)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.add(trial.trial_id, trial.config, result)
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.flush()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        from lrtune.engine.sink import _error_message
+
+        self.errors[trial.trial_id] = _error_message(trial) or "error (no trace recorded)"
+        self.flush()
+
+    def on_experiment_end(self, trials, **info):
+        self.flush()
+        self._compact()
+
+    def add(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        """Queue the rows of one report (``result["rows"]``) of trial ``trial_id``."""
+        arm = config.get("arm", {})
+        settings = {f"config.{k}": arm.get(k) for k in SETTING_COLUMNS}
+        for row in result.get("rows", ()):
+            key = (trial_id, int(row["step"]))
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            self._buffer.append(
+                {
+                    "sweep": self.name,
+                    "trial_id": trial_id,
+                    "step": int(row["step"]),
+                    "lr": float(row["lr"]),
+                    "loss": float(row["loss"]),
+                    "smoothed_loss": float(row["smoothed_loss"]),
+                    "status": row["status"],
+                    "arm": arm.get("label"),
+                    "optimizer": arm.get("optimizer"),
+                    "repeat": int(config.get("repeat", 0)),
+                    "seed": result.get("seed"),
+                    "timestamp": dt.datetime.fromtimestamp(row["timestamp"], dt.timezone.utc),
+                    "node": result.get("node"),
+                    **settings,
+                }
+            )
+
+    def flush(self) -> None:
+        """Write the queued rows as one new part file."""
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        table = pa.Table.from_pylist(self._buffer, schema=LR_RANGE_SCHEMA)
+        self._buffer = []
+        self._parts.add(table)
+
+    def _compact(self) -> None:
+        names = self._parts.names()
+        if len(names) < 2:
+            return
+        table = pa.concat_tables([self._parts.read(n) for n in names])
+        table = table.sort_by([("trial_id", "ascending"), ("step", "ascending")])
+        self._parts.add(table, replaces=names, kind="compacted")
+
+
+@dataclass(frozen=True)
+class FindOutcome:
+    """What ``lrtune find`` left behind and suggests."""
+
+    sweep_dir: str
+    arms: Sequence[Any]  # lrtune.results.lr_range.ArmSuggestions, one per tested configuration
+    fragment: str
+    errors: Mapping[str, str]
+    html: str | None
+    png: str | None
+    seconds: float
+
+
+def run_find(
+    spec: SweepSpec,
+    *,
+    storage: str = "./lrtune-results",
+    data: str | None = None,
+    name: str | None = None,
+    steps: int = 100,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    repeats: int | None = None,
+    address: str | None = None,
+    source: str = "the sweep file",
+) -> FindOutcome:
+    """Run the range test for every arm of ``spec`` and return the suggestions.
+
+    Args:
+        spec: the validated sweep; its model, batch size, data, seed and
+            resources are the test's.
+        name: the results folder ``<storage>/<name>``; default ``<spec.name>-lr-range``.
+        steps, min_lr, max_lr: the ramp (:func:`lrtune.training.lr_range.range_schedule`).
+        repeats: trials per configuration, seeds ``spec.seed + r``; default ``spec.repeats``.
+
+    Raises:
+        SweepError: bad arguments, an existing folder of that name, a
+            continuous optimizer setting, trials that fit on no node (a
+            :class:`~lrtune.engine.sweep.StorageError` when the storage fails).
+        lrtune.data.DataError: the data cannot be read.
+    """
+    import ray
+    from ray import tune
+
+    from lrtune.data import load_cifar10
+    from lrtune.engine.lock import SweepLock, SweepLocked
+    from lrtune.engine.sweep import (
+        _acquire,
+        _check_placement,
+        _check_storage,
+        _check_writable,
+        _init_ray,
+        _quiet_tune_logs,
+        sweep_dir_for,
+    )
+    from lrtune.results.lr_range import load_lr_range, space_fragment, suggest_arms, write_lr_range_report
+    from lrtune.training.lr_range import RangeSettings, range_schedule, tune_range_trainable
+
+    started_at = time.monotonic()
+    try:
+        range_schedule(min_lr, max_lr, steps)
+    except ValueError as e:
+        raise SweepError(f"--min-lr/--max-lr/--steps: {e}") from None
+    repeats = spec.repeats if repeats is None else repeats
+    if repeats < 1:
+        raise SweepError(f"--repeats must be >= 1, got {repeats}")
+    name = name or f"{spec.name}-lr-range"
+    arms = range_arms(spec, source)
+    sweep_dir = sweep_dir_for(storage, name)
+    fs_, root = filesystem(sweep_dir)
+    from pyarrow import fs
+
+    if fs_.get_file_info(f"{root}/find.json").type != fs.FileType.NotFound:
+        raise SweepError(
+            f"a range test {name!r} already exists in {sweep_dir}: give another --name or --storage"
+        )
+    dataset = load_cifar10(
+        data or spec.data.path,
+        classes=spec.data.classes,
+        validation=spec.data.validation,
+        seed=spec.seed,
+        limit=spec.data.limit,
+    )
+    _check_writable(storage, sweep_dir)
+    lock = SweepLock(sweep_dir)
+    started = _init_ray(address)
+    try:
+        _check_placement(spec, local=started)
+        _check_storage(storage)
+        _acquire(lock, SweepLocked)
+        settings = RangeSettings(
+            model=spec.model,
+            batch_size=spec.batch_size,
+            steps=steps,
+            min_lr=min_lr,
+            max_lr=max_lr,
+            threads=max(1, int(spec.resources.cpu)),
+            xla=spec.xla,
+            seed=spec.seed,
+        )
+        record = {
+            "sweep": spec.to_yaml_dict(),
+            "source": source,
+            "steps": steps,
+            "min_lr": min_lr,
+            "max_lr": max_lr,
+            "repeats": repeats,
+            "arms": [{"label": a.label, "config": a.config(), "serves": list(a.arms)} for a in arms],
+        }
+        with fs_.open_output_stream(f"{root}/find.json") as f:
+            f.write(json.dumps(record, indent=2).encode())
+        sink = RangeSink(sweep_dir, name=name)
+        trainable = tune.with_resources(
+            tune.with_parameters(tune_range_trainable, data=dataset, settings=settings),
+            {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+        )
+        space = {
+            "arm": tune.grid_search([a.config() for a in arms]) if len(arms) > 1 else arms[0].config(),
+            "repeat": tune.grid_search(list(range(repeats))) if repeats > 1 else 0,
+        }
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+                trial_dirname_creator=lambda trial: f"{trial.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=sweep_dir.rsplit("/", 1)[0], callbacks=[sink], verbose=0,
+                # A failed test is recorded, not retried: a rerun would start its curve again.
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )  # fmt: skip
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        with warnings.catch_warnings(), _quiet_tune_logs(True):
+            warnings.filterwarnings("ignore", message=".*reuse_actors.*")
+            tuner.fit()
+    finally:
+        lock.release()
+        if started:
+            ray.shutdown()
+    try:
+        table = load_lr_range(sweep_dir)
+    except FileNotFoundError:
+        table = LR_RANGE_SCHEMA.empty_table()
+    found = suggest_arms(table)
+    by_label = {a.arm: a for a in found}
+    ranges: dict[int, tuple[float, float]] = {}
+    for arm in arms:
+        if arm.label not in by_label or by_label[arm.label].flat:
+            continue
+        low, high = by_label[arm.label].low, by_label[arm.label].high
+        for index in arm.arms:
+            lo, hi = ranges.get(index, (low, high))
+            ranges[index] = (min(lo, low), max(hi, high))
+    fragment = space_fragment(record["sweep"]["space"], ranges)
+    html = png = None
+    if found and "://" not in sweep_dir:
+        files = write_lr_range_report(sweep_dir, found, fragment, table, title=name)
+        html, png = files.html, files.png
+    with fs_.open_output_stream(f"{root}/suggestions.yaml") as f:
+        f.write(fragment.encode())
+    return FindOutcome(
+        sweep_dir=sweep_dir,
+        arms=found,
+        fragment=fragment,
+        errors=dict(sink.errors),
+        html=html,
+        png=png,
+        seconds=time.monotonic() - started_at,
+    )

@@ -1,0 +1,496 @@
+"""Reading a learning-rate range test: its table, the suggested rates, the ``space:`` fragment, the figure.
+
+``lrtune find`` writes ``<storage>/<name>/lr_range/``, a Parquet dataset
+with one row per (trial, step), schema :data:`LR_RANGE_SCHEMA`; ``lrtune
+results DIR --sql`` reads it as the table ``lr_range``.
+
+Two suggestions per curve (:func:`suggest`), as fastai's ``lr_find``
+defines them (``fastai/callback/schedule.py``, ``steep`` and ``minimum``),
+both read off the smoothed loss after dropping its first tenth and last
+five steps (fastai's ``lr_find`` slices ``[num_it//10:-5]``; Lightning's
+``suggestion`` skips 10 and 1):
+
+- ``steepest``: the rate where the smoothed loss falls fastest against
+  ``log(lr)``, ``lr[argmin_i (s[i+1] - s[i]) / (log lr[i+1] - log lr[i])]``
+  (fastai's ``steep``; Lightning's default suggestion is the same point
+  with the gradient taken against the step, which is proportional to
+  ``log(lr)`` on an exponential ramp), with ``i`` before the minimum of
+  ``s`` (lrtune's restriction: past the minimum, the fall back from a
+  spike can be steeper than any descent);
+- ``minimum_tenth``: the rate at the minimum of the smoothed loss divided
+  by 10 (fastai's ``minimum``: "one-tenth the minimum before divergence").
+
+A curve whose smoothed loss falls less than :data:`NOISE_SIGMAS` times its
+own noise gives no range (:attr:`ArmSuggestions.flat`).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import yaml
+
+from lrtune.training.lr_range import BETA
+
+__all__ = [
+    "LR_RANGE_SCHEMA",
+    "Suggestion",
+    "ArmSuggestions",
+    "lr_range_path",
+    "load_lr_range",
+    "suggest",
+    "suggest_arms",
+    "lr_bounds",
+    "space_fragment",
+    "figure_lr_range",
+    "write_lr_range_report",
+]
+
+#: Optimizer settings stored with each row as ``config.<name>``.
+SETTING_COLUMNS: dict[str, pa.DataType] = {
+    "momentum": pa.float64(),
+    "nesterov": pa.bool_(),
+    "rho": pa.float64(),
+    "beta_1": pa.float64(),
+    "beta_2": pa.float64(),
+    "epsilon": pa.float64(),
+    "weight_decay": pa.float64(),
+}
+
+#: One row per (trial, step). ``arm``: the label of the optimizer configuration
+#: (``sgd momentum=0.5``); ``lr``: the rate that step applied; ``loss``: that
+#: step's batch loss; ``smoothed_loss``: :class:`lrtune.training.lr_range.SmoothedLoss`;
+#: ``status``: ``running``, or on a trial's last row ``done`` or ``diverged``.
+LR_RANGE_SCHEMA = pa.schema(
+    [
+        pa.field("sweep", pa.string(), nullable=False),
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("lr", pa.float64()),
+        pa.field("loss", pa.float64()),
+        pa.field("smoothed_loss", pa.float64()),
+        pa.field("status", pa.string()),
+        pa.field("arm", pa.string()),
+        pa.field("optimizer", pa.string()),
+        pa.field("repeat", pa.int32()),
+        pa.field("seed", pa.int64()),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC")),
+        pa.field("node", pa.string()),
+        *[pa.field(f"config.{k}", t) for k, t in SETTING_COLUMNS.items()],
+    ]
+)
+
+#: Steps dropped before reading suggestions: the first tenth and the last few (fastai's ``[num_it//10:-5]``).
+SKIP_END = 5
+#: lrtune's own rule (fastai and Lightning have none): a curve whose smoothed loss falls
+#: less than this many standard deviations of its own noise below its first value read
+#: found no range; its "suggestions" would be noise. The noise of an exponentially
+#: weighted average of independent values of standard deviation ``sd`` is
+#: ``sd * sqrt((1 - beta) / (1 + beta))`` (0.1 ``sd`` at ``beta = 0.98``); ``sd`` is
+#: estimated from the batch losses' distance to the smoothed curve up to its minimum.
+NOISE_SIGMAS = 5.0
+
+
+def lr_range_path(sweep_dir: str) -> str:
+    return f"{sweep_dir.rstrip('/')}/lr_range"
+
+
+def load_lr_range(sweep_dir: str) -> pa.Table:
+    """Every (trial, step) row of the range test at ``sweep_dir``, sorted, duplicates dropped.
+
+    Raises:
+        FileNotFoundError: no ``lr_range/`` under ``sweep_dir``.
+    """
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    from lrtune.results.tables import filesystem
+
+    fs_, root = filesystem(sweep_dir)
+    path = lr_range_path(root)
+    if fs_.get_file_info(path).type == fs.FileType.NotFound:
+        raise FileNotFoundError(
+            f"{sweep_dir}: no lr_range/ dataset here; expected the folder of an `lrtune find`"
+        )
+    table = ds.dataset(path, filesystem=fs_, schema=LR_RANGE_SCHEMA, format="parquet").to_table()
+    table = table.sort_by([("trial_id", "ascending"), ("step", "ascending")])
+    # A reader that catches a compaction between its new file and the old ones going sees rows twice.
+    keep = np.ones(table.num_rows, dtype=bool)
+    ids, steps = table["trial_id"].to_numpy(zero_copy_only=False), table["step"].to_numpy()
+    keep[1:] = (ids[1:] != ids[:-1]) | (steps[1:] != steps[:-1])
+    return table.filter(pa.array(keep)) if not keep.all() else table
+
+
+@dataclasses.dataclass(frozen=True)
+class Suggestion:
+    """The suggestions from one curve (one trial).
+
+    ``steepest``, ``minimum_tenth``, ``lr_at_minimum``: learning rates (see
+    :func:`suggest`); ``smoothed_minimum``: the smoothed loss there;
+    ``diverged``: whether the test stopped before its last step (set from
+    the rows' status by :func:`suggest_arms`); ``steps``: the curve's length;
+    ``fall``: ``s_first - s_min`` of the smoothed loss over the steps read;
+    ``noise``: the smoothed loss's standard deviation from batch noise (see
+    :data:`NOISE_SIGMAS`; NaN when no batch losses were given).
+    """
+
+    steepest: float
+    minimum_tenth: float
+    lr_at_minimum: float
+    diverged: bool
+    steps: int
+    smoothed_minimum: float = math.nan
+    fall: float = math.nan
+    noise: float = math.nan
+
+
+def suggest(
+    lrs: Sequence[float], smoothed_losses: Sequence[float], losses: Sequence[float] | None = None
+) -> Suggestion:
+    """The steepest-descent rate and the minimum's rate / 10 of one curve (see the module).
+
+    ``lrs`` and ``smoothed_losses``: shape ``(n,)``, the rate and the
+    smoothed loss of each step, ``lrs`` increasing; ``losses``: the batch
+    losses, for the noise estimate. The first ``n // 10`` and the last
+    :data:`SKIP_END` steps are dropped when at least 3 steps remain, and
+    non-finite losses always. The steepest descent is searched up to the
+    minimum only (lrtune's rule: fastai and Lightning search the whole
+    curve, where the fall back from a spike past the minimum can be steeper).
+
+    Raises:
+        ValueError: fewer than 2 usable steps.
+
+    >>> lrs = np.logspace(-4, 0, 41)                     # 1e-4 .. 1, 10 steps a decade
+    >>> loss = 2 - np.tanh(2 * np.log10(lrs / 1e-2))     # falls fastest at 1e-2
+    >>> loss[lrs > 0.1] = 1.0 + 5 * np.log10(lrs[lrs > 0.1] / 0.1) + (2 - np.tanh(2))
+    >>> s = suggest(lrs, loss)
+    >>> bool(abs(np.log10(s.steepest) + 2) <= 0.1), round(float(np.log10(s.lr_at_minimum)), 1)
+    (True, -1.0)
+    """
+    lrs, smooth = np.asarray(lrs, dtype=float), np.asarray(smoothed_losses, dtype=float)
+    raw = np.full_like(smooth, np.nan) if losses is None else np.asarray(losses, dtype=float)
+    if lrs.shape != smooth.shape or raw.shape != smooth.shape or lrs.ndim != 1:
+        raise ValueError(
+            f"`lrs`, `smoothed_losses` and `losses` must be 1-D of one length, got {lrs.shape}, "
+            f"{smooth.shape} and {raw.shape}"
+        )
+    n = len(lrs)
+    start, end = n // 10, n - SKIP_END
+    if end - start >= 3:
+        lrs, smooth, raw = lrs[start:end], smooth[start:end], raw[start:end]
+    finite = np.isfinite(smooth) & (lrs > 0)
+    lrs, smooth, raw = lrs[finite], smooth[finite], raw[finite]
+    if len(lrs) < 2:
+        raise ValueError(f"a range-test curve needs at least 2 usable steps, got {len(lrs)} of {n}")
+    lowest = int(np.argmin(smooth))
+    slopes = np.diff(smooth[: lowest + 1]) / np.diff(np.log(lrs[: lowest + 1]))
+    steepest = float(lrs[int(np.argmin(slopes))]) if len(slopes) else float(lrs[0])
+    upto = slice(0, max(lowest, 10) + 1)
+    residual = (raw - smooth)[upto]
+    residual = residual[np.isfinite(residual)]
+    noise = float(residual.std() * math.sqrt((1 - BETA) / (1 + BETA))) if len(residual) > 1 else math.nan
+    at_min = float(lrs[lowest])
+    return Suggestion(
+        steepest=steepest,
+        minimum_tenth=at_min / 10,
+        lr_at_minimum=at_min,
+        diverged=False,
+        steps=n,
+        smoothed_minimum=float(smooth[lowest]),
+        fall=float(smooth[0] - smooth[lowest]),
+        noise=noise,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmSuggestions:
+    """One optimizer configuration's suggestions over its repeats, and the range derived from them."""
+
+    arm: str
+    trial_ids: tuple[str, ...]
+    repeats: tuple[Suggestion, ...]
+    low: float
+    high: float
+
+    @property
+    def flat(self) -> bool:
+        """No repeat's smoothed loss fell :data:`NOISE_SIGMAS` times its noise below its start: no range found."""
+        return not any(
+            s.fall > NOISE_SIGMAS * s.noise or (math.isnan(s.noise) and s.fall > 0) for s in self.repeats
+        )
+
+    def spread(self, name: str) -> tuple[float, float, float]:
+        """``(geometric mean, min, max)`` of suggestion ``name`` over the repeats."""
+        values = np.array([getattr(s, name) for s in self.repeats])
+        return float(np.exp(np.log(values).mean())), float(values.min()), float(values.max())
+
+
+def lr_bounds(suggestions: Sequence[Suggestion]) -> tuple[float, float]:
+    """The ``loguniform`` range for a sweep from one arm's suggestions (all repeats).
+
+    ``[low, high]`` spans every ``steepest`` and ``minimum_tenth``; if that
+    is less than a decade it is widened to one decade around its geometric
+    middle, so a search has room; ``high`` is then capped at the smallest
+    rate of a loss minimum (Smith 2017, 3.3: the upper bound is where the
+    loss stops falling), with ``low`` at most a decade below it. Values are
+    rounded to 3 significant digits.
+
+    >>> lr_bounds([Suggestion(0.01, 0.05, 0.5, False, 100)])
+    (0.00707, 0.0707)
+    """
+    if not suggestions:
+        raise ValueError("lr_bounds needs at least one suggestion")
+    points = [v for s in suggestions for v in (s.steepest, s.minimum_tenth)]
+    low, high = min(points), max(points)
+    if high < 10 * low:
+        middle = math.sqrt(low * high)
+        low, high = middle / math.sqrt(10), middle * math.sqrt(10)
+    ceiling = min(s.lr_at_minimum for s in suggestions)
+    if high > ceiling:
+        high = ceiling
+        low = min(low, high / 10)
+    return float(f"{low:.3g}"), float(f"{high:.3g}")
+
+
+def suggest_arms(table: pa.Table) -> list[ArmSuggestions]:
+    """Per arm (in the order the table first names them), every trial's :func:`suggest` and :func:`lr_bounds`.
+
+    Trials whose curve has fewer than 2 usable steps are left out.
+    """
+    rows: dict[str, dict[str, list]] = {}
+    arm_of: dict[str, str] = {}
+    for r in table.select(["trial_id", "arm", "lr", "loss", "smoothed_loss"]).to_pylist():
+        curve = rows.setdefault(r["trial_id"], {"lr": [], "s": [], "raw": []})
+        curve["lr"].append(r["lr"])
+        curve["s"].append(r["smoothed_loss"])
+        curve["raw"].append(r["loss"])
+        arm_of[r["trial_id"]] = r["arm"]
+    last_status = {}
+    for r in table.select(["trial_id", "status"]).to_pylist():
+        last_status[r["trial_id"]] = r["status"]
+    arms: dict[str, list[tuple[str, Suggestion]]] = {}
+    for trial_id, curve in rows.items():
+        try:
+            s = suggest(curve["lr"], curve["s"], curve["raw"])
+        except ValueError:
+            continue
+        s = dataclasses.replace(s, diverged=last_status[trial_id] == "diverged")
+        arms.setdefault(arm_of[trial_id], []).append((trial_id, s))
+    out = []
+    for arm, found in arms.items():
+        found.sort()
+        low, high = lr_bounds([s for _, s in found])
+        out.append(
+            ArmSuggestions(
+                arm=arm,
+                trial_ids=tuple(t for t, _ in found),
+                repeats=tuple(s for _, s in found),
+                low=low,
+                high=high,
+            )
+        )
+    return out
+
+
+class _FlowLists(yaml.SafeDumper):
+    """Safe YAML, every mapping on one line: ``{optimizer: sgd, lr: {loguniform: [0.001, 0.1]}}``."""
+
+
+def space_fragment(space: Sequence[Mapping[str, Any]], ranges: Mapping[int, tuple[float, float]]) -> str:
+    """The sweep file's ``space:`` with each tested arm's ``lr`` as ``{loguniform: [low, high]}``.
+
+    ``space``: the arms as a sweep file writes them (``SweepSpec.to_yaml_dict()["space"]``);
+    ``ranges``: arm index -> ``(low, high)``. Arms without a range (their
+    schedule takes no ``lr``, their test failed or its loss did not fall) stay as they were,
+    with a comment saying so. The result passes ``lrtune validate``.
+
+    >>> print(space_fragment([{"optimizer": "adam", "lr": 0.001}], {0: (1e-4, 0.01)}), end="")
+    space:
+      - {optimizer: adam, lr: {loguniform: [0.0001, 0.01]}}
+    """
+    lines = ["space:"]
+    for index, arm in enumerate(space):
+        arm = dict(arm)
+        note = ""
+        if index in ranges:
+            low, high = ranges[index]
+            arm["lr"] = {"loguniform": [low, high]}
+            arm = {k: arm[k] for k in ("optimizer", "schedule", "lr") if k in arm} | arm
+        else:
+            note = "  # unchanged: the range test found no range for this arm"
+        text = yaml.dump(
+            arm, Dumper=_FlowLists, default_flow_style=True, sort_keys=False, width=10_000
+        ).strip()
+        lines.append(f"  - {text}{note}")
+    return "\n".join(lines) + "\n"
+
+
+# --- the figure and the page ----------------------------------------------------
+
+
+def figure_lr_range(table: pa.Table, arms: Sequence[ArmSuggestions]):
+    """Smoothed loss against lr (log axis), one panel per arm, one curve per repeat, suggestions marked.
+
+    The raw batch losses are drawn faintly behind; the y axis stops at 1.5x
+    the highest smoothed loss of the first tenth of the steps, so a
+    diverging tail does not flatten the rest.
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    columns = min(3, max(1, len(arms)))
+    rows_ = math.ceil(len(arms) / columns)
+    fig = Figure(figsize=(4.2 * columns, 3.2 * rows_), layout="constrained")
+    axes = fig.subplots(rows_, columns, squeeze=False).ravel()
+    palette = colormaps["tab10"].colors
+    data = table.select(["trial_id", "lr", "loss", "smoothed_loss"]).to_pydict()
+    by_trial: dict[str, list[int]] = {}
+    for i, t in enumerate(data["trial_id"]):
+        by_trial.setdefault(t, []).append(i)
+    for ax, arm in zip(axes, arms, strict=False):
+        top = []
+        for r, (trial_id, s) in enumerate(zip(arm.trial_ids, arm.repeats, strict=True)):
+            idx = by_trial[trial_id]
+            lr = np.array([data["lr"][i] for i in idx])
+            raw = np.array([data["loss"][i] for i in idx], dtype=float)
+            smooth = np.array([data["smoothed_loss"][i] for i in idx], dtype=float)
+            color = palette[r % len(palette)]
+            ax.plot(lr, raw, color=color, alpha=0.2, linewidth=0.8)
+            ax.plot(
+                lr,
+                smooth,
+                color=color,
+                linewidth=1.5,
+                label=f"repeat {r}" + (" (diverged)" if s.diverged else ""),
+            )
+            for value, marker in ((s.steepest, "v"), (s.minimum_tenth, "o")):
+                ax.plot(value, np.interp(np.log(value), np.log(lr), smooth), marker, color=color, markersize=7,
+                        markeredgecolor="black")  # fmt: skip
+            head = smooth[: max(1, len(smooth) // 10)]
+            top.append(np.nanmax(head[np.isfinite(head)]) if np.isfinite(head).any() else np.nan)
+        finite = [t for t in top if np.isfinite(t)]
+        lows = [min(s.smoothed_minimum for s in arm.repeats)]
+        if finite:
+            high, low = 1.5 * max(finite), min(lows)
+            ax.set_ylim(max(0.0, low - 0.1 * (high - low)), high)
+        ax.axvspan(arm.low, arm.high, color="0.85", zorder=0, label=f"range [{arm.low:g}, {arm.high:g}]")
+        ax.set_xscale("log")
+        ax.set_title(arm.arm + (" (no descent: no range)" if arm.flat else ""), fontsize=10)
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("training loss (smoothed)")
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in axes[len(arms) :]:
+        ax.set_visible(False)
+    fig.suptitle("LR range test: ▼ steepest descent, ● minimum / 10", fontsize=11)
+    return fig
+
+
+@dataclasses.dataclass(frozen=True)
+class RangeReportFiles:
+    html: str
+    png: str
+
+
+def write_lr_range_report(
+    sweep_dir: str, arms: Sequence[ArmSuggestions], fragment: str, table: pa.Table, *, title: str
+) -> RangeReportFiles:
+    """Write ``<sweep_dir>/lr_range.png`` and a self-contained ``lr_range.html`` (the PNG embedded).
+
+    ``sweep_dir`` must be a local folder (on a URI the figure is skipped by the caller).
+    """
+    folder = Path(sweep_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    png = folder / "lr_range.png"
+    figure_lr_range(table, arms).savefig(png, dpi=100)
+    data = base64.b64encode(png.read_bytes()).decode()
+    rows = "\n".join(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+            html.escape(a.arm),
+            len(a.repeats),
+            _spread_text(a, "steepest"),
+            _spread_text(a, "minimum_tenth"),
+            "none (the loss did not fall)" if a.flat else f"[{a.low:g}, {a.high:g}]",
+        )
+        for a in arms
+    )
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>lrtune find: {html.escape(title)}</title>
+<style>body {{ font-family: sans-serif; max-width: 1300px; margin: 1em auto; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
+img {{ max-width: 100%; }} pre {{ background: #f4f4f4; padding: 0.5em; }}</style></head>
+<body>
+<h1>LR range test {html.escape(title)}</h1>
+<p>{html.escape(sweep_dir)}. Written {now}. Suggestions as fastai's <code>lr_find</code> defines them:
+the rate of steepest descent of the smoothed loss, and the rate of its minimum divided by 10;
+with repeats, their geometric mean [min, max].</p>
+<table><tr><th>arm</th><th>repeats</th><th>steepest</th><th>minimum / 10</th><th>range</th></tr>
+{rows}
+</table>
+<h2>Loss against learning rate</h2>
+<img src='data:image/png;base64,{data}' alt='loss against learning rate'>
+<h2>For the sweep file</h2>
+<pre>{html.escape(fragment)}</pre>
+</body></html>
+"""
+    out = folder / "lr_range.html"
+    out.write_text(page, encoding="utf-8")
+    return RangeReportFiles(html=str(out), png=str(png))
+
+
+def _spread_text(arm: ArmSuggestions, name: str) -> str:
+    mean, low, high = arm.spread(name)
+    return f"{mean:.3g}" if len(arm.repeats) == 1 else f"{mean:.3g} [{low:.3g}, {high:.3g}]"
+
+
+def format_suggestions(outcome) -> str:
+    """``lrtune find``'s output: the suggestions as comment lines, then the ``space:`` fragment.
+
+    ``outcome``: a :class:`lrtune.engine.find.FindOutcome`. Every line but
+    the fragment starts with ``#``, so the whole output pastes into a sweep file.
+    """
+    width = max([len(a.arm) for a in outcome.arms] + [3])
+    lines = [
+        f"# lr range test: {len(outcome.arms)} optimizer configurations in {outcome.seconds:.0f} s; "
+        "steepest descent of the smoothed loss and its minimum / 10 (fastai's lr_find), "
+        + (
+            "geometric mean [min, max] over repeats"
+            if any(len(a.repeats) > 1 for a in outcome.arms)
+            else "one run each"
+        ),
+        f"# {'arm':<{width}}  {'steepest':<26}  {'minimum / 10':<26}  range for the sweep",
+    ]
+    for a in outcome.arms:
+        diverged = sum(s.diverged for s in a.repeats)
+        found = "none" if a.flat else f"[{a.low:g}, {a.high:g}]"
+        lines.append(
+            f"# {a.arm:<{width}}  {_spread_text(a, 'steepest'):<26}  {_spread_text(a, 'minimum_tenth'):<26}  "
+            f"{found}  ({diverged}/{len(a.repeats)} diverged before the last step)"
+        )
+    for a in outcome.arms:
+        if a.flat:
+            most = max(a.repeats, key=lambda s: s.fall / s.noise if s.noise > 0 else 0.0)
+            lines.append(
+                f"# no range for {a.arm}: its smoothed loss fell {most.fall:.3g} below its start, "
+                f"{most.fall / most.noise:.1f} times its noise ({most.noise:.2g}; a range needs "
+                f"{NOISE_SIGMAS:g}); the test learned too little to read one: run more --steps"
+            )
+    for trial_id, error in list(outcome.errors.items())[:5]:
+        lines.append(f"# error {trial_id}: {error}")
+    where = (
+        f"{outcome.sweep_dir}/lr_range (Parquet, `lrtune results {outcome.sweep_dir} --sql` table lr_range)"
+    )
+    lines.append(f"# rows: {where}")
+    if outcome.html:
+        lines.append(f"# figure: {outcome.png}, {outcome.html}")
+    return "\n".join(lines) + "\n" + outcome.fragment

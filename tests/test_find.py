@@ -1,0 +1,323 @@
+"""``lrtune find``: the learning-rate range test, from its formulas to a real run on a local Ray."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from lrtune.engine.find import range_arms
+from lrtune.engine.sweep import SweepError
+from lrtune.results.lr_range import Suggestion, load_lr_range, lr_bounds, space_fragment, suggest
+from lrtune.spec import load_spec, parse_spec, parse_yaml
+from lrtune.training.lr_range import RangeSettings, SmoothedLoss, range_schedule, run_range_test, smoothed
+
+ROOT = Path(__file__).parent.parent
+STEPS = 30
+
+
+def lrtune(*args, cwd=ROOT, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "lrtune", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def make_spec(text: str):
+    return parse_spec(parse_yaml(text, "x.yaml"), "x.yaml")
+
+
+# --- the formulas -----------------------------------------------------------------
+
+
+def test_range_schedule_rises_by_equal_factors_from_min_to_max_lr():
+    lr = range_schedule(1e-6, 1.0, 7)(np.arange(7))
+    np.testing.assert_allclose(lr, [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((0.0, 1.0, 10), r"Argument `min_lr` must be > 0. Received: min_lr=0.0"),
+        ((0.1, 0.1, 10), r"Argument `max_lr` must be > min_lr. Received: min_lr=0.1, max_lr=0.1"),
+        ((1e-7, 1.0, 1), r"Argument `steps` must be >= 2. Received: steps=1"),
+    ],
+)
+def test_range_schedule_refuses_a_ramp_that_does_not_rise(args, message):
+    with pytest.raises(ValueError, match=message):
+        range_schedule(*args)
+
+
+def test_smoothed_loss_is_the_bias_corrected_moving_average():
+    losses = [2.3, 2.1, 2.6, 1.9, 1.5]
+    avg, expected = 0.0, []
+    for n, loss in enumerate(losses, start=1):
+        avg = 0.98 * avg + 0.02 * loss
+        expected.append(avg / (1 - 0.98**n))
+    np.testing.assert_allclose(smoothed(losses), expected, rtol=1e-12)
+    assert smoothed([1.7])[0] == pytest.approx(1.7)  # bias correction: the first value is the loss itself
+
+
+def test_smoothed_loss_diverges_once_it_passes_four_times_its_minimum():
+    s = SmoothedLoss()
+    values = []
+    for loss in [1.0] * 5 + [1e3] * 5:
+        values.append(s.update(loss))
+        if s.diverged:
+            break
+    assert len(values) < 10
+    assert values[-1] > 4 * min(values[:-1]) and all(
+        v <= 4 * min(values[:i]) for i, v in enumerate(values[:-1]) if i
+    )
+
+
+def test_a_nan_loss_is_divergence():
+    s = SmoothedLoss()
+    s.update(1.0)
+    s.update(float("nan"))
+    assert s.diverged
+
+
+def test_suggestions_on_a_curve_with_a_known_answer():
+    lrs = np.logspace(-6, 0, 61)  # ten steps a decade
+    logs = np.log10(lrs)
+    loss = np.where(logs <= -4, 3.0, 3.0 - 0.5 * (logs + 4))  # a gentle fall from 1e-4 ...
+    loss = loss - np.where(logs >= -2.45, 1.0, 0.0)  # ... one step that falls by 1 after 10^-2.5 ...
+    loss = np.where(
+        logs >= -1, loss[np.argmin(np.abs(logs + 1))] + 5 * (logs + 1), loss
+    )  # ... rising after 0.1
+    s = suggest(lrs, loss)
+    assert s.steepest == pytest.approx(10**-2.5)
+    assert s.lr_at_minimum == pytest.approx(0.1)
+    assert s.minimum_tenth == pytest.approx(0.01)
+
+
+def test_suggestions_skip_the_first_tenth_and_the_last_five_steps():
+    lrs = np.logspace(-6, 0, 61)
+    loss = np.full(61, 2.0)
+    loss[2] = 0.0  # a deep early dip inside the first tenth: ignored
+    loss[-2] = -1.0  # and one in the last five: ignored
+    loss[30] = 1.0
+    s = suggest(lrs, loss)
+    assert s.lr_at_minimum == pytest.approx(lrs[30])
+    assert s.steepest == pytest.approx(lrs[29])
+
+
+def test_bounds_span_the_suggestions_or_a_decade_around_them_capped_at_the_minimum():
+    spread = [Suggestion(1e-3, 2e-2, 0.2, False, 100), Suggestion(2e-3, 3e-2, 0.3, False, 100)]
+    assert lr_bounds(spread) == (0.001, 0.03)
+    narrow = [Suggestion(0.01, 0.04, 0.4, False, 100)]  # 4x apart: widened to a decade around 0.02
+    assert lr_bounds(narrow) == (float(f"{0.02 / math.sqrt(10):.3g}"), float(f"{0.02 * math.sqrt(10):.3g}"))
+    past_minimum = [Suggestion(0.5, 0.01, 0.1, False, 100)]  # a steep fall after the minimum at 0.1
+    assert lr_bounds(past_minimum) == (0.01, 0.1)
+
+
+def test_a_curve_that_falls_less_than_its_noise_gives_no_range():
+    import pyarrow as pa
+
+    from lrtune.results.lr_range import NOISE_SIGMAS, suggest_arms
+
+    rng = np.random.default_rng(0)
+    lrs = np.logspace(-5, 1, 200)
+    flat_raw = 0.69 + 0.05 * rng.standard_normal(200)  # batch noise, no descent
+    falling_raw = 0.69 - 0.3 * (np.log10(lrs) > -2) + 0.05 * rng.standard_normal(200)
+    rows = [
+        {"trial_id": t, "arm": t, "lr": lr, "loss": raw, "smoothed_loss": s, "status": "running"}
+        for t, curve in (("flat", flat_raw), ("falls", falling_raw))
+        for lr, raw, s in zip(lrs, curve, smoothed(curve), strict=True)
+    ]
+    arms = {a.arm: a for a in suggest_arms(pa.Table.from_pylist(rows))}
+    flat, falls = arms["flat"].repeats[0], arms["falls"].repeats[0]
+    assert flat.noise == pytest.approx(0.05 * math.sqrt(0.02 / 1.98), rel=0.3)  # the EWMA of N(0, 0.05**2)
+    assert arms["flat"].flat and flat.fall < NOISE_SIGMAS * flat.noise
+    assert not arms["falls"].flat and falls.fall > 0.25
+
+
+# --- arms -----------------------------------------------------------------------------
+
+
+def test_arms_that_differ_only_in_their_schedule_share_one_test():
+    spec = load_spec(ROOT / "sweeps/seed-article.yaml")
+    arms = range_arms(spec)
+    assert [a.label for a in arms] == [
+        "sgd momentum=0",
+        "sgd momentum=0.5",
+        "sgd momentum=0.8",
+        "adagrad",
+        "adadelta",
+        "rmsprop",
+        "adam",
+    ]
+    assert arms[1].arms == (1, 2)  # the time-based and the step arm, both momentum 0.5
+
+
+def test_a_grid_of_optimizer_settings_gives_one_test_per_value_and_piecewise_none():
+    spec = make_spec(
+        """
+name: x
+space:
+  - {optimizer: sgd, schedule: step, lr: 0.1, drop: 0.5, epochs_drop: 3, momentum: {grid: [0.5, 0.9]}}
+  - {optimizer: sgd, schedule: piecewise, boundaries: [3], values: [0.1, 0.01]}
+"""
+    )
+    assert [(a.label, a.arms) for a in range_arms(spec)] == [
+        ("sgd momentum=0.5", (0,)),
+        ("sgd momentum=0.9", (0,)),
+    ]
+
+
+def test_a_sampled_optimizer_setting_is_refused_with_the_fix():
+    spec = make_spec("name: x\nspace: {optimizer: sgd, lr: 0.1, momentum: {uniform: [0.5, 0.9]}}\n")
+    with pytest.raises(
+        SweepError,
+        match=r"x.yaml: space.0.momentum: the range test needs fixed values .* --set space.0.momentum=VALUE",
+    ):
+        range_arms(spec, "x.yaml")
+
+
+def test_the_fragment_keeps_each_arm_and_replaces_its_lr():
+    spec = load_spec(ROOT / "sweeps/seed-article.yaml")
+    text = space_fragment(spec.to_yaml_dict()["space"], {0: (0.01, 0.3), 4: (0.001, 0.05)})
+    arms = parse_yaml(text, "fragment")["space"]
+    assert arms[0] == {
+        "optimizer": "sgd",
+        "schedule": "constant",
+        "lr": {"loguniform": [0.01, 0.3]},
+        "momentum": 0.0,
+    }
+    assert arms[4] == {"optimizer": "adagrad", "lr": {"loguniform": [0.001, 0.05]}}
+    assert arms[1]["lr"] == 0.1  # no range given: unchanged, and marked
+    assert "# unchanged" in text.splitlines()[2]
+
+
+# --- one trial, without Ray -----------------------------------------------------------
+
+
+def test_a_test_that_does_not_diverge_runs_every_step(tiny_dataset):
+    rows = []
+    settings = RangeSettings(batch_size=16, steps=12, min_lr=1e-6, max_lr=1e-5, threads=1, report_every=5)
+    status = run_range_test({"optimizer": "sgd", "seed": 3}, tiny_dataset, settings, rows.append)
+    assert status == "done"
+    assert [len(chunk) for chunk in rows] == [5, 5, 2]
+    flat = [r for chunk in rows for r in chunk]
+    assert [r["step"] for r in flat] == list(range(1, 13))
+    np.testing.assert_allclose([r["lr"] for r in flat], np.logspace(-6, -5, 12), rtol=1e-5)
+    np.testing.assert_allclose(
+        [r["smoothed_loss"] for r in flat], smoothed([r["loss"] for r in flat]), rtol=1e-9
+    )
+    assert [r["status"] for r in flat][-2:] == ["running", "done"]
+
+
+# --- the command, on a real local Ray ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def find_run(cifar_archive, tmp_path_factory):
+    """``lrtune find`` on two arms x 2 repeats; the rate ramps to 1e3, so SGD diverges."""
+    folder = tmp_path_factory.mktemp("find")
+    sweep = folder / "tiny.yaml"
+    sweep.write_text(
+        """
+name: tiny
+data: {classes: [airplane, automobile]}
+model: seed-tiny
+batch_size: 16
+repeats: 2
+space:
+  - {optimizer: sgd, schedule: step, lr: 0.1, drop: 0.5, epochs_drop: 2, momentum: 0.9}
+  - {optimizer: adam, lr: 0.001}
+"""
+    )
+    result = lrtune(
+        "find", sweep, "--data", cifar_archive, "--storage", folder / "results",
+        "--steps", STEPS, "--min-lr", "1e-5", "--max-lr", "1e3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return folder, result, folder / "results" / "tiny-lr-range"
+
+
+def test_every_trial_step_lands_once(find_run):
+    _, _, run_dir = find_run
+    table = load_lr_range(str(run_dir))
+    trials = pc.unique(table["trial_id"]).to_pylist()
+    assert len(trials) == 4  # 2 arms x 2 repeats
+    for trial in trials:
+        steps = table.filter(pc.equal(table["trial_id"], trial))["step"].to_pylist()
+        assert steps == list(range(1, len(steps) + 1))
+    raw = __import__("pyarrow.dataset", fromlist=["dataset"]).dataset(run_dir / "lr_range").to_table()
+    assert raw.num_rows == table.num_rows  # no duplicates on disk, not merely dropped when read
+
+
+def test_a_diverging_test_stops_early_and_says_so(find_run):
+    _, _, run_dir = find_run
+    table = load_lr_range(str(run_dir))
+    sgd = table.filter(pc.equal(table["optimizer"], "sgd")).to_pylist()
+    by_trial: dict[str, list] = {}
+    for r in sgd:
+        by_trial.setdefault(r["trial_id"], []).append(r)
+    for rows in by_trial.values():
+        assert len(rows) < STEPS
+        assert rows[-1]["status"] == "diverged" and {r["status"] for r in rows[:-1]} == {"running"}
+        last = rows[-1]["smoothed_loss"]
+        assert not math.isfinite(last) or last > 4 * min(r["smoothed_loss"] for r in rows[:-1])
+
+
+def test_the_printed_fragment_passes_validate(find_run):
+    folder, result, _ = find_run
+    fragment = "\n".join(line for line in result.stdout.splitlines() if not line.startswith("#"))
+    assert fragment.startswith("space:")
+    sweep = folder / "from-find.yaml"
+    sweep.write_text("name: from-find\ndata: {classes: [airplane, automobile]}\n" + fragment + "\n")
+    spec = load_spec(sweep)
+    lrs = {arm.label: arm.params["lr"] for arm in spec.space}
+    assert lrs["adam"].kind == "loguniform"  # Adam learns the tiny data within the ramp
+    for label, d in lrs.items():  # a flat curve leaves its arm's lr as it was
+        assert (d.kind == "loguniform" and 0 < d.args[0] < d.args[1]) or (
+            label == "sgd/step" and d.args == (0.1,)
+        )
+    checked = lrtune("validate", sweep)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_suggestions_are_printed_per_arm_and_the_figures_written(find_run):
+    _, result, run_dir = find_run
+    assert "# sgd momentum=0.9" in result.stdout and "# adam" in result.stdout
+    assert (run_dir / "lr_range.png").stat().st_size > 10_000
+    page = (run_dir / "lr_range.html").read_text()
+    assert "data:image/png;base64," in page and "loguniform" in page
+
+
+def test_results_sql_reads_the_range_test(find_run):
+    _, _, run_dir = find_run
+    result = lrtune(
+        "results",
+        run_dir,
+        "--sql",
+        "select optimizer, count(distinct trial_id) as n from lr_range group by 1 order by 1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["optimizer", "n", "adam", "2", "sgd", "2"]
+
+
+def test_a_second_run_of_the_same_name_is_refused(find_run, cifar_archive):
+    folder, _, run_dir = find_run
+    result = lrtune("find", folder / "tiny.yaml", "--data", cifar_archive, "--storage", folder / "results")
+    assert result.returncode == 2
+    assert f"a range test 'tiny-lr-range' already exists in {run_dir}" in " ".join(result.stderr.split())
+
+
+def test_bad_ramp_is_refused_before_anything_starts(tmp_path):
+    result = lrtune(
+        "find", "sweeps/quickstart.yaml", "--min-lr", "1", "--max-lr", "0.1", "--storage", tmp_path
+    )
+    assert result.returncode == 2
+    assert "Argument `max_lr` must be > min_lr" in result.stderr
+    assert not any(tmp_path.iterdir())
