@@ -33,6 +33,37 @@ max_concurrent: 2
 """
 
 
+@pytest.mark.parametrize(
+    ("scheduler", "message"),
+    [
+        (
+            "{sha: {reduction_factor: 1}}",
+            r"scheduler\.sha\.reduction_factor: Input should be greater than 1 \(got 1\)",
+        ),
+        (
+            "{sha: {grace: 2}}",
+            r"scheduler\.sha\.grace: unknown key; allowed here: grace_period, reduction_factor",
+        ),
+    ],
+)
+def test_bad_sha_settings_name_the_key_and_what_is_allowed(scheduler, message):
+    from lrtune.spec import SweepFileError
+
+    text = SHA.format(name="bad").replace("{sha: {grace_period: 1, reduction_factor: 3}}", scheduler)
+    with pytest.raises(SweepFileError, match=message):
+        parse_spec(parse_yaml(text, "bad.yaml"), "bad.yaml")
+
+
+def test_the_rungs_follow_grace_times_reduction_to_the_k_below_the_last_epoch():
+    from lrtune.engine.schedulers import rungs
+
+    assert rungs(2, 3, 20) == [2, 6, 18]
+    assert rungs(2, 3, 18) == [2, 6]  # none at the last epoch: it ends the trial anyway
+    assert rungs(1, 4, 20) == [1, 4, 16]
+    with pytest.raises(ValueError, match=r"`reduction_factor` must be > 1, but got reduction_factor=1"):
+        rungs(1, 1, 20)
+
+
 @pytest.fixture(scope="module")
 def halved(cifar_archive, tmp_path_factory):
     """(trials.parquet rows, metrics rows) of the sweep above."""

@@ -21,7 +21,9 @@ others stops. Nine configurations, grace 2, reduction 3, 20 epochs: 9 run
 2 epochs, 3 run to 6, 1 runs to 20, ``(9*2 + 3*4 + 1*14) / (9*20) = 0.244``
 of the grid's epochs.
 
-A configuration reaching a rung after it was judged (a search that suggests
+A configuration alone among the live trials (the others stopped or ended)
+goes on at once: there is nobody to wait for. A configuration reaching a
+rung after it was judged (a search that suggests
 trials later, a resumed sweep) is ranked against all the means recorded
 there, with the same top-``max(1, floor(n / reduction_factor))`` rule.
 Results of a (trial, epoch) already seen (a resumed trial replaying its
@@ -150,7 +152,7 @@ class SuccessiveHalving(FIFOScheduler):
         tid = trial.trial_id
         self._to_resume.discard(tid)
         key = self._key.setdefault(tid, configuration_key(trial.config))
-        if any(v.get(key) is False for v in self._verdict):
+        if self._cut(tid):
             return TrialScheduler.STOP
         now = result[self._time_attr]
         reached = sum(1 for m in self._rungs if now >= m)
@@ -164,6 +166,10 @@ class SuccessiveHalving(FIFOScheduler):
         if key in self._verdict[rung]:
             # Its configuration was judged here already (a repeat that comes late, a resumed trial).
             return TrialScheduler.CONTINUE if self._verdict[rung][key] else TrialScheduler.STOP
+        if self._alone(tune_controller, key, current=tid):
+            # Every other configuration has stopped or ended: nothing to wait for or lose to.
+            self._verdict[rung][key] = True
+            return TrialScheduler.CONTINUE
         self._waiting[tid] = rung
         self._judge(tune_controller, current=tid)
         if tid in self._waiting:
@@ -211,6 +217,17 @@ class SuccessiveHalving(FIFOScheduler):
         self._to_resume.discard(trial.trial_id)
         self._judge(tune_controller, current=None)
 
+    def _alone(self, tune_controller, key: str, *, current: str) -> bool:
+        """Whether every live trial not yet cut is of configuration ``key``."""
+        return all(
+            self._key.get(t.trial_id) == key or self._cut(t.trial_id)
+            for t in tune_controller.get_trials()
+            if t.status in (Trial.PENDING, Trial.RUNNING, Trial.PAUSED) or t.trial_id == current
+        )
+
+    def _cut(self, trial_id: str) -> bool:
+        return any(v.get(self._key.get(trial_id)) is False for v in self._verdict)
+
     def _judge(self, tune_controller, *, current: str | None) -> None:
         """Judge the lowest rung with waiting trials once no live trial is still on its way to it."""
         while self._waiting:
@@ -224,7 +241,7 @@ class SuccessiveHalving(FIFOScheduler):
                 t.trial_id not in self._waiting
                 and self._passed.get(t.trial_id, 0) <= rung
                 # a stopped trial can stay RUNNING for a moment: it is not on its way
-                and not any(v.get(self._key.get(t.trial_id)) is False for v in self._verdict)
+                and not self._cut(t.trial_id)
                 for t in live
             ):
                 return
