@@ -127,17 +127,19 @@ def test_a_killed_and_resumed_sweep_finishes_every_trial_with_each_row_once(
         except (FileNotFoundError, OSError, ValueError):  # not written yet, or a file replaced while listed
             return 0
 
-    first = start()
-    deadline = time.monotonic() + 240
-    # 3 rows: the first configuration waits at the rung (paused), the others are still on their way.
-    while count_rows() < 3:
-        assert first.poll() is None, first.stdout.read()
-        assert time.monotonic() < deadline, "no progress"
-        time.sleep(0.1)
-    kill_group(first)
-    second = start("--resume")
-    output, _ = second.communicate(timeout=420)
-    assert second.returncode == 0, output
+    # 3 rows: the first configuration waits at the rung (paused), the others are on their way.
+    # 7 rows: the rung is judged, the kept configuration trains past it.
+    for threshold, extra in ((3, ()), (7, ("--resume",))):
+        process = start(*extra)
+        deadline = time.monotonic() + 240
+        while count_rows() < threshold and process.poll() is None:
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.1)
+        assert process.poll() is None, process.stdout.read()
+        kill_group(process)
+    last = start("--resume")
+    output, _ = last.communicate(timeout=420)
+    assert last.returncode == 0, output
     assert "Traceback" not in output, output
 
     trials = load_trials(str(sweep_dir)).to_pylist()

@@ -27,7 +27,11 @@ rung after it was judged (a search that suggests
 trials later, a resumed sweep) is ranked against all the means recorded
 there, with the same top-``max(1, floor(n / reduction_factor))`` rule.
 Results of a (trial, epoch) already seen (a resumed trial replaying its
-epochs) do not count twice.
+epochs) do not count twice, and a replayed result never pauses its trial
+(it carries no checkpoint to resume from): the next trained epoch does.
+Tune keeps no scheduler state across ``--resume``: a restored trial past a
+rung counts as promoted there, and trials paused at a rung when the driver
+died are judged there again, among the trials still live.
 """
 
 from __future__ import annotations
@@ -127,6 +131,10 @@ class SuccessiveHalving(FIFOScheduler):
         self._passed: dict[str, int] = {}  # trial id -> rungs it has reached
         self._waiting: dict[str, int] = {}  # trial id -> the rung it is paused at, undecided
         self._to_resume: set[str] = set()  # paused, its configuration promoted
+        # Replays (lrtune.training.reporter.Reporter.replay): the epochs up to the run's
+        # restored_epoch, and everything a restored trial reports before a run's first row.
+        self._replay_until: dict[str, float] = {}
+        self._restored: set[str] = set()
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         if (self._metric and metric) or (self._mode and mode):
@@ -145,6 +153,12 @@ class SuccessiveHalving(FIFOScheduler):
             )
         self._key[trial.trial_id] = configuration_key(trial.config)
         self._passed.setdefault(trial.trial_id, 0)
+        last = trial.run_metadata.last_result.get(self._time_attr)
+        if isinstance(last, (int, float)):
+            # Restored by --resume (Tune keeps no scheduler state): a trial past a rung
+            # was promoted there; one paused at a rung is judged there again.
+            self._restored.add(trial.trial_id)
+            self._passed[trial.trial_id] = sum(1 for m in self._rungs if m < last)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         if self._time_attr not in result or self._metric not in result:
@@ -155,10 +169,19 @@ class SuccessiveHalving(FIFOScheduler):
         if self._cut(tid):
             return TrialScheduler.STOP
         now = result[self._time_attr]
+        if "restored_epoch" in result:  # a run's first row
+            self._replay_until[tid] = result["restored_epoch"]
+            self._restored.discard(tid)
+        # A replayed row carries no checkpoint: a PAUSE waits for the next trained epoch's.
+        hold = (
+            TrialScheduler.CONTINUE
+            if tid in self._restored or now <= self._replay_until.get(tid, -1)
+            else TrialScheduler.PAUSE
+        )
         reached = sum(1 for m in self._rungs if now >= m)
         if reached <= self._passed.get(tid, 0) or now >= self._max_t:
             # No new rung (or a result replayed after a resume): carry on.
-            return TrialScheduler.PAUSE if tid in self._waiting else TrialScheduler.CONTINUE
+            return hold if tid in self._waiting else TrialScheduler.CONTINUE
         rung = reached - 1
         self._passed[tid] = reached
         value = float(result[self._metric]) * (1 if self._mode == "max" else -1)
@@ -173,7 +196,7 @@ class SuccessiveHalving(FIFOScheduler):
         self._waiting[tid] = rung
         self._judge(tune_controller, current=tid)
         if tid in self._waiting:
-            return TrialScheduler.PAUSE
+            return hold
         if self._verdict[rung].get(key) is False:
             return TrialScheduler.STOP
         self._to_resume.discard(tid)  # it goes on running: nothing to resume
