@@ -130,7 +130,6 @@ class SuccessiveHalving(FIFOScheduler):
         self._verdict: list[dict[str, bool]] = [{} for _ in self._rungs]
         self._passed: dict[str, int] = {}  # trial id -> rungs it has reached
         self._waiting: dict[str, int] = {}  # trial id -> the rung it is paused at, undecided
-        self._to_resume: set[str] = set()  # paused, its configuration promoted
         # Replays (lrtune.training.reporter.Reporter.replay): the epochs up to the run's
         # restored_epoch, and everything a restored trial reports before a run's first row.
         self._replay_until: dict[str, float] = {}
@@ -164,7 +163,6 @@ class SuccessiveHalving(FIFOScheduler):
         if self._time_attr not in result or self._metric not in result:
             return TrialScheduler.CONTINUE
         tid = trial.trial_id
-        self._to_resume.discard(tid)
         key = self._key.setdefault(tid, configuration_key(trial.config))
         if self._cut(tid):
             return TrialScheduler.STOP
@@ -199,7 +197,6 @@ class SuccessiveHalving(FIFOScheduler):
             return hold
         if self._verdict[rung].get(key) is False:
             return TrialScheduler.STOP
-        self._to_resume.discard(tid)  # it goes on running: nothing to resume
         return TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
@@ -237,7 +234,6 @@ class SuccessiveHalving(FIFOScheduler):
 
     def _forget(self, tune_controller, trial: Trial) -> None:
         self._waiting.pop(trial.trial_id, None)
-        self._to_resume.discard(trial.trial_id)
         self._judge(tune_controller, current=None)
 
     def _alone(self, tune_controller, key: str, *, current: str) -> bool:
@@ -272,10 +268,8 @@ class SuccessiveHalving(FIFOScheduler):
             judged = [tid for tid, at in self._waiting.items() if at == rung]
             cut = []
             for tid in judged:
-                del self._waiting[tid]
-                if self._verdict[rung][self._key[tid]]:
-                    self._to_resume.add(tid)
-                elif tid != current:
+                del self._waiting[tid]  # a paused one that goes on: choose_trial_to_run resumes it
+                if not self._verdict[rung][self._key[tid]] and tid != current:
                     cut.append(tid)
             # After the bookkeeping: stop_trial calls on_trial_complete, which judges again.
             by_id = {t.trial_id: t for t in live}
