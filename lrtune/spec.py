@@ -136,6 +136,18 @@ class Asha(_Strict):
     brackets: PositiveInt = 1
 
 
+class Sha(_Strict):
+    """Synchronous successive halving over configurations (:class:`lrtune.engine.schedulers.SuccessiveHalving`).
+
+    Rungs at ``grace_period * reduction_factor**k`` epochs; at each, the best
+    ``max(1, floor(n / reduction_factor))`` of the ``n`` configurations (mean
+    over their repeats) go on, the others stop, all repeats together.
+    """
+
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 3
+
+
 class HyperBand(_Strict):
     """``ray.tune.schedulers.HyperBandScheduler``."""
 
@@ -171,6 +183,7 @@ class Scheduler(_Strict):
 
     fifo: dict[str, Any] | None = None
     asha: Asha | None = None
+    sha: Sha | None = None
     hyperband: HyperBand | None = None
     median: Median | None = None
     pbt: Pbt | None = None
@@ -182,7 +195,7 @@ class Scheduler(_Strict):
             value = {value: {}}
         if not isinstance(value, Mapping) or len(value) != 1:
             raise ValueError(
-                "give exactly one scheduler: fifo, asha, hyperband, median or pbt "
+                "give exactly one scheduler: fifo, asha, sha, hyperband, median or pbt "
                 "(a name, or a mapping of one name to its settings)"
             )
         return {k: ({} if v is None else v) for k, v in value.items()}

@@ -157,6 +157,11 @@ SCHEDULERS = st.one_of(
         st.sampled_from([2, 3, 4]),
         st.integers(1, 2),
     ),
+    st.builds(
+        lambda g, r: {"sha": {"grace_period": g, "reduction_factor": r}},
+        st.integers(1, 2),
+        st.sampled_from([2, 3]),
+    ),
     st.builds(lambda r: {"hyperband": {"reduction_factor": r}}, st.sampled_from([2, 3])),
     st.builds(
         lambda g, m: {"median": {"grace_period": g, "min_samples_required": m}},

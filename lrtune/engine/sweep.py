@@ -115,6 +115,15 @@ def make_scheduler(spec: SweepSpec):
             reduction_factor=s.reduction_factor,
             brackets=s.brackets,
         )
+    if name == "sha":
+        from lrtune.engine.schedulers import SuccessiveHalving
+
+        return SuccessiveHalving(
+            time_attr="epoch",
+            max_t=spec.epochs,
+            grace_period=min(s.grace_period, spec.epochs),
+            reduction_factor=s.reduction_factor,
+        )
     if name == "hyperband":
         return HyperBandScheduler(time_attr="epoch", max_t=spec.epochs, reduction_factor=s.reduction_factor)
     if name == "median":
