@@ -167,7 +167,7 @@ def run_range_test(
     configure_tensorflow(settings.threads)
     import keras
 
-    from lrtune.training.batches import Batches
+    from lrtune.training.batches import training_batches
     from lrtune.training.models import build_model
     from lrtune.training.optimizers import build_optimizer
 
@@ -181,15 +181,22 @@ def run_range_test(
         loss="sparse_categorical_crossentropy",
         jit_compile=settings.xla,
     )
-    batches = Batches(data.x_train, data.y_train, settings.batch_size, shuffle=True, seed=seed)
+    steps_per_epoch = math.ceil(len(data.x_train) / settings.batch_size)
+    batches = iter(
+        training_batches(
+            data.x_train,
+            data.y_train,
+            settings.batch_size,
+            seed=seed,
+            initial_epoch=0,
+            epochs=math.ceil(settings.steps / steps_per_epoch),
+        )
+    )
     smooth = SmoothedLoss()
     rows: list[dict[str, Any]] = []
     status = "done"
     for step in range(settings.steps):
-        epoch, index = divmod(step, len(batches))
-        if epoch != batches.epoch:
-            batches.set_epoch(epoch)
-        x, y = batches[index]
+        x, y = next(batches)
         loss = float(model.train_on_batch(x, y, return_dict=True)["loss"])
         value = smooth.update(loss)
         last = smooth.diverged or step == settings.steps - 1
