@@ -18,6 +18,26 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
+# Options several commands share, declared once.
+SweepFile = Annotated[Path, typer.Argument(help="The sweep file (YAML).", show_default=False)]
+DataOption = Annotated[
+    Optional[str], typer.Option("--data", help="CIFAR-10 archive, folder or URI (s3://, gs://).")
+]
+StorageOption = Annotated[
+    str, typer.Option("--storage", help="Results folder or URI; one subfolder per sweep.")
+]
+AddressOption = Annotated[
+    Optional[str],
+    typer.Option("--address", help="Ray cluster to join: 'auto' or ray://host:10001. Default: a local Ray."),
+]
+SetOption = Annotated[
+    Optional[list[str]], typer.Option("--set", help="Override a field: KEY=VALUE, dotted for nesting.")
+]
+MaxConcurrentOption = Annotated[
+    Optional[int], typer.Option("--max-concurrent", min=1, help="Most trials at once.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No live view; just the final table.")]
+
 
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
@@ -26,26 +46,17 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def sweep(
-    sweep_file: Annotated[Path, typer.Argument(help="The sweep file (YAML).", show_default=False)],
-    data: Annotated[
-        Optional[str], typer.Option(help="CIFAR-10 archive, folder or URI (s3://, gs://).")
-    ] = None,
-    storage: Annotated[
-        str, typer.Option(help="Results folder or URI; one subfolder per sweep.")
-    ] = "./lrtune-results",
+    sweep_file: SweepFile,
+    data: DataOption = None,
+    storage: StorageOption = "./lrtune-results",
     name: Annotated[Optional[str], typer.Option(help="Sweep name (default: the file's name:).")] = None,
-    address: Annotated[
-        Optional[str],
-        typer.Option(help="Ray cluster to join: 'auto' or ray://host:10001. Default: a local Ray."),
-    ] = None,
+    address: AddressOption = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Finish an interrupted sweep of the same name.")
     ] = False,
-    set_: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Override a field: KEY=VALUE, dotted for nesting.")
-    ] = None,
-    max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="Most trials at once.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view; just the final table.")] = False,
+    set_: SetOption = None,
+    max_concurrent: MaxConcurrentOption = None,
+    quiet: QuietOption = False,
     extend: Annotated[
         Optional[str],
         typer.Option(
@@ -140,13 +151,9 @@ def _print_outcome(spec, outcome) -> None:
 
 @app.command()
 def find(
-    sweep_file: Annotated[Path, typer.Argument(help="The sweep file (YAML).", show_default=False)],
-    data: Annotated[
-        Optional[str], typer.Option(help="CIFAR-10 archive, folder or URI (s3://, gs://).")
-    ] = None,
-    storage: Annotated[
-        str, typer.Option(help="Results folder or URI; one subfolder per run.")
-    ] = "./lrtune-results",
+    sweep_file: SweepFile,
+    data: DataOption = None,
+    storage: StorageOption = "./lrtune-results",
     name: Annotated[
         Optional[str], typer.Option(help="Results subfolder (default: <the file's name:>-lr-range).")
     ] = None,
@@ -158,13 +165,8 @@ def find(
     repeats: Annotated[
         Optional[int], typer.Option(min=1, help="Tests per arm, one seed each (default: the file's repeats).")
     ] = None,
-    address: Annotated[
-        Optional[str],
-        typer.Option(help="Ray cluster to join: 'auto'. Default: a local Ray."),
-    ] = None,
-    set_: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Override a field of the file: KEY=VALUE.")
-    ] = None,
+    address: AddressOption = None,
+    set_: SetOption = None,
 ):
     """The learning-rate range test for every arm of SWEEP_FILE: suggested lr ranges as a space: fragment."""
     from lrtune.data import DataError
@@ -191,8 +193,8 @@ def find(
 
 @app.command()
 def validate(
-    sweep_file: Annotated[Path, typer.Argument(help="The sweep file (YAML).", show_default=False)],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: KEY=VALUE.")] = None,
+    sweep_file: SweepFile,
+    set_: SetOption = None,
 ):
     """Check a sweep file and print how many trials it would start."""
     from lrtune.spec import SweepFileError, load_spec
@@ -308,11 +310,9 @@ def confirm(
     data: Annotated[
         Optional[str], typer.Option(help="The sweep's data (default: the one it recorded in data.json).")
     ] = None,
-    address: Annotated[
-        Optional[str], typer.Option(help="Ray cluster to join: 'auto'. Default: a local Ray.")
-    ] = None,
-    max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="Most trials at once.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view.")] = False,
+    address: AddressOption = None,
+    max_concurrent: MaxConcurrentOption = None,
+    quiet: QuietOption = False,
     format_: Annotated[str, typer.Option("--format", help="yaml or json (the final pick).")] = "yaml",
 ):
     """Run the configurations within noise of the best again, with new seeds, until it is separated.

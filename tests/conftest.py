@@ -115,3 +115,13 @@ def kill_process_group(process) -> None:
 def kill_group():
     """:func:`kill_process_group`."""
     return kill_process_group
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray with 2 CPUs for the tests of one module (never one `ray start` left running)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -101,15 +101,6 @@ def make_spec(text):
     return parse_spec(parse_yaml(text, "test.yaml"), "test.yaml")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def test_a_raising_trial_is_recorded_as_error_and_the_others_finish(
     local_ray, cifar_archive, tmp_path, capfd
 ):

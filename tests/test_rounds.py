@@ -19,16 +19,6 @@ from lrtune.spec import parse_spec, parse_yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from sweep_runs import assert_rows_are_the_final_models_history, rows, start  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 BASE = """
 name: grow
 data: {classes: [airplane, automobile], limit: 256}

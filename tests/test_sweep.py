@@ -18,15 +18,6 @@ from lrtune.spec import parse_spec, parse_yaml
 from lrtune.training.schedules import lr_by_epoch, make_schedule
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def make_spec(text: str):
     return parse_spec(parse_yaml(text, "test.yaml"), "test.yaml")
 

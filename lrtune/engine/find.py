@@ -248,7 +248,6 @@ def run_find(
     import ray
     from ray import tune
 
-    from lrtune.data import load_cifar10
     from lrtune.engine.lock import SweepLock, SweepLocked
     from lrtune.engine.sweep import (
         _acquire,
@@ -257,6 +256,7 @@ def run_find(
         _check_writable,
         _init_ray,
         _quiet_tune_logs,
+        load_sweep_data,
         sweep_dir_for,
     )
     from lrtune.results.lr_range import load_lr_range, space_fragment, suggest_arms, write_lr_range_report
@@ -280,13 +280,7 @@ def run_find(
         raise SweepError(
             f"a range test {name!r} already exists in {sweep_dir}: give another --name or --storage"
         )
-    dataset = load_cifar10(
-        data or spec.data.path,
-        classes=spec.data.classes,
-        validation=spec.data.validation,
-        seed=spec.seed,
-        limit=spec.data.limit,
-    )
+    dataset = load_sweep_data(spec, data)
     _check_writable(storage, sweep_dir)
     lock = SweepLock(sweep_dir)
     started = _init_ray(address)

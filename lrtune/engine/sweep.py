@@ -365,7 +365,6 @@ def run_sweep(
     import ray
     from ray import tune
 
-    from lrtune.data import load_cifar10
     from lrtune.engine.housekeeping import LeaseRenewal, StateRetention
     from lrtune.engine.lock import SweepLock, SweepLocked
     from lrtune.engine.progress import LiveView
@@ -414,13 +413,7 @@ def run_sweep(
             _check_writable(storage, sweep_dir)
 
         def load():
-            dataset = load_cifar10(
-                data or spec.data.path,
-                classes=spec.data.classes,
-                validation=spec.data.validation,
-                seed=spec.seed,
-                limit=spec.data.limit,
-            )
+            dataset = load_sweep_data(spec, data)
             return dataset, data_fingerprint(dataset)
 
         (dataset, fingerprint), started = _load_while_ray_starts(load, address)
@@ -543,6 +536,23 @@ def _quiet_tune_logs(quiet: bool):
         yield
     finally:
         logger.setLevel(level)
+
+
+def load_sweep_data(spec: SweepSpec, data: str | None):
+    """The dataset a sweep trains on: ``data`` (else the file's ``data.path``, else Keras's copy), as ``data:`` says.
+
+    Raises:
+        lrtune.data.DataError: the data cannot be read.
+    """
+    from lrtune.data import load_cifar10
+
+    return load_cifar10(
+        data or spec.data.path,
+        classes=spec.data.classes,
+        validation=spec.data.validation,
+        seed=spec.seed,
+        limit=spec.data.limit,
+    )
 
 
 def data_fingerprint(dataset) -> dict[str, Any]:
