@@ -87,6 +87,11 @@ class PartFiles:
             return None
         return self.add(keep, replaces=[name], kind="part")
 
+    def merge(self, names: list[str]) -> str:
+        """Write the rows of files ``names`` as one new file that supersedes them; returns its name."""
+        table = pa.concat_tables([self.read(n) for n in names])
+        return self.add(table, replaces=names, kind="merged")
+
     def compact(self) -> None:
         """Merge every file into one, sorted by trial and epoch."""
         names = self.names()
@@ -98,12 +103,20 @@ class PartFiles:
 
     def finish_replacements(self) -> None:
         """Delete the files that a present file says it replaces."""
+        gone: set[str] = set()
         for name in self.names():
+            if name in gone:  # replaced by a file listed before it ("compacted-", "merged-" < "part-")
+                continue
             metadata = pq.read_schema(f"{self.root}/{name}", filesystem=self.fs).metadata or {}
             if _REPLACES in metadata:
-                self._delete(name, json.loads(metadata[_REPLACES]))
+                replaced = json.loads(metadata[_REPLACES])
+                self._delete(name, replaced)
+                gone.update(replaced)
 
     def _delete(self, keeper: str | None, names: Iterable[str]) -> None:
+        names = list(names)
+        if not names:
+            return  # no listing: a plain add must cost the same however many files there are
         present = set(self.names())
         for name in names:
             if name in present and name != keeper:

@@ -16,17 +16,28 @@ How rows land exactly once, across retries, kills, restores and PBT:
   trained them) and makes its earlier rows equal that history (under PBT
   the history of the weights the trial inherited), so for every epoch the
   row that stays is that of the model the trial went on with.
-- Buffered rows are flushed every ``flush_seconds``, and at once when a
-  trial ends. Rows lost with a killed driver come back with the history of
-  the state each unfinished trial resumes from.
+- Buffered rows are flushed at once when the first row exists and when a
+  trial ends, else every ``flush_seconds``. Rows lost with a killed driver
+  come back with the history of the state each unfinished trial resumes
+  from.
+
+What a flush costs must not grow with the number of trials (a cluster runs
+thousands): a flush writes only the buffered rows, as one small file, and
+every ``MERGE_FAN_IN`` files of one size are merged into one (each row is
+rewritten about log_16(rows) times in all). ``trials.parquet`` holds one row
+per trial and has to be written whole, so it is rewritten at most every
+``flush_seconds`` and never more than ``TABLES_SHARE`` of the driver's time
+(a write that took 0.2 s waits 4 s for the next); each trial's row is built
+again only when the trial changed.
 
 Files and their replacement are :class:`~lrtune.engine.parquet_parts.PartFiles`'
-job; when the sweep ends the small files are compacted into one.
+job; when the sweep ends the files are compacted into one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import time
@@ -54,7 +65,12 @@ from lrtune.results.tables import (
 )
 from lrtune.training.trial import trial_config
 
-__all__ = ["ParquetSink", "SinkError"]
+__all__ = ["ParquetSink", "SinkError", "MERGE_FAN_IN", "TABLES_SHARE"]
+
+#: Files of one size (tier) merged into one file of the next.
+MERGE_FAN_IN = 16
+#: Most of the driver's time that rewriting trials.parquet and exploits.parquet may take.
+TABLES_SHARE = 0.05
 
 
 class SinkError(RuntimeError):
@@ -72,6 +88,7 @@ class _TrialLog:
     part: dict[int, str | None] = field(default_factory=dict)  # file holding the row; None: buffered
     node: str | None = None
     seed: int | None = None
+    version: int = 0  # the sink's change count when this log last changed
 
     @property
     def epochs_run(self) -> int:
@@ -89,9 +106,10 @@ class _TrialLog:
     def last_time(self) -> float | None:
         return max((e for _, e in self.spans.values()), default=None)
 
-    def forget(self, epoch: int) -> None:
+    def forget(self, epoch: int, version: int) -> None:
         for values in (self.metric, self.spans, self.status, self.run, self.part):
             values.pop(epoch, None)
+        self.version = version
 
     def best(self, mode: str) -> tuple[int | None, float | None]:
         """(epoch, metric) of the best epoch; the earliest among ties."""
@@ -112,7 +130,9 @@ class ParquetSink(Callback):
         metric, mode: the sweep's objective, for ``trials.parquet``.
         epochs: the epoch budget of a trial, to tell ``done`` from
             ``stopped_early``.
-        flush_seconds: longest time a row waits in memory.
+        flush_seconds: longest time a row waits in memory (the first row
+            of a run, and a trial's last, wait for no period), and the
+            shortest time between two writes of ``trials.parquet``.
         trials_file: where ``trials.parquet`` goes, relative to ``sweep_dir``
             (a round of the sweep writes ``rounds/<k>/trials.parquet``).
 
@@ -149,6 +169,12 @@ class ParquetSink(Callback):
         self._exploits: list[dict[str, Any]] = []
         self._trials: list[Any] = []
         self._last_flush = time.monotonic()
+        self._flushed_rows = False  # no row written yet by this sink: the first one goes at once
+        self._tiers: dict[str, int] = {}  # file written by this sink -> its merge tier
+        self._rows: dict[str, tuple[tuple, Any, dict[str, Any]]] = {}  # trial -> (key, config, trials row)
+        self._changes = 0
+        self._tables_due = -math.inf  # monotonic time from which trials.parquet may be written again
+        self._exploits_written = 0
         self._ready = False
         self.rows_written = 0
         self.rows_dropped = 0
@@ -183,11 +209,11 @@ class ParquetSink(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._trials = trials
-        self.flush()
+        self.flush(tables=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._trials = trials
-        self.flush()
+        self.flush(tables=False)
 
     def on_experiment_end(self, trials, **info):
         self._trials = trials
@@ -232,6 +258,7 @@ class ParquetSink(Callback):
             for row in self._parts.read(name, columns=columns).to_pylist():
                 if int(row["epoch"]) not in self._log_of(row["trial_id"]).metric:
                     self._log(row, part=name)
+        self._rows.clear()
 
     def _log_of(self, trial_id: str) -> _TrialLog:
         return self._logs.setdefault(trial_id, _TrialLog())
@@ -265,11 +292,8 @@ class ParquetSink(Callback):
             "node_id": result.get("node_id"),
             "run": result.get("run"),
             "trained_by": result.get("trial") or trial_id,
-            "arm": hyper.get("label"),
-            "family": family(hyper.get("optimizer"), hyper.get("schedule"), hyper.get("warmup_epochs")),
-            "repeat": hyper.get("repeat"),
             "seed": result.get("seed", hyper.get("seed")),
-            **config_columns(hyper),
+            **_hyper_columns(hyper),
         }
 
     def _add_row(self, row: dict[str, Any]) -> bool:
@@ -292,6 +316,8 @@ class ParquetSink(Callback):
         log.part[epoch] = part
         log.node = row.get("node") or log.node
         log.seed = row.get("seed", log.seed)
+        self._changes += 1
+        log.version = self._changes
         if part is not None:
             self._in_part.setdefault(part, set()).add((trial_id, epoch))
 
@@ -342,44 +368,88 @@ class ParquetSink(Callback):
             keys = self._in_part.pop(name, set())
             new = self._parts.withdraw(name, drop)
             kept = {k for k in keys if not (k[0] == trial_id and k[1] in epochs)}
+            tier = self._tiers.pop(name, None)
             if new is not None:
                 self._in_part[new] = kept
+                if tier is not None:
+                    self._tiers[new] = tier
             for t, e in kept:
                 self._logs[t].part[e] = new
+        self._changes += 1
         for epoch in epochs:
-            log.forget(epoch)
+            log.forget(epoch, self._changes)
         self.rows_withdrawn += len(epochs)
 
     def maybe_flush(self) -> None:
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
+        """Flush if ``flush_seconds`` have passed, or if the first row is waiting."""
+        if self._buffer and not self._flushed_rows:
+            self.flush(tables=False)
+        elif time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush(tables=False)
 
-    def flush(self) -> None:
-        """Write buffered rows as one new file, and rewrite trials.parquet."""
+    def flush(self, tables: bool = True) -> None:
+        """Write buffered rows as one new file, and trials.parquet (and exploits.parquet).
+
+        ``tables=False``: trials.parquet and exploits.parquet only if they are
+        due (see the module's docstring); ``True``: now.
+        """
         self._start()
         self._last_flush = time.monotonic()
         if self._buffer:
             table = pa.Table.from_pylist(self._buffer, schema=METRICS_SCHEMA)
             name = self._parts.add(table)
             keys = {(r["trial_id"], r["epoch"]) for r in self._buffer}
-            self._in_part[name] = keys
-            for trial_id, epoch in keys:
-                self._logs[trial_id].part[epoch] = name
+            self._add_part(name, keys, tier=0)
             self.rows_written += len(self._buffer)
             self._buffer.clear()
+            self._flushed_rows = True
+            self._merge()
+        if tables or time.monotonic() >= self._tables_due:
+            self.write_tables()
+
+    def write_tables(self) -> None:
+        """Rewrite trials.parquet, and exploits.parquet if it has new rows."""
+        self._start()
+        start = time.monotonic()
         if self._trials:
             write_atomically(
                 self._fs, self.trials_table(self._trials), f"{self._root}/{self.trials_file}", self._fail
             )
-        if self._exploits:
+        if self._exploits and len(self._exploits) != self._exploits_written:
             table = pa.Table.from_pylist(self._exploits, schema=EXPLOITS_SCHEMA)
             write_atomically(self._fs, table, exploits_path(self._root), self._fail)
+            self._exploits_written = len(self._exploits)
+        # Counted from the flush's start, so the next periodic flush finds the tables due.
+        cost = time.monotonic() - start
+        self._tables_due = min(start, self._last_flush) + max(self.flush_seconds, cost / TABLES_SHARE)
+
+    def _add_part(self, name: str, keys: set[tuple[str, int]], tier: int) -> None:
+        self._in_part[name] = keys
+        self._tiers[name] = tier
+        for trial_id, epoch in keys:
+            self._logs[trial_id].part[epoch] = name
+
+    def _merge(self) -> None:
+        """Merge ``MERGE_FAN_IN`` files of one tier into one file of the next, while any tier has that many."""
+        tier = 0
+        while True:
+            names = sorted(n for n, t in self._tiers.items() if t == tier)
+            if len(names) < MERGE_FAN_IN:
+                return
+            merged = self._parts.merge(names)
+            keys = set()
+            for name in names:
+                keys |= self._in_part.pop(name, set())
+                del self._tiers[name]
+            self._add_part(merged, keys, tier + 1)
+            tier += 1
 
     def compact(self) -> None:
         """Merge the small part files into one, then delete them."""
         self._start()
         self._parts.compact()
         self._in_part.clear()
+        self._tiers.clear()
         for log in self._logs.values():
             log.part.clear()
         self._logs.clear()
@@ -401,38 +471,45 @@ class ParquetSink(Callback):
         return "pending"
 
     def trial_rows(self, trials) -> list[dict[str, Any]]:
-        """One ``TRIALS_SCHEMA`` row per trial, from the rows seen so far."""
-        rows = []
-        for trial in trials:
-            log = self._logs.get(trial.trial_id, _TrialLog())
-            hyper = trial_config(trial.config)
-            status = self.trial_status(trial)
-            best_epoch, best_metric = log.best(self.mode)
-            final = log.metric.get(log.epochs_run)
-            rows.append(
-                {
-                    "sweep": self.sweep,
-                    "trial_id": trial.trial_id,
-                    "status": status,
-                    "error": self._error(trial) if status == "error" else None,
-                    "epochs_run": log.epochs_run,
-                    "metric": self.metric,
-                    "best_epoch": best_epoch,
-                    "best_metric": best_metric,
-                    "final_metric": _float(final),
-                    "start_time": _utc(log.first_start),
-                    "end_time": _utc(log.last_time) if status not in ("running", "pending") else None,
-                    "node": log.node,
-                    "arm": hyper.get("label"),
-                    "family": family(
-                        hyper.get("optimizer"), hyper.get("schedule"), hyper.get("warmup_epochs")
-                    ),
-                    "repeat": hyper.get("repeat"),
-                    "seed": log.seed,
-                    **config_columns(hyper),
-                }
-            )
-        return rows
+        """One ``TRIALS_SCHEMA`` row per trial, from the rows seen so far.
+
+        A trial's row is built again only when its rows, its Tune status,
+        its failure count or its config (PBT replaces it) changed since the
+        last call; the rows returned are shared, not copies.
+        """
+        return [self._trial_row(trial) for trial in trials]
+
+    def _trial_row(self, trial) -> dict[str, Any]:
+        log = self._logs.get(trial.trial_id)
+        key = (log.version if log is not None else -1, trial.status, getattr(trial, "num_failures", 0))
+        cached = self._rows.get(trial.trial_id)
+        if cached is not None and cached[0] == key and cached[1] is trial.config:
+            return cached[2]
+        log = log or _TrialLog()
+        hyper = trial_config(trial.config)
+        status = self.trial_status(trial)
+        best_epoch, best_metric = log.best(self.mode)
+        final = log.metric.get(log.epochs_run)
+        error = self._error(trial) if status == "error" else None
+        row = {
+            "sweep": self.sweep,
+            "trial_id": trial.trial_id,
+            "status": status,
+            "error": error,
+            "epochs_run": log.epochs_run,
+            "metric": self.metric,
+            "best_epoch": best_epoch,
+            "best_metric": best_metric,
+            "final_metric": _float(final),
+            "start_time": _utc(log.first_start),
+            "end_time": _utc(log.last_time) if status not in ("running", "pending") else None,
+            "node": log.node,
+            "seed": log.seed,
+            **_hyper_columns(hyper),
+        }
+        if (trial.trial_id, getattr(trial, "num_failures", 0)) in self._errors or status != "error":
+            self._rows[trial.trial_id] = (key, trial.config, row)
+        return row
 
     def trials_table(self, trials) -> pa.Table:
         return pa.Table.from_pylist(self.trial_rows(trials), schema=TRIALS_SCHEMA)
@@ -454,6 +531,31 @@ def _rebuild(args: dict[str, Any]) -> ParquetSink:
 
 
 _FLOAT_METRICS = ("lr", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "images_per_second")
+
+
+def _hyper_columns(hyper: Mapping[str, Any]) -> dict[str, Any]:
+    """``arm``, ``family``, ``repeat`` and the ``config.*`` columns of a trial's hyperparameters."""
+    try:
+        key = tuple(sorted(hyper.items()))
+        hash(key)
+    except TypeError:  # an unhashable value: build the columns without the cache
+        return _columns_of(hyper)
+    return dict(_cached_columns(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_columns(items: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    # config_columns inspects the schedule's signature: too slow to run per result.
+    return _columns_of(dict(items))
+
+
+def _columns_of(hyper: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "arm": hyper.get("label"),
+        "family": family(hyper.get("optimizer"), hyper.get("schedule"), hyper.get("warmup_epochs")),
+        "repeat": hyper.get("repeat"),
+        **config_columns(hyper),
+    }
 
 
 def _float(value: Any) -> float | None:
