@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lrtune.engine.rounds import extend_sweep, read_rounds
+from lrtune.engine.rounds import extend_sweep, open_round, read_rounds
 from lrtune.engine.sweep import SweepError, run_sweep
 from lrtune.results.best import choose
 from lrtune.results.tables import load, load_trials
@@ -159,14 +159,22 @@ def test_a_killed_confirm_finishes_its_round_when_run_again(cifar_archive, tmp_p
     while len(rows(sweep_dir)) < threshold and process.poll() is None:
         assert time.monotonic() < deadline, f"seed {seed}: no progress"
         time.sleep(0.1)
-    time.sleep(rng.uniform(0.0, 2.0))
+    time.sleep(rng.uniform(0.0, 0.5))
     assert process.poll() is None, f"seed {seed}: confirm ended before the kill: {process.stdout.read()}"
     kill_group(process)
-    print(f"confirm kill seed={seed} at {threshold} rows")
+    rounds = read_rounds(str(sweep_dir))
+    finished = bool(rounds) and open_round(str(sweep_dir), rounds) is None
+    print(
+        f"confirm kill seed={seed} at {threshold} rows, round 1 {'finished' if finished else 'not finished'}"
+    )
     again = start(*args)
     output, _ = again.communicate(timeout=300)
     assert again.returncode == 0, f"seed {seed}: {output}"
-    assert "ran round 1 (4 trials, 8 of 8 budget epochs)" in output, output
+    # A round not finished (or not yet begun) is run first, against this run's budget; after a
+    # finished one, this run has its own budget, for a round of its own.
+    expected = "ran round 2 (4 trials" if finished else "ran round 1 (4 trials"
+    assert f"{expected}, 8 of 8 budget epochs)" in output, f"seed {seed}: {output}"
+    total = 4 + (8 if finished else 4)  # the sweep's 4 trials, then 4 per round
     trials = load_trials(str(sweep_dir)).to_pylist()
-    assert len(trials) == 8 and {t["status"] for t in trials} == {"done"}, f"seed {seed}: {trials}"
-    assert_rows_are_the_final_models_history(sweep_dir, trials=8, epochs=2)
+    assert len(trials) == total and {t["status"] for t in trials} == {"done"}, f"seed {seed}: {trials}"
+    assert_rows_are_the_final_models_history(sweep_dir, trials=total, epochs=2)

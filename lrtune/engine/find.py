@@ -334,7 +334,14 @@ def run_find(
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         with warnings.catch_warnings(), _quiet_tune_logs(True):
             warnings.filterwarnings("ignore", message=".*reuse_actors.*")
-            tuner.fit()
+            grid = tuner.fit()
+        errors = dict(sink.errors)
+        for (
+            result
+        ) in grid:  # also trials that failed before Tune called the sink (e.g. a refused worker reuse)
+            if result.error is not None:
+                trial_id = os.path.basename(str(result.path).rstrip("/"))
+                errors.setdefault(trial_id, (str(result.error).strip().splitlines() or ["error"])[-1][:300])
     finally:
         lock.release()
         if started:
@@ -364,7 +371,7 @@ def run_find(
         sweep_dir=sweep_dir,
         arms=found,
         fragment=fragment,
-        errors=dict(sink.errors),
+        errors=errors,
         html=html,
         png=png,
         seconds=time.monotonic() - started_at,

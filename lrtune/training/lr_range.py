@@ -227,10 +227,15 @@ def tune_range_trainable(config: dict[str, Any], data: Dataset, settings: RangeS
     driver's sink (:class:`lrtune.engine.find.RangeSink`) writes the rows.
     The seed of repeat ``r`` is ``settings.seed + r``.
     """
+    import os
     import socket
 
     from ray import tune
 
+    # As lrtune's sweep trainable: a reused worker waits for this function to
+    # return instead of failing the next test after Tune's default 2 s
+    # (seen on a loaded machine: "Trainable runner reuse requires reset_config()").
+    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "600"
     repeat = int(config.get("repeat", 0))
     arm = dict(config["arm"])
     arm.pop("label", None)
