@@ -167,12 +167,12 @@ def _init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address is None:
-        # An embedded Ray. Its raylet starts one Python worker per CPU at once
-        # and each imports TensorFlow and Keras (Ray's preload_python_modules)
-        # while the driver loads the data: a trial lands on a worker that has
-        # them. Only workers of a job without a runtime_env can be such
-        # prestarted ones, so the workers' environment (quiet: no TensorFlow
-        # banner per trial) comes from the driver's, which the raylet inherits.
+        # An embedded Ray. Its workers' environment (quiet: no TensorFlow banner
+        # per trial) comes from the driver's, which the raylet inherits. Ray's
+        # preload_python_modules (prestarted workers importing TensorFlow while
+        # the driver loads the data) was measured and left out: on 2 cores the
+        # prestarted workers import at once and the first row came later
+        # (16.4 s against 14.5 s, benchmarks/startup.py).
         with _environment(TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore"):
             ray.init(
                 # "local": a new Ray, never one that `ray start` left running here.
@@ -180,7 +180,6 @@ def _init_ray(address: str | None) -> bool:
                 log_to_driver=False,
                 logging_level=logging.ERROR,
                 include_dashboard=False,
-                _system_config={"preload_python_modules": list(WORKER_PRELOAD)},
             )
     else:
         # A cluster (or a `ray job submit` driver): keep the job's own runtime env.
@@ -192,14 +191,6 @@ def _init_ray(address: str | None) -> bool:
                 "(`ray up cluster.yaml`, `ray start --head`), or leave out --address for a local Ray."
             ) from None
     return True
-
-
-#: What a trial's worker imports before its first step (TensorFlow alone takes
-#: seconds), imported by each worker of an embedded Ray as it starts (a module
-#: that fails is logged and skipped). Not lrtune itself: a worker learns the
-#: driver's sys.path only when it joins the job, after this import, so it
-#: could import another copy of lrtune than the driver's.
-WORKER_PRELOAD = ("tensorflow", "keras", "ray.tune")
 
 
 @contextlib.contextmanager
