@@ -120,3 +120,39 @@ def test_trial_seed_rule():
 
     # repeats of a configuration: seed, seed+1, ...; the next sample continues after them
     assert [trial_seed(10, s, r, repeats=2) for s in range(3) for r in range(2)] == [10, 11, 12, 13, 14, 15]
+
+
+def test_the_last_epoch_is_reported_after_fit_returns(tiny_dataset):
+    """Tune ends a trial at its last report; sent from inside fit(), that unwound Keras's
+    data iterator by an exception and the worker took seconds before its next trial."""
+    import keras
+
+    inside_fit = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            inside_fit.append(True)
+
+        def on_train_end(self, logs=None):
+            inside_fit.append(False)
+
+    rows, checkpoints = [], []
+
+    def report(row, checkpoint_dir):
+        rows.append((row["epoch"], row["status"], inside_fit[-1]))
+        checkpoints.append(checkpoint_dir is not None)
+
+    settings = TrainSettings(model="seed-tiny", epochs=2, batch_size=32, threads=1)
+    # A callback that records whether fit() is running, added to every fit() call.
+    original_fit = keras.Model.fit
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        return original_fit(self, *args, callbacks=[Watch(), *(callbacks or [])], **kwargs)
+
+    keras.Model.fit = fit
+    try:
+        run_trial(STEP, tiny_dataset, settings, report)
+    finally:
+        keras.Model.fit = original_fit
+    assert rows == [(1, "running", True), (2, "done", False)]
+    assert checkpoints == [True, True]  # the last epoch still carries its checkpoint

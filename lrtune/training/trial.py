@@ -243,6 +243,7 @@ def run_trial(
         # from a global RNG, so a re-run epoch would differ.
         shuffle=False,
     )  # fmt: skip
+    reporter.finish()
     return reporter
 
 
