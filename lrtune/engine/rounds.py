@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from lrtune.results.tables import config_columns, filesystem
+from lrtune.results.tables import CONFIG_COLUMNS, config_columns, filesystem
 from lrtune.spec import SweepSpec
 
 __all__ = [
@@ -157,18 +157,14 @@ def concrete_trials(spec: SweepSpec) -> list[dict[str, Any]]:
     return trials
 
 
-def identity(config: Mapping[str, Any]) -> tuple:
-    """What makes two trials the same run: every ``config.*`` value and the seed.
+def identity(columns: Mapping[str, Any], seed: int) -> tuple:
+    """What makes two trials the same run: every ``config.<name>`` value and the seed.
 
-    ``config`` is a flat trial configuration or a ``trials.parquet`` row
-    (``config.<name>`` columns and ``seed``). Floats compare exactly: values
-    written in a sweep file resolve to the same floats every time.
+    ``columns`` is a ``trials.parquet`` row, or :func:`~lrtune.results.tables.config_columns`
+    of a trial configuration. Floats compare exactly: values written in a sweep file
+    resolve to the same floats every time.
     """
-    if "seed" in config and any(k.startswith("config.") for k in config):
-        columns = {k: v for k, v in config.items() if k.startswith("config.")}
-    else:
-        columns = config_columns({k: v for k, v in config.items() if k not in ("label", "sample", "repeat")})
-    return (*(_hashable(columns[k]) for k in sorted(columns)), int(config["seed"]))
+    return (*(_hashable(columns[f"config.{k}"]) for k in CONFIG_COLUMNS), int(seed))
 
 
 def _hashable(value: Any) -> Any:
@@ -189,9 +185,9 @@ def plan_extension(
     :func:`identity`; a failed one runs again. The round is None when
     nothing is new.
     """
-    have = {identity(r) for r in existing if r.get("status") != "error" and r.get("seed") is not None}
+    have = {identity(r, r["seed"]) for r in existing if r["status"] != "error" and r["seed"] is not None}
     trials = concrete_trials(spec)
-    new = [t for t in trials if identity(t) not in have]
+    new = [t for t in trials if identity(config_columns(t), t["seed"]) not in have]
     reused = len(trials) - len(new)
     if not new:
         return None, reused

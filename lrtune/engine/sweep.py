@@ -167,20 +167,19 @@ def _init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address is None:
-        # An embedded Ray. Its workers' environment (quiet: no TensorFlow banner
-        # per trial) comes from the driver's, which the raylet inherits. Ray's
+        # An embedded Ray: quiet workers (no TensorFlow banner per trial). Ray's
         # preload_python_modules (prestarted workers importing TensorFlow while
         # the driver loads the data) was measured and left out: on 2 cores the
         # prestarted workers import at once and the first row came later
         # (16.4 s against 14.5 s, benchmarks/startup.py).
-        with _environment(TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore"):
-            ray.init(
-                # "local": a new Ray, never one that `ray start` left running here.
-                address="local",
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-                include_dashboard=False,
-            )
+        ray.init(
+            # "local": a new Ray, never one that `ray start` left running here.
+            address="local",
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            include_dashboard=False,
+            runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}},
+        )
     else:
         # A cluster (or a `ray job submit` driver): keep the job's own runtime env.
         try:
@@ -191,21 +190,6 @@ def _init_ray(address: str | None) -> bool:
                 "(`ray up cluster.yaml`, `ray start --head`), or leave out --address for a local Ray."
             ) from None
     return True
-
-
-@contextlib.contextmanager
-def _environment(**values: str):
-    """Set environment variables for the ``with`` block (processes started in it inherit them)."""
-    before = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _load_while_ray_starts(load, address: str | None):
@@ -418,7 +402,8 @@ def run_sweep(
         _check_placement(spec, local=started)
         _check_storage(storage)
         experiment = round_dir(sweep_dir, round.index) if round is not None else sweep_dir
-        restore = resume and tune.Tuner.can_restore(experiment)
+        # A round whose start was killed before Tune wrote its state starts again from round.json.
+        restore = resume and (round is None or tune.Tuner.can_restore(experiment))
         if round is not None and not restore:
             space = {
                 "arm": tune.grid_search(list(round.trials)) if len(round.trials) > 1 else round.trials[0]
