@@ -8,6 +8,11 @@ configurations, or asha, Ray's ASHA over trials) stops the weak ones.
 Targets: its epochs <= 1/4 of the grid's, and its best configuration
 (mean final val_accuracy over its seeds, among trials that finished) scores,
 in the grid run, within 0.5 point of the grid's best.
+
+The grid's best is itself one draw: the script also says whether the grid
+run can tell the pick from it at all (Welch's t-test over the seeds, as
+`lrtune best` decides "within noise"), and how many of the grid's
+configurations it cannot tell from its best.
 """
 
 import common
@@ -28,6 +33,23 @@ def config_scores(outcome) -> tuple[dict, str]:
         return {c: sum(v) / len(v) for c, v in scores.items()}, "computed here (no lrtune.results.best)"
     choice = choose(outcome.sweep_dir)
     return {(c.config["lr"], c.config["drop"]): c.mean for c in choice.ranked}, choice.note
+
+
+def grid_noise(outcome, pick) -> dict:
+    """In the grid run: is ``pick`` within noise of the grid's best, and how many configurations are."""
+    from lrtune.results.best import choose
+
+    choice = choose(outcome.sweep_dir, top=100)
+    key = lambda c: (c.config["lr"], c.config["drop"])  # noqa: E731
+    best = key(choice.best)
+    within = {key(c) for c in choice.within_noise}
+    p = next((c.comparison.p_value for c in choice.ranked if key(c) == pick and c.comparison), None)
+    return {
+        "pick_within_noise": pick == best or pick in within,
+        "pick_p_value": p,
+        "within_noise_of_grid_best": len(within),
+        "configurations": len(choice.ranked),
+    }
 
 
 def main():
@@ -68,6 +90,8 @@ def main():
                 scheduler=scheduler,
             )
             outcome, wall, _, _ = common.run(spec, args, max_concurrent=args.cores)
+            if name == "grid":
+                grid_outcome = outcome
             scores, note = config_scores(outcome)
             run[name] = {
                 "epochs": sum(outcome.trials["epochs_run"].to_pylist()),
@@ -81,6 +105,7 @@ def main():
         run["regret_points"] = 100 * (
             grid["scores"][grid["best"]] - grid["scores"].get(asha["best"], float("nan"))
         )
+        run["noise"] = grid_noise(grid_outcome, asha["best"])
         runs.append(run)
         common.table(
             [
@@ -106,9 +131,17 @@ def main():
         )
         for name in schedulers:
             print(f"{name}: {run[name]['note']}")
+        noise = run["noise"]
+        p = (
+            f"Welch p = {noise['pick_p_value']:.3f}"
+            if noise["pick_p_value"] is not None
+            else "it is the best"
+        )
         print(
             f"ASHA/grid epochs {run['epoch_ratio']:.3f}; ASHA's pick is {run['regret_points']:.2f} points "
-            "below the grid's best\n",
+            f"below the grid's best, {'within noise of' if noise['pick_within_noise'] else 'separated from'} "
+            f"it in the grid run ({p}); {noise['within_noise_of_grid_best']} of the grid's "
+            f"{noise['configurations'] - 1} other configurations are within noise of its best\n",
             flush=True,
         )
 
@@ -142,7 +175,7 @@ def main():
         runs=len(runs),
         grid_epochs=common.median(r["grid"]["epochs"] for r in runs),
         asha_epochs=common.median(r["asha"]["epochs"] for r in runs),
-        picks=[{"grid": r["grid"]["best"], "asha": r["asha"]["best"]} for r in runs],
+        picks=[{"grid": r["grid"]["best"], "asha": r["asha"]["best"], **r["noise"]} for r in runs],
     )
 
 
