@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +22,14 @@ ROOT = Path(__file__).parent.parent
 STEPS = 30
 
 
-def lrtune(*args, cwd=ROOT, timeout=300):
+def lrtune(*args, cwd=ROOT, timeout=300, env=None):
     return subprocess.run(
         [sys.executable, "-m", "lrtune", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -221,7 +223,12 @@ def test_a_test_that_does_not_diverge_runs_every_step(tiny_dataset):
 
 @pytest.fixture(scope="module")
 def find_run(cifar_archive, tmp_path_factory):
-    """``lrtune find`` on two arms x 2 repeats; the rate ramps to 1e3, so SGD diverges."""
+    """``lrtune find`` on two arms x 2 repeats; the rate ramps to 1e3, so SGD diverges.
+
+    Each range test takes 3 s to return after its last report, as a big
+    model's teardown can: past Tune's default 2 s, a reused worker would fail
+    the next test ("Trainable runner reuse requires reset_config()").
+    """
     folder = tmp_path_factory.mktemp("find")
     sweep = folder / "tiny.yaml"
     sweep.write_text(
@@ -239,8 +246,10 @@ space:
     result = lrtune(
         "find", sweep, "--data", cifar_archive, "--storage", folder / "results",
         "--steps", STEPS, "--min-lr", "1e-5", "--max-lr", "1e3",
+        env={"LRTUNE_TEST_TEARDOWN_SECONDS": "3"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "# error" not in result.stdout, result.stdout
     return folder, result, folder / "results" / "tiny-lr-range"
 
 

@@ -229,6 +229,7 @@ def tune_range_trainable(config: dict[str, Any], data: Dataset, settings: RangeS
     """
     import os
     import socket
+    import time
 
     from ray import tune
 
@@ -247,4 +248,8 @@ def tune_range_trainable(config: dict[str, Any], data: Dataset, settings: RangeS
         done = rows[-1]["status"] != "running"
         tune.report({"step": rows[-1]["step"], "rows": rows, "node": host, "seed": arm["seed"], "done": done})
 
-    run_range_test(arm, data, settings, report)
+    try:
+        run_range_test(arm, data, settings, report)
+    finally:
+        # Fault injection for tests: a teardown as slow as a big model's.
+        time.sleep(float(os.environ.get("LRTUNE_TEST_TEARDOWN_SECONDS", 0)))
