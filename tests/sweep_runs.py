@@ -1,4 +1,4 @@
-"""Driving `lrtune` as a user does, in subprocesses, and reading what a sweep left: shared by the fault tests."""
+"""Driving `lrtune` as a user does, in subprocesses, and reading what a sweep left: shared by the CLI, find and fault tests."""
 
 from __future__ import annotations
 
@@ -14,6 +14,19 @@ import pytest
 from lrtune.training.checkpoints import StateStore
 
 COLUMNS = ["trial_id", "epoch", "run", "lr", "loss", "val_accuracy", "status"]
+ROOT = Path(__file__).parent.parent
+
+
+def lrtune(*args, cwd=ROOT, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """``python -m lrtune ARGS`` run to its end in the repository, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "lrtune", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def start(*args, env=None):

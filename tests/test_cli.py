@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
-
-
-def lrtune(*args, cwd=ROOT, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "lrtune", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-    )
+sys.path.insert(0, str(Path(__file__).parent))
+from sweep_runs import lrtune  # noqa: E402
 
 
 def test_validate_counts_the_trials_of_a_library_sweep():
@@ -119,7 +109,6 @@ def test_results_of_a_missing_sweep_is_a_clear_error(tmp_path):
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
     """A finished sweep with known answers, as real Parquet files (no Ray needed)."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from synthetic_results import everything
 
     return everything(tmp_path_factory.mktemp("done") / "sweep")

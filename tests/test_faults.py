@@ -16,6 +16,9 @@ from lrtune.results.tables import load_trials
 from lrtune.space import Dist
 from lrtune.spec import parse_spec, parse_yaml
 
+sys.path.insert(0, str(Path(__file__).parent))
+from sweep_runs import start  # noqa: E402
+
 SLOW = """
 name: {name}
 data: {{classes: [airplane, automobile]}}
@@ -54,14 +57,7 @@ def no_leftover_sweeps(kill_group):
 
 
 def lrtune(*args, **kwargs):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lrtune", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: the kill takes Ray's processes too
-        **kwargs,
-    )
+    process = start(*args, **kwargs)
     RUNNING.append(process)
     return process
 

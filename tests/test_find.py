@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,19 +16,10 @@ from lrtune.results.lr_range import Suggestion, load_lr_range, lr_bounds, space_
 from lrtune.spec import load_spec, parse_spec, parse_yaml
 from lrtune.training.lr_range import RangeSettings, SmoothedLoss, range_schedule, run_range_test, smoothed
 
-ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(Path(__file__).parent))
+from sweep_runs import ROOT, lrtune  # noqa: E402
+
 STEPS = 30
-
-
-def lrtune(*args, cwd=ROOT, timeout=300, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "lrtune", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def make_spec(text: str):
