@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
+from lrtune.results.tables import CONFIG_COLUMNS
 from lrtune.training.lr_range import BETA
 
 __all__ = [
@@ -55,15 +56,10 @@ __all__ = [
     "write_lr_range_report",
 ]
 
-#: Optimizer settings stored with each row as ``config.<name>``.
+#: Optimizer settings stored with each row as ``config.<name>``, typed as in a sweep's metrics.
 SETTING_COLUMNS: dict[str, pa.DataType] = {
-    "momentum": pa.float64(),
-    "nesterov": pa.bool_(),
-    "rho": pa.float64(),
-    "beta_1": pa.float64(),
-    "beta_2": pa.float64(),
-    "epsilon": pa.float64(),
-    "weight_decay": pa.float64(),
+    k: CONFIG_COLUMNS[k]
+    for k in ("momentum", "nesterov", "rho", "beta_1", "beta_2", "epsilon", "weight_decay")
 }
 
 #: One row per (trial, step). ``arm``: the label of the optimizer configuration
