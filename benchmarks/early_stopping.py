@@ -18,10 +18,11 @@ configurations it cannot tell from its best.
 import common
 
 
-def config_scores(outcome) -> tuple[dict, str]:
-    """({(lr, drop): mean final val_accuracy over its seeds}, how), among trials that ran every epoch.
+def config_scores(outcome) -> tuple[dict, str, object]:
+    """({(lr, drop): mean final val_accuracy over its seeds}, how, the Choice), among trials that ran every epoch.
 
-    lrtune.results.best.choose (`lrtune best`) when lrtune has it, else the same mean computed here.
+    lrtune.results.best.choose (`lrtune best`, every configuration compared with
+    the best) when lrtune has it, else the same mean computed here and no Choice.
     """
     try:
         from lrtune.results.best import choose
@@ -30,26 +31,39 @@ def config_scores(outcome) -> tuple[dict, str]:
         for t in outcome.trials.to_pylist():
             if t["status"] == "done" and t["final_metric"] is not None:
                 scores.setdefault((t["config.lr"], t["config.drop"]), []).append(t["final_metric"])
-        return {c: sum(v) / len(v) for c, v in scores.items()}, "computed here (no lrtune.results.best)"
-    choice = choose(outcome.sweep_dir)
-    return {(c.config["lr"], c.config["drop"]): c.mean for c in choice.ranked}, choice.note
-
-
-def grid_noise(outcome, pick) -> dict:
-    """In the grid run: is ``pick`` within noise of the grid's best, and how many configurations are."""
-    from lrtune.results.best import choose
-
+        return {c: sum(v) / len(v) for c, v in scores.items()}, "computed here (no lrtune.results.best)", None
     choice = choose(outcome.sweep_dir, top=100)
-    key = lambda c: (c.config["lr"], c.config["drop"])  # noqa: E731
-    best = key(choice.best)
-    within = {key(c) for c in choice.within_noise}
-    p = next((c.comparison.p_value for c in choice.ranked if key(c) == pick and c.comparison), None)
+    return {_key(c): c.mean for c in choice.ranked}, choice.note, choice
+
+
+def _key(candidate) -> tuple:
+    return candidate.config["lr"], candidate.config["drop"]
+
+
+def grid_noise(choice, pick) -> dict:
+    """In the grid run's ``choice``: is ``pick`` within noise of the grid's best, and how many configurations are."""
+    if choice is None:
+        return {}
+    within = {_key(c) for c in choice.within_noise}
+    p = next((c.comparison.p_value for c in choice.ranked if _key(c) == pick and c.comparison), None)
     return {
-        "pick_within_noise": pick == best or pick in within,
+        "pick_within_noise": pick == _key(choice.best) or pick in within,
         "pick_p_value": p,
         "within_noise_of_grid_best": len(within),
         "configurations": len(choice.ranked),
     }
+
+
+def noise_text(noise: dict) -> str:
+    """``grid_noise``'s answer as the end of a sentence ('' without it)."""
+    if not noise:
+        return ""
+    p = f"Welch p = {noise['pick_p_value']:.3f}" if noise["pick_p_value"] is not None else "it is the best"
+    where = "within noise of" if noise["pick_within_noise"] else "separated from"
+    return (
+        f", {where} it in the grid run ({p}); {noise['within_noise_of_grid_best']} of the grid's "
+        f"{noise['configurations'] - 1} other configurations are within noise of its best"
+    )
 
 
 def main():
@@ -78,7 +92,7 @@ def main():
 
     runs = []
     for i in range(args.repeats):
-        run = {}
+        run, choices = {}, {}
         for name, scheduler in schedulers.items():
             spec = common.make_spec(
                 f"early-{name}-{i}",
@@ -90,9 +104,7 @@ def main():
                 scheduler=scheduler,
             )
             outcome, wall, _, _ = common.run(spec, args, max_concurrent=args.cores)
-            if name == "grid":
-                grid_outcome = outcome
-            scores, note = config_scores(outcome)
+            scores, note, choices[name] = config_scores(outcome)
             run[name] = {
                 "epochs": sum(outcome.trials["epochs_run"].to_pylist()),
                 "wall_s": wall,
@@ -105,7 +117,7 @@ def main():
         run["regret_points"] = 100 * (
             grid["scores"][grid["best"]] - grid["scores"].get(asha["best"], float("nan"))
         )
-        run["noise"] = grid_noise(grid_outcome, asha["best"])
+        run["noise"] = grid_noise(choices["grid"], asha["best"])
         runs.append(run)
         common.table(
             [
@@ -131,17 +143,9 @@ def main():
         )
         for name in schedulers:
             print(f"{name}: {run[name]['note']}")
-        noise = run["noise"]
-        p = (
-            f"Welch p = {noise['pick_p_value']:.3f}"
-            if noise["pick_p_value"] is not None
-            else "it is the best"
-        )
         print(
             f"ASHA/grid epochs {run['epoch_ratio']:.3f}; ASHA's pick is {run['regret_points']:.2f} points "
-            f"below the grid's best, {'within noise of' if noise['pick_within_noise'] else 'separated from'} "
-            f"it in the grid run ({p}); {noise['within_noise_of_grid_best']} of the grid's "
-            f"{noise['configurations'] - 1} other configurations are within noise of its best\n",
+            f"below the grid's best{noise_text(run['noise'])}\n",
             flush=True,
         )
 
