@@ -11,15 +11,15 @@ from lrtune.results.tables import load, load_trials
 from lrtune.spec import parse_spec, parse_yaml
 from lrtune.training.checkpoints import StateStore
 
-# val_loss, not val_accuracy: on the learnable fixture every member reaches accuracy 1.0,
-# and with tied scores Ray's PBT keeps cloning the same paused donors (the exploiting trial
-# inherits the donor's time, so the donors never get a slot again).
+# val_accuracy: on the learnable fixture members reach accuracy 1.0 and tie. Ray's own PBT
+# then kept cloning the same paused donors (the clone inherits the donor's time, so with 4
+# members on 2 slots the donors never got a slot again) and this sweep never ended.
 PBT = """
 name: pbt
 data: {classes: [airplane, automobile]}
 epochs: 4
 batch_size: 16
-metric: val_loss
+metric: val_accuracy
 space: {optimizer: sgd, lr: {loguniform: [1.0e-4, 1.0e-2]}, momentum: {uniform: [0.9, 0.95]}}
 num_samples: 4
 scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.0}}
@@ -27,17 +27,10 @@ scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_pro
 
 
 @pytest.fixture(scope="module")
-def pbt_sweep(cifar_archive, tmp_path_factory):
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        spec = parse_spec(parse_yaml(PBT, "pbt.yaml"), "pbt.yaml")
-        storage = tmp_path_factory.mktemp("pbt")
-        outcome = run_sweep(spec, storage=str(storage), data=str(cifar_archive), quiet=True)
-    finally:
-        ray.shutdown()
-    return outcome
+def pbt_sweep(cifar_archive, tmp_path_factory, local_ray):
+    spec = parse_spec(parse_yaml(PBT, "pbt.yaml"), "pbt.yaml")
+    storage = tmp_path_factory.mktemp("pbt")
+    return run_sweep(spec, storage=str(storage), data=str(cifar_archive), quiet=True)
 
 
 def test_every_member_finishes(pbt_sweep):
@@ -85,3 +78,49 @@ def test_every_exploit_is_recorded_with_its_donor(pbt_sweep):
     for member, e in last.items():
         if e["donor_epoch"] < 4:
             assert by_key[(member, e["donor_epoch"] + 1)]["trained_by"] == member
+
+
+def _constant_member(config):
+    """A TensorFlow-free PBT member: 3 epochs, each reporting ``config["score"]`` with a checkpoint."""
+    import json
+    import tempfile
+
+    from ray import tune
+
+    start = 0
+    if (given := tune.get_checkpoint()) is not None:
+        with given.as_directory() as d, open(f"{d}/epoch.json") as f:
+            start = json.load(f)
+    for epoch in range(start + 1, 4):
+        with tempfile.TemporaryDirectory() as d:
+            with open(f"{d}/epoch.json", "w") as f:
+                json.dump(epoch, f)
+            tune.report(
+                {"score": config["score"], "epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(d)
+            )
+
+
+@pytest.mark.parametrize(
+    ("scores", "exploit"), [((0.5, 0.5), False), ((0.4, 0.5), True)], ids=["tied", "apart"]
+)
+def test_pbt_clones_only_a_strictly_better_member(local_ray, tmp_path, scores, exploit):
+    # Ray's own PBT has the bottom member clone the top one on a tie too; with more members
+    # than slots the clone takes the donor's time and the slot again, and the sweep stalls.
+    from ray import tune
+
+    from lrtune.engine.pbt import PopulationBasedTraining
+
+    pbt = PopulationBasedTraining(
+        time_attr="epoch",
+        perturbation_interval=1,
+        quantile_fraction=0.5,
+        hyperparam_mutations={"x": tune.uniform(0, 1)},
+    )
+    results = tune.Tuner(
+        tune.with_resources(_constant_member, {"cpu": 1}),
+        param_space={"score": tune.grid_search(list(scores)), "x": 0.5},
+        tune_config=tune.TuneConfig(scheduler=pbt, metric="score", mode="max"),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    assert [r.metrics["epoch"] for r in results] == [3, 3]
+    assert (pbt._num_perturbations > 0) is exploit, pbt.debug_string()

@@ -103,8 +103,9 @@ def make_scheduler(spec: SweepSpec):
         FIFOScheduler,
         HyperBandScheduler,
         MedianStoppingRule,
-        PopulationBasedTraining,
     )
+
+    from lrtune.engine.pbt import PopulationBasedTraining
 
     name, s = spec.scheduler.name, spec.scheduler.settings
     if name == "asha":
