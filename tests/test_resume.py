@@ -1,5 +1,5 @@
 """Every trial of a sweep finishes: kills at random moments, early-stopping
-decisions kept across a resume, reused workers, one driver per sweep.
+rungs kept across kills and resumes, reused workers, one driver per sweep.
 
 Each test drives ``lrtune sweep`` as a user does, in a subprocess of its
 own process group (a SIGKILL of the group takes the driver and the Ray it
@@ -8,6 +8,7 @@ started), on the tiny archive of ``conftest.py``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
@@ -79,38 +80,71 @@ name: asha
 data: {classes: [airplane, automobile]}
 epochs: 4
 batch_size: 8
-space: {optimizer: sgd, lr: {grid: [0.05, 1.0e-6, 0.04, 2.0e-6, 0.06, 3.0e-6]}, momentum: 0.9}
+space: {optimizer: sgd, lr: {grid: [0.05, 1.0e-6, 2.0e-6]}, momentum: 0.9}
 scheduler: {asha: {grace_period: 1, reduction_factor: 2}}
 """
 
 
-def test_early_stopping_decisions_survive_a_kill_and_resume(cifar_archive, tmp_path, kill_group):
+def test_early_stopping_rungs_survive_kills_and_resumes(cifar_archive, tmp_path, kill_group):
+    # One trial at a time, the strong lr first: run straight, it passes every rung (they are
+    # empty) and ASHA stops both weak trials at the first rung, against the values recorded
+    # there before them. Kill the driver once the strong trial has ended, before the first
+    # weak one is judged (the ended trial's 4 s teardown holds the slot), then at a random
+    # moment after that: the resumed ASHA must still hold the ended trials' values, or a weak
+    # trial meets an empty rung and runs on.
+    seed = int(os.environ.get("LRTUNE_SOAK_SEED", random.SystemRandom().randrange(10**6)))
+    rng = random.Random(seed)
     sweep_file = tmp_path / "asha.yaml"
     sweep_file.write_text(ASHA)
     storage, sweep_dir = tmp_path / "results", tmp_path / "results" / "asha"
-    first = start("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet")
-    deadline = time.monotonic() + 240
+    args = (
+        "sweep",
+        sweep_file,
+        "--data",
+        cifar_archive,
+        "--storage",
+        storage,
+        "--quiet",
+        "--max-concurrent",
+        "1",
+    )
+    env = {"LRTUNE_TEST_TEARDOWN_SECONDS": "4"}
     stopped: dict[str, int] = {}
-    while not stopped:
-        assert first.poll() is None, first.stdout.read()
-        assert time.monotonic() < deadline
+    for kill in range(2):
+        process = start(*args, *(["--resume"] if kill else []), env=env)
+        deadline, seen = time.monotonic() + 240, len(rows(sweep_dir))
+        # First: the strong trial's 4th row. Then: any new row (a resumed run's first).
+        while not (
+            any(r["epoch"] == 4 for r in rows(sweep_dir)) if kill == 0 else len(rows(sweep_dir)) > seen
+        ):
+            assert process.poll() is None, f"seed {seed}: {process.stdout.read()}"
+            assert time.monotonic() < deadline, f"seed {seed}: no progress"
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.0, 1.0) if kill == 0 else rng.uniform(0.0, 3.0))
+        if process.poll() is not None:
+            break  # finished before the second kill
+        kill_group(process)
         if (sweep_dir / "trials.parquet").exists():
-            trials = load_trials(str(sweep_dir)).to_pylist()
-            stopped = {t["trial_id"]: t["epochs_run"] for t in trials if t["status"] == "stopped_early"}
-        time.sleep(0.2)
-    kill_group(first)
-    second = start("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet", "--resume")
-    output, _ = second.communicate(timeout=420)
-    assert second.returncode == 0, output
-    after = {t["trial_id"]: t for t in load_trials(str(sweep_dir)).to_pylist()}
-    for trial_id, epochs_run in stopped.items():
-        assert after[trial_id]["status"] == "stopped_early", after[trial_id]
-        assert after[trial_id]["epochs_run"] == epochs_run
-    # (A trial ASHA had not judged before the kill is judged after it against the rungs
-    # Tune's snapshot kept plus the epochs resumed trials replay; see the README.)
-    # Epochs trained twice: at most the ones in flight at the kill (2 slots).
-    trained = [r for r in result_lines(sweep_dir) if r.get("restored_epoch") != r["epoch"]]
-    assert len(trained) - sum(t["epochs_run"] for t in after.values()) <= 2
+            for t in load_trials(str(sweep_dir)).to_pylist():
+                if t["status"] == "stopped_early":
+                    stopped.setdefault(t["trial_id"], t["epochs_run"])
+    last = start(*args, "--resume", env=env)
+    output, _ = last.communicate(timeout=420)
+    assert last.returncode == 0, f"seed {seed}: {output}"
+    after = load_trials(str(sweep_dir)).sort_by("trial_id").to_pylist()
+    got = [(t["config.lr"], t["status"], t["epochs_run"]) for t in after]
+    assert got == [(0.05, "done", 4), (1e-6, "stopped_early", 1), (2e-6, "stopped_early", 1)], f"seed {seed}"
+    for t in after:  # a decision taken before a kill stands
+        assert stopped.get(t["trial_id"], t["epochs_run"]) == t["epochs_run"]
+    # --max-concurrent 1: each trial's results come after the previous trial's last.
+    results = result_lines(sweep_dir)
+    times = [[r["timestamp"] for r in results if r["trial_id"] == t["trial_id"]] for t in after]
+    assert all(min(b) >= max(a) for a, b in itertools.pairwise(times)), (
+        f"seed {seed}: trials overlapped {times}"
+    )
+    # Epochs trained twice: at most the one in flight at each kill (1 slot).
+    trained = [r for r in results if r.get("restored_epoch") != r["epoch"]]
+    assert len(trained) - sum(t["epochs_run"] for t in after) <= 2
 
 
 def test_a_slow_finishing_trial_does_not_fail_the_trial_that_reuses_its_worker(cifar_archive, tmp_path):

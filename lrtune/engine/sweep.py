@@ -98,18 +98,14 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
 
 def make_scheduler(spec: SweepSpec):
     """The Tune trial scheduler named in ``spec.scheduler``."""
-    from ray.tune.schedulers import (
-        ASHAScheduler,
-        FIFOScheduler,
-        HyperBandScheduler,
-        MedianStoppingRule,
-    )
+    from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
+    from lrtune.engine.asha import AsyncSuccessiveHalving
     from lrtune.engine.pbt import PopulationBasedTraining
 
     name, s = spec.scheduler.name, spec.scheduler.settings
     if name == "asha":
-        return ASHAScheduler(
+        return AsyncSuccessiveHalving(
             time_attr="epoch",
             max_t=spec.epochs,
             grace_period=min(s.grace_period, spec.epochs),
@@ -461,6 +457,11 @@ def run_sweep(
             # Tune restores the callbacks pickled with the first run; this run's
             # sink and view (fresh state, this run's --quiet) replace them.
             tuner._local_tuner.get_run_config().callbacks = callbacks
+            # And the scheduler as it was built, with empty rungs: ASHA's get back
+            # what every trial had recorded there (lrtune.engine.asha).
+            scheduler = tuner._local_tuner._tune_config.scheduler
+            if hasattr(scheduler, "restore_rungs"):
+                scheduler.restore_rungs(_metric_history(sweep_dir, spec.metric))
         else:
             tuner = tune.Tuner(
                 trainable,
@@ -491,6 +492,18 @@ def run_sweep(
             lock.release()
         if started:
             ray.shutdown()
+
+
+def _metric_history(sweep_dir: str, metric: str) -> dict[str, dict[int, float]]:
+    """``{trial_id: {epoch: metric}}`` from the sweep's Parquet rows (every round's)."""
+    from lrtune.results.tables import load
+
+    rows = load(sweep_dir).select(["trial_id", "epoch", metric]).to_pylist()
+    history: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if row[metric] is not None:
+            history.setdefault(row["trial_id"], {})[row["epoch"]] = row[metric]
+    return history
 
 
 def _acquire(lock, locked_error) -> None:
