@@ -96,8 +96,9 @@ def make_spec(
     gpu: float = 0,
     batch_size: int = 64,
     model: str = "seed-tiny",
+    seed: int = 0,
 ):
-    """A validated :class:`~lrtune.spec.SweepSpec`, built as a sweep file would be."""
+    """A validated :class:`~lrtune.spec.SweepSpec`, built as a sweep file would be (``seed``: the sweep's base seed)."""
     from lrtune.spec import parse_spec
 
     data = {"dataset": "cifar10", "validation": "test"}
@@ -116,6 +117,7 @@ def make_spec(
         "scheduler": scheduler,
         "search": "grid",
         "resources": {"cpu": cpu, "gpu": gpu},
+        "seed": seed,
     }
     return parse_spec(raw, f"<{name}>")
 
