@@ -652,15 +652,10 @@ def _tune_config(spec: SweepSpec, max_concurrent: int | None, trial_prefix: str 
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    limit = max_concurrent or spec.max_concurrent
     if spec.search == "tpe":
         search_alg = _tpe_search(spec)
     else:
-        # Tune applies max_concurrent_trials only to a Searcher (a ConcurrencyLimiter
-        # around it) and ignores it beside a given BasicVariantGenerator: the limit goes here.
-        search_alg = BasicVariantGenerator(
-            constant_grid_search=True, random_state=spec.seed, max_concurrent=limit or 0
-        )
+        search_alg = BasicVariantGenerator(constant_grid_search=True, random_state=spec.seed)
         if trial_prefix is not None:
             # Tune names trials <random 5 hex>_<counter>; a round's "r<k>_" prefix
             # cannot equal a hex prefix, so trial ids stay unique across rounds.
@@ -672,7 +667,7 @@ def _tune_config(spec: SweepSpec, max_concurrent: int | None, trial_prefix: str 
         mode=spec.metric_mode,
         # Random and grid search: the samples are in the param space (param_space).
         num_samples=spec.num_samples * spec.repeats if spec.search == "tpe" else 1,
-        max_concurrent_trials=limit if spec.search == "tpe" else None,
+        max_concurrent_trials=max_concurrent or spec.max_concurrent,
         time_budget_s=spec.time_budget_s,
         scheduler=make_scheduler(spec),
         search_alg=search_alg,
