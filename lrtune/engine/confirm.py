@@ -141,7 +141,7 @@ def confirm(
                 f"{sweep_dir}: the sweep has trials that did not finish; finish it first with "
                 f"`lrtune sweep <its file> --name {name} --resume`"
             )
-        started = _init_ray(address)
+        started = _init_ray(address, slots=max_concurrent or spec.max_concurrent)
         ran: list[Round] = []
         spent = 0
         if pending is not None:  # an interrupted confirm: finish its round first

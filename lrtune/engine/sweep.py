@@ -157,8 +157,21 @@ def sweep_dir_for(storage: str, name: str) -> str:
 # --- running ------------------------------------------------------------------
 
 
-def _init_ray(address: str | None) -> bool:
-    """Join ``address`` or start an embedded local Ray; True if we started it."""
+#: A custom Ray resource of lrtune's embedded Ray: each trial holds one while it
+#: runs, so the sweep's ``max_concurrent`` (that many slots) limits the trials
+#: *running*; a trial paused by its scheduler (sha at a rung, PBT) gives its slot back.
+TRIAL_SLOT = "lrtune_trial_slot"
+#: The slots of an embedded Ray started without a limit.
+UNLIMITED_SLOTS = 1_000_000
+
+
+def _init_ray(address: str | None, slots: int | None = None) -> bool:
+    """Join ``address`` or start an embedded local Ray; True if we started it.
+
+    An embedded Ray has ``slots`` :data:`TRIAL_SLOT` resources
+    (:data:`UNLIMITED_SLOTS` for None), so a resumed sweep's trials, which
+    ask for one, always find them.
+    """
     import ray
 
     if ray.is_initialized():
@@ -176,6 +189,7 @@ def _init_ray(address: str | None) -> bool:
             logging_level=logging.ERROR,
             include_dashboard=False,
             runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}},
+            resources={TRIAL_SLOT: slots or UNLIMITED_SLOTS},
         )
     else:
         # A cluster (or a `ray job submit` driver): keep the job's own runtime env.
@@ -189,7 +203,7 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-def _load_while_ray_starts(load, address: str | None):
+def _load_while_ray_starts(load, address: str | None, slots: int | None = None):
     """``(load(), started)``: ``load`` runs in a thread while Ray starts (:func:`_init_ray`) here.
 
     Loading the data is mostly decompression and hashing, which release the
@@ -204,7 +218,7 @@ def _load_while_ray_starts(load, address: str | None):
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lrtune-data") as pool:
         loading = pool.submit(load)
         try:
-            started = _init_ray(address)
+            started = _init_ray(address, slots)
         except BaseException:
             if loading.exception() is not None:
                 raise loading.exception() from None
@@ -388,7 +402,9 @@ def run_sweep(
             dataset = load_sweep_data(spec, data)
             return dataset, data_fingerprint(dataset)
 
-        (dataset, fingerprint), started = _load_while_ray_starts(load, address)
+        (dataset, fingerprint), started = _load_while_ray_starts(
+            load, address, slots=max_concurrent or spec.max_concurrent
+        )
     except BaseException:
         if own_lock:
             lock.release()
@@ -398,6 +414,7 @@ def run_sweep(
             _check_same_data(sweep_dir, fingerprint)
         _check_placement(spec, local=started)
         _check_storage(storage)
+        slot, live_limit = _concurrency(spec, max_concurrent)
         experiment = round_dir(sweep_dir, round.index) if round is not None else sweep_dir
         # A round whose start was killed before Tune wrote its state starts again from round.json.
         restore = resume and (round is None or tune.Tuner.can_restore(experiment))
@@ -405,11 +422,11 @@ def run_sweep(
             space = {
                 "arm": tune.grid_search(list(round.trials)) if len(round.trials) > 1 else round.trials[0]
             }
-            tune_config = _tune_config(spec, max_concurrent, trial_prefix=f"r{round.index}")
+            tune_config = _tune_config(spec, live_limit, trial_prefix=f"r{round.index}")
             _save_round(round, sweep_dir)
         elif not resume:
             # Built before sweep.yaml is written: Tune and Optuna check them here.
-            space, tune_config = param_space(spec), _tune_config(spec, max_concurrent)
+            space, tune_config = param_space(spec), _tune_config(spec, live_limit)
             _acquire(lock, SweepLocked)
             _save_spec(spec, sweep_dir, fingerprint)
         settings = TrainSettings(
@@ -426,7 +443,7 @@ def run_sweep(
         )
         trial_storage = TrialStorage(sweep_dir, finished=_finished_trials(sweep_dir) if resume else {})
         trainable = trainable_for(
-            dataset, settings, trial_storage, cpu=spec.resources.cpu, gpu=spec.resources.gpu
+            dataset, settings, trial_storage, cpu=spec.resources.cpu, gpu=spec.resources.gpu, slot=slot
         )
         sink = ParquetSink(
             sweep_dir,
@@ -635,27 +652,72 @@ def _fit(resource: str, nodes: list[dict[str, float]]) -> float:
     return max((r.get(resource, 0) for r in nodes), default=0)
 
 
-def trainable_for(dataset, settings, storage, *, cpu: float, gpu: float):
-    """The Tune trainable: the dataset goes into the object store once, here."""
+def trainable_for(dataset, settings, storage, *, cpu: float, gpu: float, slot: bool = False):
+    """The Tune trainable: the dataset goes into the object store once, here.
+
+    ``slot``: each trial also holds one :data:`TRIAL_SLOT` while it runs.
+    """
     from ray import tune
 
     from lrtune.training.trial import tune_trainable
 
     return tune.with_resources(
         tune.with_parameters(tune_trainable, data=dataset, settings=settings, storage=storage),
-        {"cpu": cpu, "gpu": gpu},
+        {"cpu": cpu, "gpu": gpu, **({TRIAL_SLOT: 1} if slot else {})},
     )
 
 
-def _tune_config(spec: SweepSpec, max_concurrent: int | None, trial_prefix: str | None = None):
-    """Tune's ``TuneConfig``; ``trial_prefix`` replaces Tune's random trial-id prefix (rounds: ``r<k>``)."""
+def _concurrency(spec: SweepSpec, max_concurrent: int | None) -> tuple[bool, int | None]:
+    """How the sweep keeps ``max_concurrent or spec.max_concurrent`` trials at once: ``(slot, live)``.
+
+    On lrtune's embedded Ray (it has :data:`TRIAL_SLOT` resources, as many as
+    the limit it was started for) each trial holds a slot while it runs:
+    ``(True, None)``. On another Ray (``--address``, or a ``ray.init`` of the
+    caller's) the only limit Tune has counts *live* trials, paused ones
+    included: ``(False, limit)`` for schedulers that never hold a trial
+    paused for others (fifo, asha, median; TPE's own limit works so too).
+    sha, hyperband and PBT wait for trials that such a limit would never
+    start, so there the limit is ignored, with a warning: ``(False, None)``.
+    """
+    import ray
+
+    limit = max_concurrent or spec.max_concurrent
+    slots = ray.cluster_resources().get(TRIAL_SLOT)
+    if slots:
+        if limit and slots != limit:
+            log.warning(
+                "max_concurrent %s: this Ray was started with %g trial slots; those apply", limit, slots
+            )
+        return True, None
+    if not limit:
+        return False, None
+    if spec.scheduler.name in ("sha", "hyperband", "pbt") and spec.search != "tpe":
+        log.warning(
+            "max_concurrent %s is ignored on this Ray (not lrtune's own): with scheduler %s it would "
+            "leave paused trials waiting for trials it never starts. Leave out --address to run "
+            "on lrtune's embedded Ray, where it holds.",
+            limit,
+            spec.scheduler.name,
+        )
+        return False, None
+    return False, limit
+
+
+def _tune_config(spec: SweepSpec, live_limit: int | None, trial_prefix: str | None = None):
+    """Tune's ``TuneConfig``; ``trial_prefix`` replaces Tune's random trial-id prefix (rounds: ``r<k>``).
+
+    ``live_limit``: most live trials (paused ones included), from :func:`_concurrency`.
+    """
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if spec.search == "tpe":
         search_alg = _tpe_search(spec)
     else:
-        search_alg = BasicVariantGenerator(constant_grid_search=True, random_state=spec.seed)
+        # Tune ignores max_concurrent_trials beside a given BasicVariantGenerator: the limit goes here.
+        search_alg = BasicVariantGenerator(
+            constant_grid_search=True, random_state=spec.seed, max_concurrent=live_limit or 0
+        )
         if trial_prefix is not None:
             # Tune names trials <random 5 hex>_<counter>; a round's "r<k>_" prefix
             # cannot equal a hex prefix, so trial ids stay unique across rounds.
@@ -667,7 +729,8 @@ def _tune_config(spec: SweepSpec, max_concurrent: int | None, trial_prefix: str 
         mode=spec.metric_mode,
         # Random and grid search: the samples are in the param space (param_space).
         num_samples=spec.num_samples * spec.repeats if spec.search == "tpe" else 1,
-        max_concurrent_trials=max_concurrent or spec.max_concurrent,
+        # TPE: a ConcurrencyLimiter, so it suggests from finished trials.
+        max_concurrent_trials=live_limit if spec.search == "tpe" else None,
         time_budget_s=spec.time_budget_s,
         scheduler=make_scheduler(spec),
         search_alg=search_alg,
