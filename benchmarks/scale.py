@@ -77,11 +77,14 @@ def report_only(config, epochs: int, epoch_seconds: float):
         tune.report({**row, "done": status == "done"})
 
 
-def trainable(epochs: int, epoch_seconds: float, cpu: float):
+def trainable(epochs: int, epoch_seconds: float, cpu: float, slot: bool = False):
     from ray import tune
 
+    from lrtune.engine.sweep import TRIAL_SLOT
+
     return tune.with_resources(
-        tune.with_parameters(report_only, epochs=epochs, epoch_seconds=epoch_seconds), {"cpu": cpu}
+        tune.with_parameters(report_only, epochs=epochs, epoch_seconds=epoch_seconds),
+        {"cpu": cpu, **({TRIAL_SLOT: 1} if slot else {})},
     )
 
 
@@ -159,8 +162,8 @@ def run_lrtune(args) -> dict:
     from lrtune.engine.sink import ParquetSink
 
     spec = make_spec(args)
-    sweep.trainable_for = lambda dataset, settings, storage, *, cpu, gpu: trainable(
-        args.epochs, args.epoch_seconds, cpu
+    sweep.trainable_for = lambda dataset, settings, storage, *, cpu, gpu, slot=False: trainable(
+        args.epochs, args.epoch_seconds, cpu, slot
     )
     flushes, redraws, per_result = [], [], []
     spent = {"s": 0.0}
