@@ -672,26 +672,25 @@ def _concurrency(spec: SweepSpec, max_concurrent: int | None) -> tuple[bool, int
 
     On lrtune's embedded Ray (it has :data:`TRIAL_SLOT` resources, as many as
     the limit it was started for) each trial holds a slot while it runs:
-    ``(True, None)``. On another Ray (``--address``, or a ``ray.init`` of the
+    ``slot`` is True. Otherwise (``--address``, or a ``ray.init`` of the
     caller's) the only limit Tune has counts *live* trials, paused ones
-    included: ``(False, limit)`` for schedulers that never hold a trial
-    paused for others (fifo, asha, median; TPE's own limit works so too).
-    sha, hyperband and PBT wait for trials that such a limit would never
-    start, so there the limit is ignored, with a warning: ``(False, None)``.
+    included: ``live`` is the limit for schedulers that never hold a trial
+    paused for others (fifo, asha, median); sha, hyperband and PBT would
+    wait for trials such a limit never starts, so there it is ignored, with
+    a warning. TPE always gets ``live`` (Tune's ConcurrencyLimiter: it
+    suggests from finished trials, not ahead of them).
     """
     import ray
 
     limit = max_concurrent or spec.max_concurrent
     slots = ray.cluster_resources().get(TRIAL_SLOT)
+    if slots and limit and slots != limit:
+        log.warning("max_concurrent %s: this Ray was started with %g trial slots; those apply", limit, slots)
+    if spec.search == "tpe" or not limit:
+        return bool(slots), limit
     if slots:
-        if limit and slots != limit:
-            log.warning(
-                "max_concurrent %s: this Ray was started with %g trial slots; those apply", limit, slots
-            )
         return True, None
-    if not limit:
-        return False, None
-    if spec.scheduler.name in ("sha", "hyperband", "pbt") and spec.search != "tpe":
+    if spec.scheduler.name in ("sha", "hyperband", "pbt"):
         log.warning(
             "max_concurrent %s is ignored on this Ray (not lrtune's own): with scheduler %s it would "
             "leave paused trials waiting for trials it never starts. Leave out --address to run "
