@@ -20,8 +20,8 @@ are then those of a run never killed; with several, a restored trial may
 land in another bracket than before (Ray draws it at random on adding).
 Still lost: a decision taken but not yet recorded by Tune when the driver
 died (a trial stopped at a rung whose stop had not reached Tune's snapshot
-or ``trials.parquet``); that trial trains one more epoch and is judged at
-its next rung.
+or ``trials.parquet``); that trial trains on to its next rung and is
+judged there.
 """
 
 from __future__ import annotations

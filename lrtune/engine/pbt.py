@@ -10,8 +10,8 @@ member "behind" by sort order alone clones a donor no better than itself,
 and it inherits the donor's time: with more members than slots, the donors
 are paused at that time, the exploiting member again has the least time and
 takes the slot, reaches the next perturbation, ties again and clones again.
-The donors never run again and the sweep never ends (Ray 2.60, reproduced
-by ``tests/test_pbt.py::test_tied_scores_do_not_stall_pbt``).
+The donors never run again and the sweep never ends (Ray 2.60; the PBT
+sweep of ``tests/test_pbt.py``, on ``val_accuracy``, did so).
 
 Here a member of the bottom quantile clones only a top member whose score
 is strictly higher than its own (drawn at random among those, as Ray
@@ -20,6 +20,12 @@ any donor is better, so the member keeps its own weights and
 hyperparameters and trains on. Everything else (the quantiles, the
 perturbation interval, explore, fair share of time between members) is
 Ray's.
+
+Not prevented: the same loop when the donors' older scores stay strictly
+better, as with a metric that gets worse with training (``val_loss`` once
+a small set overfits). Requiring the donor to be as far on in time stops
+it, but also the usual exploit of a member one epoch behind under
+Tune's fair share, so it is not done.
 """
 
 from __future__ import annotations
