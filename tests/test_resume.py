@@ -126,7 +126,7 @@ def test_early_stopping_rungs_survive_kills_and_resumes(cifar_archive, tmp_path,
     got = [(t["config.lr"], t["status"], t["epochs_run"]) for t in after]
     assert got[0] == (0.05, "done", 4), f"seed {seed}: {got}"
     # Run straight, each weak trial stops at epoch 1. A kill between ASHA's stop and Tune
-    # recording it loses that one decision: the trial trains epoch 2 and stops at that rung.
+    # recording it loses that one decision: the trial trains on to the next rung (epoch 2).
     # With empty rungs after a resume, a weak trial ran to the end.
     assert all(status == "stopped_early" and epochs <= 2 for _, status, epochs in got[1:]), (
         f"seed {seed}: {got}"
