@@ -80,7 +80,7 @@ def report_only(config, epochs: int, epoch_seconds: float):
 def trainable(epochs: int, epoch_seconds: float, cpu: float, slot: bool = False):
     from ray import tune
 
-    from lrtune.engine.sweep import TRIAL_SLOT
+    from lrtune.engine.ray_runtime import TRIAL_SLOT
 
     return tune.with_resources(
         tune.with_parameters(report_only, epochs=epochs, epoch_seconds=epoch_seconds),

@@ -88,7 +88,8 @@ def confirm(
     import ray
 
     from lrtune.engine.lock import SweepLock, SweepLocked
-    from lrtune.engine.sweep import SweepError, _acquire, _init_ray, _read_saved_spec, run_sweep
+    from lrtune.engine.ray_runtime import start_ray
+    from lrtune.engine.sweep import SweepError, _acquire, _read_saved_spec, run_sweep
     from lrtune.results.best import choose
     from lrtune.results.tables import load_trials
     from lrtune.spec import Scheduler, parse_spec
@@ -141,7 +142,7 @@ def confirm(
                 f"{sweep_dir}: the sweep has trials that did not finish; finish it first with "
                 f"`lrtune sweep <its file> --name {name} --resume`"
             )
-        started = _init_ray(address, slots=max_concurrent or spec.max_concurrent)
+        started = start_ray(address, slots=max_concurrent or spec.max_concurrent)
         ran: list[Round] = []
         spent = 0
         if pending is not None:  # an interrupted confirm: finish its round first

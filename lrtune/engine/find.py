@@ -249,12 +249,12 @@ def run_find(
     from ray import tune
 
     from lrtune.engine.lock import SweepLock, SweepLocked
+    from lrtune.engine.ray_runtime import start_ray
     from lrtune.engine.sweep import (
         _acquire,
         _check_placement,
         _check_storage,
         _check_writable,
-        _init_ray,
         _quiet_tune_logs,
         load_sweep_data,
         sweep_dir_for,
@@ -283,7 +283,7 @@ def run_find(
     dataset = load_sweep_data(spec, data)
     _check_writable(storage, sweep_dir)
     lock = SweepLock(sweep_dir)
-    started = _init_ray(address)
+    started = start_ray(address)
     try:
         _check_placement(spec, local=started)
         _check_storage(storage)

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from lrtune.engine.errors import StorageError, SweepError
+from lrtune.engine.ray_runtime import TRIAL_SLOT, load_while_ray_starts
 from lrtune.engine.rounds import Round, round_dir
 from lrtune.results.tables import filesystem as results_filesystem
 from lrtune.space import KeepInBounds
@@ -41,14 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class SweepError(RuntimeError):
-    """The sweep cannot start or finish; the message says why and what to do."""
-
-
-class StorageError(SweepError):
-    """The results storage cannot be read or written (``lrtune sweep`` exits 3)."""
 
 
 @dataclass(frozen=True)
@@ -155,80 +149,6 @@ def sweep_dir_for(storage: str, name: str) -> str:
 
 
 # --- running ------------------------------------------------------------------
-
-
-#: A custom Ray resource of lrtune's embedded Ray: each trial holds one while it
-#: runs, so the sweep's ``max_concurrent`` (that many slots) limits the trials
-#: *running*; a trial paused by its scheduler (sha at a rung, PBT) gives its slot back.
-TRIAL_SLOT = "lrtune_trial_slot"
-#: The slots of an embedded Ray started without a limit.
-UNLIMITED_SLOTS = 1_000_000
-
-
-def _init_ray(address: str | None, slots: int | None = None) -> bool:
-    """Join ``address`` or start an embedded local Ray; True if we started it.
-
-    An embedded Ray has ``slots`` :data:`TRIAL_SLOT` resources
-    (:data:`UNLIMITED_SLOTS` for None), so a resumed sweep's trials, which
-    ask for one, always find them.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address is None:
-        # An embedded Ray: quiet workers (no TensorFlow banner per trial). Ray's
-        # preload_python_modules (prestarted workers importing TensorFlow while
-        # the driver loads the data) was measured and left out: on 2 cores the
-        # prestarted workers import at once and the first row came later
-        # (16.4 s against 14.5 s, benchmarks/startup.py).
-        ray.init(
-            # "local": a new Ray, never one that `ray start` left running here.
-            address="local",
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-            include_dashboard=False,
-            runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}},
-            resources={TRIAL_SLOT: slots or UNLIMITED_SLOTS},
-        )
-    else:
-        # A cluster (or a `ray job submit` driver): keep the job's own runtime env.
-        try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-        except ConnectionError as e:
-            raise SweepError(
-                f"--address {address}: cannot join a Ray cluster there ({e}). Start one "
-                "(`ray up cluster.yaml`, `ray start --head`), or leave out --address for a local Ray."
-            ) from None
-    return True
-
-
-def _load_while_ray_starts(load, address: str | None, slots: int | None = None):
-    """``(load(), started)``: ``load`` runs in a thread while Ray starts (:func:`_init_ray`) here.
-
-    Loading the data is mostly decompression and hashing, which release the
-    GIL; starting Ray is mostly waiting for its processes. An error from
-    ``load`` comes first (it is the user's to fix), and a Ray started for
-    nothing is shut down.
-    """
-    import concurrent.futures
-
-    import ray
-
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lrtune-data") as pool:
-        loading = pool.submit(load)
-        try:
-            started = _init_ray(address, slots)
-        except BaseException:
-            if loading.exception() is not None:
-                raise loading.exception() from None
-            raise
-        try:
-            return loading.result(), started
-        except BaseException:
-            if started:
-                ray.shutdown()
-            raise
 
 
 def _check_storage(storage: str) -> None:
@@ -402,7 +322,7 @@ def run_sweep(
             dataset = load_sweep_data(spec, data)
             return dataset, data_fingerprint(dataset)
 
-        (dataset, fingerprint), started = _load_while_ray_starts(
+        (dataset, fingerprint), started = load_while_ray_starts(
             load, address, slots=max_concurrent or spec.max_concurrent
         )
     except BaseException:
