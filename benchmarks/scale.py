@@ -5,7 +5,7 @@ no training, no checkpoints) twice, each in a fresh Python and a fresh local
 Ray:
 
 1. plain Ray Tune: the same trainable, param space and TuneConfig as lrtune
-   builds (``param_space``, ``_tune_config``: random search, reuse_actors,
+   builds (``param_space``, ``tune_config``: random search, reuse_actors,
    max_concurrent), no callbacks;
 2. lrtune: the real ``run_sweep`` driver path (Parquet sink, state
    retention, lease renewal, the live view drawn to /dev/null as to a
@@ -128,7 +128,7 @@ def run_plain(args) -> dict:
     import ray
     from ray import tune
 
-    from lrtune.engine.sweep import _tune_config, param_space
+    from lrtune.engine.translation import param_space, tune_config
 
     spec = make_spec(args)
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
@@ -137,7 +137,7 @@ def run_plain(args) -> dict:
     tuner = tune.Tuner(
         trainable(args.epochs, args.epoch_seconds, spec.resources.cpu),
         param_space=param_space(spec),
-        tune_config=_tune_config(spec, args.concurrent),
+        tune_config=tune_config(spec, args.concurrent),
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=args.storage,

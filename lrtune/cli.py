@@ -70,9 +70,10 @@ def sweep(
     NAME lacks, as a new round of it: best, results and report then see old and new together.
     """
     from lrtune.data import DataError
+    from lrtune.engine.errors import StorageError, SweepError
     from lrtune.engine.rounds import extend_sweep
     from lrtune.engine.sink import SinkError
-    from lrtune.engine.sweep import StorageError, SweepError, run_sweep
+    from lrtune.engine.sweep import run_sweep
     from lrtune.spec import SweepFileError, load_spec
 
     overrides = list(set_ or [])
@@ -166,19 +167,20 @@ def find(
         Optional[int], typer.Option(min=1, help="Tests per arm, one seed each (default: the file's repeats).")
     ] = None,
     address: AddressOption = None,
+    max_concurrent: MaxConcurrentOption = None,
     set_: SetOption = None,
 ):
     """The learning-rate range test for every arm of SWEEP_FILE: suggested lr ranges as a space: fragment."""
     from lrtune.data import DataError
+    from lrtune.engine.errors import StorageError, SweepError
     from lrtune.engine.find import run_find
-    from lrtune.engine.sweep import StorageError, SweepError
     from lrtune.spec import SweepFileError, load_spec
 
     try:
         spec = load_spec(sweep_file, list(set_ or []))
         outcome = run_find(
             spec, storage=storage, data=data, name=name, steps=steps, min_lr=min_lr, max_lr=max_lr,
-            repeats=repeats, address=address, source=str(sweep_file),
+            repeats=repeats, address=address, max_concurrent=max_concurrent, source=str(sweep_file),
         )  # fmt: skip
     except StorageError as e:
         _fail(str(e), code=3)
@@ -323,8 +325,8 @@ def confirm(
     """
     from lrtune.data import DataError
     from lrtune.engine.confirm import confirm as run_confirm
+    from lrtune.engine.errors import StorageError, SweepError
     from lrtune.engine.sink import SinkError
-    from lrtune.engine.sweep import StorageError, SweepError
     from lrtune.results.best import format_choice
 
     if format_ not in ("yaml", "json"):

@@ -220,7 +220,7 @@ def sweep_file(draw):
 
 def configs_as_tune_draws_them(spec, limit: int = 2):
     """Up to ``limit`` trial configs, one per arm, drawn by Tune's variant generator or Optuna."""
-    from lrtune.engine.sweep import ArmSpace, param_space
+    from lrtune.engine.translation import ArmSpace, param_space
 
     if spec.search == "tpe":
         import optuna
@@ -359,9 +359,9 @@ def test_every_accepted_sweep_file_trains(fixture_archive, drawn):
         return
     Counter.examples += 1
     Counter.seen |= covered(spec, text, overrides)
-    from lrtune.engine.sweep import _tune_config, param_space
+    from lrtune.engine.translation import param_space, tune_config
 
-    param_space(spec), _tune_config(spec, None)  # Tune's own checks of the space, scheduler, searcher
+    param_space(spec), tune_config(spec, None)  # Tune's own checks of the space, scheduler, searcher
     data = load_cifar10(
         str(fixture_archive),
         classes=spec.data.classes,
@@ -388,7 +388,7 @@ def exploited(spec, config):
     """``config`` after PBT's explore step: every perturbation pushed upwards (x1.2)."""
     from ray.tune.schedulers.pbt import _explore
 
-    from lrtune.engine.sweep import make_scheduler
+    from lrtune.engine.translation import make_scheduler
 
     scheduler = make_scheduler(spec)
     new, _ = _explore(config, scheduler._hyperparam_mutations, 0.0, (1.2, 1.2), scheduler._custom_explore_fn)

@@ -313,7 +313,7 @@ space:
 def test_tpe_suggestions_of_qloguniform_stay_on_the_grid_inside_the_bounds():
     import optuna
 
-    from lrtune.engine.sweep import ArmSpace
+    from lrtune.engine.translation import ArmSpace
 
     spec = make_spec("name: q\nsearch: tpe\nspace: {lr: {qloguniform: [1.0e-3, 0.1, 1.0e-3]}}\n")
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
@@ -344,7 +344,7 @@ def test_on_grid_is_a_multiple_of_q_inside_the_bounds(dist, value, expected):
 
 
 def test_pbt_keeps_perturbed_values_inside_their_bounds():
-    from lrtune.engine.sweep import make_scheduler
+    from lrtune.engine.translation import make_scheduler
 
     spec = make_spec(
         "name: p\nspace: {lr: {loguniform: [0.01, 0.1]}, momentum: {uniform: [0.5, 0.95]}}\nscheduler: pbt\n"

@@ -19,9 +19,9 @@ sweep: :func:`lrtune.training.trial.trial_seed`).
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
+from lrtune.engine.errors import StorageError, SweepError
 from lrtune.engine.rounds import (
     Round,
     base_unfinished,
@@ -29,7 +29,9 @@ from lrtune.engine.rounds import (
     open_round,
     read_rounds,
     recorded_data,
+    run_round,
 )
+from lrtune.folder import SweepFolder
 
 __all__ = ["Confirmation", "confirm"]
 
@@ -80,16 +82,12 @@ def confirm(
         address, max_concurrent, quiet, console: as :func:`lrtune.engine.sweep.run_sweep`.
 
     Raises:
-        lrtune.engine.sweep.SweepError: no such sweep, a PBT sweep, an
+        SweepError: no such sweep, a PBT sweep, an
             unfinished sweep or ``--extend`` round, another driver on it,
             bad ``top``/``repeats``/``budget_epochs``.
         ValueError: the sweep has no finished trial to compare.
     """
-    import ray
-
-    from lrtune.engine.lock import SweepLock, SweepLocked
-    from lrtune.engine.ray_runtime import start_ray
-    from lrtune.engine.sweep import SweepError, _acquire, _read_saved_spec, run_sweep
+    from lrtune.engine.driver import Driver
     from lrtune.results.best import choose
     from lrtune.results.tables import load_trials
     from lrtune.spec import Scheduler, parse_spec
@@ -100,9 +98,12 @@ def confirm(
         )
     if repeats < 1:
         raise SweepError(f"--repeats {repeats}: at least 1 new seed per configuration and round")
-    sweep_dir = sweep_dir.rstrip("/")
-    storage, name = os.path.split(sweep_dir) if "://" not in sweep_dir else sweep_dir.rsplit("/", 1)
-    saved = _read_saved_spec(sweep_dir)
+    folder = SweepFolder(sweep_dir)
+    sweep_dir, name = folder.path, folder.name
+    try:
+        saved = folder.read_spec()
+    except OSError as e:
+        raise StorageError(f"cannot read --storage {sweep_dir}: {e}") from None
     if saved is None:
         raise SweepError(f"{sweep_dir}: no sweep here (no sweep.yaml); give <storage>/<name> of a sweep")
     spec = parse_spec(saved, f"{sweep_dir}/sweep.yaml")
@@ -124,12 +125,9 @@ def confirm(
     if budget < 1:
         raise SweepError(f"--budget-epochs {budget_epochs}: must be at least 1")
     data = data or spec.data.path or recorded_data(sweep_dir)
-    run = dict(storage=storage, data=data, max_concurrent=max_concurrent, quiet=quiet, console=console)
-
-    lock = SweepLock(sweep_dir)
-    _acquire(lock, SweepLocked)
-    started = False
-    try:
+    run = dict(quiet=quiet, console=console)
+    with Driver(folder, spec, data=data, address=address, max_concurrent=max_concurrent) as driver:
+        driver.lock()
         rounds = read_rounds(sweep_dir)
         pending = open_round(sweep_dir, rounds)
         if pending is not None and pending.kind != "confirm":
@@ -142,11 +140,11 @@ def confirm(
                 f"{sweep_dir}: the sweep has trials that did not finish; finish it first with "
                 f"`lrtune sweep <its file> --name {name} --resume`"
             )
-        started = start_ray(address, slots=max_concurrent or spec.max_concurrent)
+        driver.start(same_data=True)
         ran: list[Round] = []
         spent = 0
         if pending is not None:  # an interrupted confirm: finish its round first
-            run_sweep(spec, resume=True, round=pending, lock=lock, **run)
+            run_round(driver, pending, resume=True, **run)
             ran.append(pending)
             spent += len(pending.trials) * spec.epochs
         index = rounds[-1].index + 1 if rounds else 1
@@ -171,20 +169,16 @@ def confirm(
                 spec=spec.to_yaml_dict(),
                 trials=tuple(confirm_trials(configs, range(first, first + repeats))),
             )
-            run_sweep(spec, round=planned, lock=lock, **run)
+            run_round(driver, planned, **run)
             ran.append(planned)
             spent += cost
             index += 1
-        return Confirmation(
-            sweep_dir=sweep_dir,
-            rounds=tuple(ran),
-            epochs_spent=spent,
-            budget_epochs=budget,
-            stopped=stopped,
-            choice=choice,
-            left_out=max(0, len(contenders) - top),
-        )
-    finally:
-        lock.release()
-        if started:
-            ray.shutdown()
+    return Confirmation(
+        sweep_dir=sweep_dir,
+        rounds=tuple(ran),
+        epochs_spent=spent,
+        budget_epochs=budget,
+        stopped=stopped,
+        choice=choice,
+        left_out=max(0, len(contenders) - top),
+    )

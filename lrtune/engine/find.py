@@ -9,8 +9,9 @@ the test. The trials' rows stream to ``<storage>/<name>/lr_range/`` through
 :class:`RangeSink`, a Tune callback on the driver that writes atomic part
 files (:class:`~lrtune.engine.parquet_parts.PartFiles`) every
 ``flush_seconds`` and compacts them at the end, so a reader never sees half
-a file. Ray start-up, the placement and storage checks and the folder lock
-are the sweep's (:mod:`lrtune.engine.sweep`, :mod:`lrtune.engine.lock`).
+a file. Ray start-up, the data, the placement and storage checks, the
+folder lock and ``max_concurrent`` are the driver's, as for a sweep
+(:class:`lrtune.engine.driver.Driver`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +28,10 @@ from typing import Any
 import pyarrow as pa
 from ray.tune import Callback
 
+from lrtune.engine.errors import StorageError, SweepError
 from lrtune.engine.parquet_parts import PartFiles
-from lrtune.engine.sweep import SweepError
-from lrtune.results.lr_range import LR_RANGE_SCHEMA, SETTING_COLUMNS, lr_range_path
-from lrtune.results.tables import filesystem
+from lrtune.folder import SweepFolder
+from lrtune.results.lr_range import LR_RANGE_SCHEMA, SETTING_COLUMNS
 from lrtune.spec import SweepSpec
 
 __all__ = ["RangeArm", "FindOutcome", "RangeSink", "range_arms", "run_find"]
@@ -120,18 +120,18 @@ class RangeSink(Callback):
         self.sweep_dir = sweep_dir.rstrip("/")
         self.name = name
         self.flush_seconds = flush_seconds
-        fs_, root = filesystem(self.sweep_dir)
+        folder = SweepFolder(self.sweep_dir)
         session = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self._parts = PartFiles(fs_, lr_range_path(root), LR_RANGE_SCHEMA, session, self._storage_error)
-        self._fs, self._root = fs_, lr_range_path(root)
+        self._parts = PartFiles(
+            folder.fs, folder.lr_range_path, LR_RANGE_SCHEMA, session, self._storage_error
+        )
+        self._fs, self._root = folder.fs, folder.lr_range_path
         self._seen: set[tuple[str, int]] = set()
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self.errors: dict[str, str] = {}
 
     def _storage_error(self, path: str, error: Exception) -> None:
-        from lrtune.engine.sweep import StorageError
-
         raise StorageError(f"cannot write the range test's results to {path}: {error}")
 
     def setup(self, **info):
@@ -149,9 +149,9 @@ class RangeSink(Callback):
         self.flush()
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        from lrtune.engine.sink import _error_message
+        from lrtune.engine.sink import trial_error_message
 
-        self.errors[trial.trial_id] = _error_message(trial) or "error (no trace recorded)"
+        self.errors[trial.trial_id] = trial_error_message(trial) or "error (no trace recorded)"
         self.flush()
 
     def on_experiment_end(self, trials, **info):
@@ -228,6 +228,7 @@ def run_find(
     max_lr: float = 10.0,
     repeats: int | None = None,
     address: str | None = None,
+    max_concurrent: int | None = None,
     source: str = "the sweep file",
 ) -> FindOutcome:
     """Run the range test for every arm of ``spec`` and return the suggestions.
@@ -238,6 +239,8 @@ def run_find(
         name: the results folder ``<storage>/<name>``; default ``<spec.name>-lr-range``.
         steps, min_lr, max_lr: the ramp (:func:`lrtune.training.lr_range.range_schedule`).
         repeats: trials per configuration, seeds ``spec.seed + r``; default ``spec.repeats``.
+        address, max_concurrent: as :func:`lrtune.engine.sweep.run_sweep` (the
+            same Ray, the same trial slots: ``max_concurrent`` range tests run at once).
 
     Raises:
         SweepError: bad arguments, an existing folder of that name, a
@@ -245,21 +248,11 @@ def run_find(
             :class:`~lrtune.engine.sweep.StorageError` when the storage fails).
         lrtune.data.DataError: the data cannot be read.
     """
-    import ray
     from ray import tune
 
-    from lrtune.engine.lock import SweepLock, SweepLocked
-    from lrtune.engine.ray_runtime import start_ray
-    from lrtune.engine.sweep import (
-        _acquire,
-        _check_placement,
-        _check_storage,
-        _check_writable,
-        _quiet_tune_logs,
-        load_sweep_data,
-        sweep_dir_for,
-    )
+    from lrtune.engine.driver import Driver
     from lrtune.results.lr_range import load_lr_range, space_fragment, suggest_arms, write_lr_range_report
+    from lrtune.spec import Scheduler
     from lrtune.training.lr_range import RangeSettings, range_schedule, tune_range_trainable
 
     started_at = time.monotonic()
@@ -272,22 +265,18 @@ def run_find(
         raise SweepError(f"--repeats must be >= 1, got {repeats}")
     name = name or f"{spec.name}-lr-range"
     arms = range_arms(spec, source)
-    sweep_dir = sweep_dir_for(storage, name)
-    fs_, root = filesystem(sweep_dir)
-    from pyarrow import fs
-
-    if fs_.get_file_info(f"{root}/find.json").type != fs.FileType.NotFound:
+    folder = SweepFolder.at(storage, name)
+    sweep_dir = folder.path
+    if folder.exists(folder.find_path):
         raise SweepError(
             f"a range test {name!r} already exists in {sweep_dir}: give another --name or --storage"
         )
-    dataset = load_sweep_data(spec, data)
-    _check_writable(storage, sweep_dir)
-    lock = SweepLock(sweep_dir)
-    started = start_ray(address)
-    try:
-        _check_placement(spec, local=started)
-        _check_storage(storage)
-        _acquire(lock, SweepLocked)
+    # The range tests run one after another as they come: no scheduler pauses them.
+    run_spec = spec.model_copy(update={"scheduler": Scheduler(fifo={}), "search": "grid"})
+    with Driver(folder, run_spec, data=data, address=address, max_concurrent=max_concurrent) as driver:
+        driver.check_writable()
+        driver.start()
+        driver.lock()
         settings = RangeSettings(
             model=spec.model,
             batch_size=spec.batch_size,
@@ -307,12 +296,14 @@ def run_find(
             "repeats": repeats,
             "arms": [{"label": a.label, "config": a.config(), "serves": list(a.arms)} for a in arms],
         }
-        with fs_.open_output_stream(f"{root}/find.json") as f:
-            f.write(json.dumps(record, indent=2).encode())
+        try:
+            folder.write_text(folder.find_path, json.dumps(record, indent=2))
+        except OSError as e:
+            raise StorageError(f"cannot write to --storage {storage}: {e}") from None
         sink = RangeSink(sweep_dir, name=name)
         trainable = tune.with_resources(
-            tune.with_parameters(tune_range_trainable, data=dataset, settings=settings),
-            {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+            tune.with_parameters(tune_range_trainable, data=driver.dataset, settings=settings),
+            driver.trial_resources(),
         )
         space = {
             "arm": tune.grid_search([a.config() for a in arms]) if len(arms) > 1 else arms[0].config(),
@@ -322,19 +313,16 @@ def run_find(
             trainable,
             param_space=space,
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+                max_concurrent_trials=driver.live_limit, reuse_actors=True,
                 trial_dirname_creator=lambda trial: f"{trial.trial_id}",
             ),
             run_config=tune.RunConfig(
-                name=name, storage_path=sweep_dir.rsplit("/", 1)[0], callbacks=[sink], verbose=0,
+                name=folder.name, storage_path=folder.storage, callbacks=[sink], verbose=0,
                 # A failed test is recorded, not retried: a rerun would start its curve again.
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )  # fmt: skip
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-        with warnings.catch_warnings(), _quiet_tune_logs(True):
-            warnings.filterwarnings("ignore", message=".*reuse_actors.*")
-            grid = tuner.fit()
+        grid = driver.fit(tuner, quiet=True)
         errors = dict(sink.errors)
         for (
             result
@@ -342,10 +330,6 @@ def run_find(
             if result.error is not None:
                 trial_id = os.path.basename(str(result.path).rstrip("/"))
                 errors.setdefault(trial_id, (str(result.error).strip().splitlines() or ["error"])[-1][:300])
-    finally:
-        lock.release()
-        if started:
-            ray.shutdown()
     try:
         table = load_lr_range(sweep_dir)
     except FileNotFoundError:
@@ -365,8 +349,7 @@ def run_find(
     if found and "://" not in sweep_dir:
         files = write_lr_range_report(sweep_dir, found, fragment, table, title=name)
         html, png = files.html, files.png
-    with fs_.open_output_stream(f"{root}/suggestions.yaml") as f:
-        f.write(fragment.encode())
+    folder.write_text(folder.suggestions_path, fragment)
     return FindOutcome(
         sweep_dir=sweep_dir,
         arms=found,

@@ -22,7 +22,6 @@ from pyarrow import fs
 __all__ = ["SweepLock", "SweepLocked", "LEASE_SECONDS"]
 
 LEASE_SECONDS = 90.0
-_NAME = ".lrtune.engine.lock"
 
 
 class SweepLocked(RuntimeError):
@@ -39,11 +38,11 @@ class SweepLock:
     """
 
     def __init__(self, sweep_dir: str):
-        from lrtune.results.tables import filesystem
+        from lrtune.folder import SweepFolder
 
+        folder = SweepFolder(sweep_dir)
         self.sweep_dir = sweep_dir
-        self._fs, root = filesystem(sweep_dir)
-        self._path = f"{root}/{_NAME}"
+        self._fs, self._path = folder.fs, folder.lock_path
         self._local = isinstance(self._fs, fs.LocalFileSystem)
         self._file_lock = None
         self._token = uuid.uuid4().hex

@@ -25,7 +25,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from lrtune.results.tables import CONFIG_COLUMNS, config_columns, filesystem
+from lrtune.engine.errors import StorageError, SweepError
+from lrtune.folder import SweepFolder
+from lrtune.results.tables import CONFIG_COLUMNS, config_columns
 from lrtune.spec import SweepSpec
 
 __all__ = [
@@ -36,7 +38,7 @@ __all__ = [
     "identity",
     "plan_extension",
     "read_rounds",
-    "round_dir",
+    "run_round",
 ]
 
 #: Sweep settings a round must share with its sweep: they decide what a row
@@ -65,30 +67,18 @@ class Round:
         )
 
 
-def round_dir(sweep_dir: str, index: int) -> str:
-    """``<sweep>/rounds/<index>``: round ``index``'s Tune experiment and trials.parquet."""
-    return f"{sweep_dir.rstrip('/')}/rounds/{index}"
-
-
 def read_rounds(sweep_dir: str) -> list[Round]:
     """The rounds a sweep has, by index (empty when it has none).
 
     Raises:
         ValueError: a ``round.json`` that is not one lrtune wrote.
     """
-    from pyarrow import fs
-
-    fs_, root = filesystem(sweep_dir)
-    infos = fs_.get_file_info(fs.FileSelector(f"{root.rstrip('/')}/rounds", allow_not_found=True))
+    folder = SweepFolder(sweep_dir)
     rounds = []
-    for info in infos:
-        if info.type != fs.FileType.Directory or not info.base_name.isdigit():
-            continue
-        path = f"{info.path}/round.json"
-        try:
-            with fs_.open_input_stream(path) as f:
-                raw = json.loads(f.read().decode())
-        except FileNotFoundError:
+    for index in folder.round_indices():
+        round_folder = folder.round_folder(index)
+        raw = round_folder.read_json(round_folder.round_file_path)
+        if raw is None:
             continue  # a round whose start was interrupted before it was written
         try:
             rounds.append(
@@ -100,7 +90,7 @@ def read_rounds(sweep_dir: str) -> list[Round]:
                 )
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}: not a round lrtune wrote ({e!r})") from None
+            raise ValueError(f"{round_folder.path}/round.json: not a round lrtune wrote ({e!r})") from None
     return sorted(rounds, key=lambda r: r.index)
 
 
@@ -128,7 +118,7 @@ def concrete_trials(spec: SweepSpec) -> list[dict[str, Any]]:
     """Every trial configuration ``spec`` runs, resolved as Tune resolves them, seeds written in.
 
     Grid points and random draws come from Tune's own variant generator
-    over :func:`lrtune.engine.sweep.param_space` with the sweep's seed, so a
+    over :func:`lrtune.engine.translation.param_space` with the sweep's seed, so a
     grid resolves to the same values as in a sweep run; each trial's seed is
     :func:`lrtune.training.trial.trial_seed` of its sample and repeat.
 
@@ -136,17 +126,17 @@ def concrete_trials(spec: SweepSpec) -> list[dict[str, Any]]:
         ValueError: ``search: tpe`` (TPE draws from results as they come,
             not from a list made in advance).
     """
-    from ray.tune.search.sample import _BackwardsCompatibleNumpyRng
     from ray.tune.search.variant_generator import generate_variants
 
-    from lrtune.engine.sweep import param_space
+    from lrtune.engine import tune_internals
+    from lrtune.engine.translation import param_space
     from lrtune.training.trial import trial_seed
 
     if spec.search == "tpe":
         raise ValueError(
             "search: tpe cannot extend a sweep (TPE suggests as results come); use grid or random"
         )
-    rng = _BackwardsCompatibleNumpyRng(spec.seed)
+    rng = tune_internals.numpy_rng(spec.seed)
     trials = []
     for _, resolved in generate_variants(param_space(spec), constant_grid_search=True, random_state=rng):
         arm = dict(resolved["arm"])
@@ -209,33 +199,65 @@ def confirm_trials(
 
 def open_round(sweep_dir: str, rounds: Sequence[Round]) -> Round | None:
     """The last round if it has not finished (no ``trials.parquet`` yet, or a trial still pending/running)."""
-    import pyarrow.parquet as pq
-
     if not rounds:
         return None
     last = rounds[-1]
-    fs_, root = filesystem(round_dir(sweep_dir, last.index))
-    try:
-        statuses = pq.read_table(f"{root}/trials.parquet", filesystem=fs_, columns=["status"])["status"]
-    except FileNotFoundError:
-        return last
-    if len(statuses) < len(last.trials) or any(s in ("pending", "running") for s in statuses.to_pylist()):
+    statuses = _statuses(SweepFolder(sweep_dir).round_folder(last.index))
+    if (
+        statuses is None
+        or len(statuses) < len(last.trials)
+        or any(s in ("pending", "running") for s in statuses)
+    ):
         return last
     return None
 
 
 def base_unfinished(sweep_dir: str) -> bool:
     """Whether the sweep's own trials (round 0) include any still pending or running."""
+    statuses = _statuses(SweepFolder(sweep_dir))
+    return statuses is None or any(s in ("pending", "running") for s in statuses)
+
+
+def _statuses(folder: SweepFolder) -> list[str] | None:
+    """The trial statuses in ``folder``'s ``trials.parquet`` (None: none written yet)."""
     import pyarrow.parquet as pq
 
-    from lrtune.results.tables import trials_path
-
-    fs_, root = filesystem(sweep_dir)
     try:
-        statuses = pq.read_table(trials_path(root), filesystem=fs_, columns=["status"])["status"]
+        return pq.read_table(folder.trials_path, filesystem=folder.fs, columns=["status"])[
+            "status"
+        ].to_pylist()
     except FileNotFoundError:
-        return True
-    return any(s in ("pending", "running") for s in statuses.to_pylist())
+        return None
+
+
+def run_round(driver, round: Round, *, resume: bool = False, quiet: bool = False, console=None):
+    """Run round ``round`` of ``driver``'s sweep (its own Tune experiment in ``rounds/<k>/``).
+
+    ``resume``: finish a round an interrupted driver left; a round whose
+    start was killed before Tune wrote its state starts again from
+    ``round.json``. The driver must be started and hold the lock.
+    Returns the :class:`lrtune.engine.sweep.SweepOutcome` of the round's trials.
+
+    Raises:
+        StorageError: ``round.json`` cannot be written.
+        lrtune.engine.sink.SinkError: the results storage failed.
+    """
+    from ray import tune
+
+    from lrtune.engine.sweep import run_trials
+    from lrtune.engine.translation import tune_config
+
+    folder = driver.folder.round_folder(round.index)
+    run = dict(round_index=round.index, trials=len(round.trials), quiet=quiet, console=console)
+    if resume and tune.Tuner.can_restore(folder.path):
+        return run_trials(driver, restore=True, **run)
+    space = {"arm": tune.grid_search(list(round.trials)) if len(round.trials) > 1 else round.trials[0]}
+    config = tune_config(driver.spec, driver.live_limit, trial_prefix=f"r{round.index}")
+    try:
+        folder.write_text(folder.round_file_path, round.to_json())
+    except OSError as e:
+        raise StorageError(f"cannot write to --storage {driver.folder.path}: {e}") from None
+    return run_trials(driver, space=space, config=config, **run)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,7 +277,10 @@ def extend_sweep(
     storage: str = "./lrtune-results",
     data: str | None = None,
     resume: bool = False,
-    **run: Any,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    quiet: bool = False,
+    console=None,
 ) -> Extension:
     """Add the trials of ``spec`` that sweep ``name`` lacks, as its next round.
 
@@ -264,40 +289,38 @@ def extend_sweep(
     already has are reused (:func:`plan_extension`). With ``resume``,
     finish the round an interrupted ``--extend`` of the same file started.
     Without ``data``, the data the sweep recorded in ``data.json``.
-    ``run`` goes to :func:`lrtune.engine.sweep.run_sweep` (``address``,
-    ``max_concurrent``, ``quiet``, ``console``).
+    ``address``, ``max_concurrent``, ``quiet``, ``console``: as
+    :func:`lrtune.engine.sweep.run_sweep`.
 
     Raises:
-        lrtune.engine.sweep.SweepError: no such sweep, settings that differ,
-            ``search: tpe`` or PBT, an unfinished sweep or round, another
-            driver on the sweep.
+        SweepError: no such sweep, settings that differ, ``search: tpe``
+            or PBT, an unfinished sweep or round, another driver on the sweep.
     """
-    from lrtune.engine.lock import SweepLock, SweepLocked
-    from lrtune.engine.sweep import SweepError, _acquire, _read_saved_spec, run_sweep, sweep_dir_for
+    from lrtune.engine.driver import Driver
     from lrtune.results.tables import load_trials
 
     spec = spec.model_copy(update={"name": name})
-    sweep_dir = sweep_dir_for(storage, name)
-    saved = _read_saved_spec(sweep_dir)
-    if saved is None:
-        raise SweepError(f"--extend {name}: no sweep {name!r} in {storage} (no {sweep_dir}/sweep.yaml)")
-    if spec.search == "tpe" or spec.scheduler.name == "pbt":
-        raise SweepError(
-            f"--extend {name}: a sweep file with "
-            + ("search: tpe" if spec.search == "tpe" else "scheduler: pbt")
-            + " cannot extend a sweep (its trials depend on each other's results); use search: grid or "
-            "random with fifo, asha, hyperband or median"
-        )
-    try:
-        check_compatible(saved, spec, sweep_dir)
-    except ValueError as e:
-        raise SweepError(f"--extend {name}: {e}") from None
-    data = data or spec.data.path or recorded_data(sweep_dir)
-    lock = SweepLock(sweep_dir)
-    _acquire(lock, SweepLocked)
-    try:
-        rounds = read_rounds(sweep_dir)
-        pending = open_round(sweep_dir, rounds)
+    folder = SweepFolder.at(storage, name)
+    data = data or spec.data.path or recorded_data(folder.path)
+    with Driver(folder, spec, data=data, address=address, max_concurrent=max_concurrent) as driver:
+        saved = driver.saved_spec()
+        if saved is None:
+            raise SweepError(f"--extend {name}: no sweep {name!r} in {storage} (no {folder.path}/sweep.yaml)")
+        if spec.search == "tpe" or spec.scheduler.name == "pbt":
+            raise SweepError(
+                f"--extend {name}: a sweep file with "
+                + ("search: tpe" if spec.search == "tpe" else "scheduler: pbt")
+                + " cannot extend a sweep (its trials depend on each other's results); use search: grid or "
+                "random with fifo, asha, hyperband or median"
+            )
+        try:
+            check_compatible(saved, spec, folder.path)
+        except ValueError as e:
+            raise SweepError(f"--extend {name}: {e}") from None
+        driver.lock()
+        rounds = read_rounds(folder.path)
+        pending = open_round(folder.path, rounds)
+        run = dict(quiet=quiet, console=console)
         if pending is not None:
             if not resume:
                 raise SweepError(
@@ -307,29 +330,25 @@ def extend_sweep(
             if pending.kind != "extend" or pending.spec != spec.to_yaml_dict():
                 raise SweepError(
                     f"--resume: round {pending.index} of {name} ran another sweep file "
-                    f"({round_dir(sweep_dir, pending.index)}/round.json); " + _resume_hint(pending, name)
+                    f"({folder.round_folder(pending.index).path}/round.json); " + _resume_hint(pending, name)
                 )
-            outcome = run_sweep(
-                spec, storage=storage, data=data, resume=True, round=pending, lock=lock, **run
-            )
-            return Extension(sweep_dir, pending, 0, outcome)
+            driver.start(same_data=True)
+            return Extension(folder.path, pending, 0, run_round(driver, pending, resume=True, **run))
         if resume:
             raise SweepError(
                 f"--resume --extend {name}: every round of the sweep finished; nothing to resume"
             )
-        if base_unfinished(sweep_dir):
+        if base_unfinished(folder.path):
             raise SweepError(
                 f"--extend {name}: the sweep has trials that did not finish; finish it first with "
                 f"`lrtune sweep <its file> --name {name} --resume`"
             )
         index = rounds[-1].index + 1 if rounds else 1
-        planned, reused = plan_extension(spec, load_trials(sweep_dir).to_pylist(), index)
+        planned, reused = plan_extension(spec, load_trials(folder.path).to_pylist(), index)
         if planned is None:
-            return Extension(sweep_dir, None, reused, None)
-        outcome = run_sweep(spec, storage=storage, data=data, round=planned, lock=lock, **run)
-        return Extension(sweep_dir, planned, reused, outcome)
-    finally:
-        lock.release()
+            return Extension(folder.path, None, reused, None)
+        driver.start(same_data=True)
+        return Extension(folder.path, planned, reused, run_round(driver, planned, **run))
 
 
 def _resume_hint(pending: Round, name: str) -> str:
@@ -340,9 +359,5 @@ def _resume_hint(pending: Round, name: str) -> str:
 
 def recorded_data(sweep_dir: str) -> str | None:
     """The data source a sweep recorded in ``data.json`` (None if it recorded none)."""
-    fs_, root = filesystem(sweep_dir)
-    try:
-        with fs_.open_input_stream(f"{root}/data.json") as f:
-            return json.loads(f.read().decode()).get("source")
-    except FileNotFoundError:
-        return None
+    record = SweepFolder(sweep_dir).read_data_record()
+    return None if record is None else record.get("source")

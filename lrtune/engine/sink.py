@@ -53,19 +53,17 @@ from pyarrow import fs
 from ray.tune import Callback
 
 from lrtune.engine.parquet_parts import PartFiles, write_atomically
+from lrtune.folder import SweepFolder
 from lrtune.results.tables import (
     EXPLOITS_SCHEMA,
     METRICS_SCHEMA,
     TRIALS_SCHEMA,
     config_columns,
-    exploits_path,
     family,
-    filesystem,
-    metrics_path,
 )
 from lrtune.training.trial import trial_config
 
-__all__ = ["ParquetSink", "SinkError", "MERGE_FAN_IN", "TABLES_SHARE"]
+__all__ = ["ParquetSink", "SinkError", "MERGE_FAN_IN", "TABLES_SHARE", "trial_error_message"]
 
 #: Files of one size (tier) merged into one file of the next.
 MERGE_FAN_IN = 16
@@ -133,8 +131,8 @@ class ParquetSink(Callback):
         flush_seconds: longest time a row waits in memory (the first row
             of a run, and a trial's last, wait for no period), and the
             shortest time between two writes of ``trials.parquet``.
-        trials_file: where ``trials.parquet`` goes, relative to ``sweep_dir``
-            (a round of the sweep writes ``rounds/<k>/trials.parquet``).
+        round_index: the round of the sweep these trials are (its
+            ``trials.parquet`` is in the round's folder; None: the sweep's own).
 
     Raises:
         SinkError: (from any hook) the storage cannot be written; the
@@ -150,7 +148,7 @@ class ParquetSink(Callback):
         mode: str,
         epochs: int,
         flush_seconds: float = 2.0,
-        trials_file: str = "trials.parquet",
+        round_index: int | None = None,
     ):
         self.sweep_dir = sweep_dir.rstrip("/")
         self.sweep = sweep
@@ -158,10 +156,16 @@ class ParquetSink(Callback):
         self.mode = mode
         self.epochs = epochs
         self.flush_seconds = flush_seconds
-        self.trials_file = trials_file
-        self._fs, self._root = filesystem(self.sweep_dir)
+        self.round_index = round_index
+        self._folder = SweepFolder(self.sweep_dir)
+        self._trials_path = (
+            self._folder.trials_path
+            if round_index is None
+            else self._folder.round_folder(round_index).trials_path
+        )
+        self._fs = self._folder.fs
         session = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self._parts = PartFiles(self._fs, metrics_path(self._root), METRICS_SCHEMA, session, self._fail)
+        self._parts = PartFiles(self._fs, self._folder.metrics_path, METRICS_SCHEMA, session, self._fail)
         self._buffer: list[dict[str, Any]] = []
         self._logs: dict[str, _TrialLog] = {}
         self._in_part: dict[str, set[tuple[str, int]]] = {}
@@ -186,7 +190,7 @@ class ParquetSink(Callback):
             "mode": mode,
             "epochs": epochs,
             "flush_seconds": flush_seconds,
-            "trials_file": trials_file,
+            "round_index": round_index,
         }
 
     def __reduce__(self):
@@ -232,11 +236,11 @@ class ParquetSink(Callback):
         if self._ready:
             return
         try:
-            self._fs.create_dir(metrics_path(self._root), recursive=True)
+            self._fs.create_dir(self._folder.metrics_path, recursive=True)
             self._parts.finish_replacements()
             self._load()
-            if self._fs.get_file_info(exploits_path(self._root)).type == fs.FileType.File:
-                table = pq.read_table(exploits_path(self._root), filesystem=self._fs, schema=EXPLOITS_SCHEMA)
+            if self._fs.get_file_info(self._folder.exploits_path).type == fs.FileType.File:
+                table = pq.read_table(self._folder.exploits_path, filesystem=self._fs, schema=EXPLOITS_SCHEMA)
                 self._exploits = table.to_pylist()
         except OSError as e:
             raise SinkError(f"cannot use results storage {self.sweep_dir}: {e}") from e
@@ -412,12 +416,10 @@ class ParquetSink(Callback):
         self._start()
         start = time.monotonic()
         if self._trials:
-            write_atomically(
-                self._fs, self.trials_table(self._trials), f"{self._root}/{self.trials_file}", self._fail
-            )
+            write_atomically(self._fs, self.trials_table(self._trials), self._trials_path, self._fail)
         if self._exploits and len(self._exploits) != self._exploits_written:
             table = pa.Table.from_pylist(self._exploits, schema=EXPLOITS_SCHEMA)
-            write_atomically(self._fs, table, exploits_path(self._root), self._fail)
+            write_atomically(self._fs, table, self._folder.exploits_path, self._fail)
             self._exploits_written = len(self._exploits)
         # Counted from the flush's start, so the next periodic flush finds the tables due.
         cost = time.monotonic() - start
@@ -518,7 +520,7 @@ class ParquetSink(Callback):
         # Read each failure's trace once, not at every flush and redraw.
         key = (trial.trial_id, trial.num_failures)
         if key not in self._errors:
-            message = _error_message(trial)
+            message = trial_error_message(trial)
             if message is None:  # Tune has not written the trace yet
                 return "unknown error"
             self._errors[key] = message
@@ -566,7 +568,7 @@ def _utc(seconds: float | None) -> dt.datetime | None:
     return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
-def _error_message(trial) -> str | None:
+def trial_error_message(trial) -> str | None:
     """The last line of the trial's error trace (``ValueError: ...``)."""
     try:
         text = trial.get_error()

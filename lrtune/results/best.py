@@ -216,16 +216,11 @@ def _plain(value: Any) -> Any:
 
 
 def _read_sweep_file(sweep_dir: str) -> dict[str, Any] | None:
-    from lrtune.results.tables import filesystem
+    from lrtune.folder import SweepFolder
 
-    fs_, root = filesystem(sweep_dir)
-    path = f"{root.rstrip('/')}/sweep.yaml"
-    try:
-        with fs_.open_input_stream(path) as f:
-            text = f.read().decode()
-    except FileNotFoundError:
+    raw = SweepFolder(sweep_dir).read_spec()
+    if raw is None:
         return None
-    raw = yaml.safe_load(text)
     if not isinstance(raw, Mapping):
         raise ValueError(f"{sweep_dir}/sweep.yaml: expected a mapping (name, metric, epochs, space, ...)")
     return dict(raw)

@@ -46,7 +46,6 @@ __all__ = [
     "LR_RANGE_SCHEMA",
     "Suggestion",
     "ArmSuggestions",
-    "lr_range_path",
     "load_lr_range",
     "suggest",
     "suggest_arms",
@@ -96,10 +95,6 @@ SKIP_END = 5
 NOISE_SIGMAS = 5.0
 
 
-def lr_range_path(sweep_dir: str) -> str:
-    return f"{sweep_dir.rstrip('/')}/lr_range"
-
-
 def load_lr_range(sweep_dir: str) -> pa.Table:
     """Every (trial, step) row of the range test at ``sweep_dir``, sorted, duplicates dropped.
 
@@ -107,13 +102,12 @@ def load_lr_range(sweep_dir: str) -> pa.Table:
         FileNotFoundError: no ``lr_range/`` under ``sweep_dir``.
     """
     import pyarrow.dataset as ds
-    from pyarrow import fs
 
-    from lrtune.results.tables import filesystem
+    from lrtune.folder import SweepFolder
 
-    fs_, root = filesystem(sweep_dir)
-    path = lr_range_path(root)
-    if fs_.get_file_info(path).type == fs.FileType.NotFound:
+    folder = SweepFolder(sweep_dir)
+    fs_, path = folder.fs, folder.lr_range_path
+    if not folder.exists(path):
         raise FileNotFoundError(
             f"{sweep_dir}: no lr_range/ dataset here; expected the folder of an `lrtune find`"
         )

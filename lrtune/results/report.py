@@ -278,11 +278,11 @@ def _recorded_exploits(sweep_dir: str) -> int | None:
     """How many exploits ``exploits.parquet`` records; None where the sweep has none."""
     import pyarrow.parquet as pq
 
-    from lrtune.results.tables import filesystem
+    from lrtune.folder import SweepFolder
 
-    fs_, root = filesystem(sweep_dir)
+    folder = SweepFolder(sweep_dir)
     try:
-        return pq.read_metadata(f"{root.rstrip('/')}/exploits.parquet", filesystem=fs_).num_rows
+        return pq.read_metadata(folder.exploits_path, filesystem=folder.fs).num_rows
     except FileNotFoundError:
         return None
 

@@ -29,17 +29,16 @@ from typing import Any
 
 import pyarrow as pa
 
+from lrtune.folder import SweepFolder
+
 __all__ = [
     "METRICS_SCHEMA",
     "TRIALS_SCHEMA",
     "EXPLOITS_SCHEMA",
     "CONFIG_COLUMNS",
     "family",
-    "filesystem",
     "load",
     "load_trials",
-    "metrics_path",
-    "trials_path",
 ]
 
 #: Hyperparameters, each stored as ``config.<name>``: in ``metrics/`` the values in
@@ -232,33 +231,6 @@ EXPLOITS_SCHEMA = pa.schema(
 )
 
 
-def metrics_path(sweep_dir: str) -> str:
-    return f"{sweep_dir.rstrip('/')}/metrics"
-
-
-def trials_path(sweep_dir: str) -> str:
-    return f"{sweep_dir.rstrip('/')}/trials.parquet"
-
-
-def exploits_path(sweep_dir: str) -> str:
-    return f"{sweep_dir.rstrip('/')}/exploits.parquet"
-
-
-def filesystem(path: str):
-    """``(pyarrow filesystem, path in it)`` for a local path or a URI.
-
-    >>> type(filesystem("/tmp/x")[0]).__name__, filesystem("file:///tmp/x")[1]
-    ('LocalFileSystem', '/tmp/x')
-    """
-    import os
-
-    from pyarrow import fs
-
-    if "://" in path:
-        return fs.FileSystem.from_uri(path)
-    return fs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
-
-
 def load(sweep_dir: str) -> pa.Table:
     """Every (trial, epoch) row of the sweep at ``sweep_dir`` (path or URI).
 
@@ -269,16 +241,14 @@ def load(sweep_dir: str) -> pa.Table:
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    fs_, root = filesystem(sweep_dir)
-    path = metrics_path(root)
-    info = fs_.get_file_info(path)
-    from pyarrow import fs
-
-    if info.type == fs.FileType.NotFound:
+    folder = SweepFolder(sweep_dir)
+    if not folder.exists(folder.metrics_path):
         raise FileNotFoundError(
             f"{sweep_dir}: no metrics/ dataset here; expected <storage>/<sweep name> of a sweep"
         )
-    table = ds.dataset(path, filesystem=fs_, schema=METRICS_SCHEMA, format="parquet").to_table()
+    table = ds.dataset(
+        folder.metrics_path, filesystem=folder.fs, schema=METRICS_SCHEMA, format="parquet"
+    ).to_table()
     if table.num_rows == 0:
         return table
     table = table.sort_by([("trial_id", "ascending"), ("epoch", "ascending")])
@@ -300,17 +270,16 @@ def load_trials(sweep_dir: str) -> pa.Table:
         FileNotFoundError: the sweep has no ``trials.parquet`` yet.
     """
     import pyarrow.parquet as pq
-    from pyarrow import fs
 
-    fs_, root = filesystem(sweep_dir)
+    folder = SweepFolder(sweep_dir)
     try:
-        parts = [pq.read_table(trials_path(root), filesystem=fs_, schema=TRIALS_SCHEMA)]
+        parts = [pq.read_table(folder.trials_path, filesystem=folder.fs, schema=TRIALS_SCHEMA)]
     except FileNotFoundError:
         raise FileNotFoundError(f"{sweep_dir}: no trials.parquet here yet") from None
-    rounds = fs_.get_file_info(fs.FileSelector(f"{root.rstrip('/')}/rounds", allow_not_found=True))
-    for info in sorted((i for i in rounds if i.base_name.isdigit()), key=lambda i: int(i.base_name)):
+    for index in folder.round_indices():
+        round_folder = folder.round_folder(index)
         try:
-            parts.append(pq.read_table(trials_path(info.path), filesystem=fs_, schema=TRIALS_SCHEMA))
+            parts.append(pq.read_table(round_folder.trials_path, filesystem=folder.fs, schema=TRIALS_SCHEMA))
         except FileNotFoundError:
             continue  # the round has not written its first trials.parquet yet
     return pa.concat_tables(parts) if len(parts) > 1 else parts[0]

@@ -149,11 +149,11 @@ class StateStore:
     """
 
     def __init__(self, sweep_dir: str, trial_id: str):
-        from lrtune.results.tables import filesystem
+        from lrtune.folder import SweepFolder
 
+        folder = SweepFolder(sweep_dir)
         self.trial_id = trial_id
-        self.fs, root = filesystem(sweep_dir.rstrip("/"))
-        self.root = f"{root}/{trial_id}/state"
+        self.fs, self.root = folder.fs, folder.states_path(trial_id)
 
     def save(
         self,

@@ -1,0 +1,372 @@
+"""The driver session every command shares: one sweep folder, its lock, Ray, the data and the checks.
+
+``lrtune sweep``, ``--extend``, ``confirm`` and ``find`` all run their trials
+through a :class:`Driver`, so ``--address``, ``max_concurrent``, the lock and
+the data checks mean the same in each::
+
+    with Driver(folder, spec, data=path, address=None, max_concurrent=2) as driver:
+        driver.start()                  # data loads while Ray starts; placement, storage
+        driver.lock()                   # one driver per sweep folder
+        resources = driver.trial_resources()   # cpu, gpu and a trial slot
+        ...                             # a Tune run (lrtune.engine.sweep.run_trials)
+
+Leaving the block releases the lock and stops the Ray the driver started
+(never one it joined). Nothing is written to the folder before
+:meth:`Driver.lock` or :meth:`Driver.save_spec`: a sweep refused by a check
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lrtune.engine.errors import StorageError, SweepError
+from lrtune.engine.ray_runtime import TRIAL_SLOT, load_while_ray_starts
+from lrtune.engine.translation import Concurrency, concurrency
+from lrtune.folder import SweepFolder
+from lrtune.spec import SweepSpec
+
+__all__ = ["Driver", "data_fingerprint", "load_sweep_data", "quiet_tune_logs"]
+
+log = logging.getLogger(__name__)
+
+#: Filesystem types (/proc/mounts) that every host of a cluster can share.
+NETWORK_FILESYSTEMS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "lustre",
+    "glusterfs",
+    "ceph",
+    "fuse.sshfs",
+    "beegfs",
+    "gpfs",
+}
+
+
+def load_sweep_data(spec: SweepSpec, data: str | None):
+    """The dataset a sweep trains on: ``data`` (else the file's ``data.path``, else Keras's copy), as ``data:`` says.
+
+    Raises:
+        lrtune.data.DataError: the data cannot be read.
+    """
+    from lrtune.data import load_cifar10
+
+    return load_cifar10(
+        data or spec.data.path,
+        classes=spec.data.classes,
+        validation=spec.data.validation,
+        seed=spec.seed,
+        limit=spec.data.limit,
+    )
+
+
+def data_fingerprint(dataset) -> dict[str, Any]:
+    """What identifies the data a sweep trains on: counts, classes and a SHA-256 of every array.
+
+    ``--resume`` compares it: the training-image count sets the steps per
+    epoch, so a restored optimizer step count on other data would land on
+    another epoch of the schedule.
+    """
+    digest = hashlib.sha256()
+    for array in (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val):
+        digest.update(str(array.shape).encode())
+        digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
+    return {
+        "source": str(dataset.source),
+        "num_train": len(dataset.x_train),
+        "num_val": len(dataset.x_val),
+        "classes": list(dataset.class_names),
+        "sha256": digest.hexdigest(),
+    }
+
+
+@contextlib.contextmanager
+def quiet_tune_logs(quiet: bool):
+    """With ``quiet``, Tune logs no trial tracebacks: trials.parquet and the final table have them."""
+    logger = logging.getLogger("ray.tune")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class Driver:
+    """One driver's session over one sweep folder.
+
+    Args:
+        folder: the sweep's folder (or a range test's).
+        spec: the validated sweep (its data, resources, search and scheduler).
+        data: the data's path or URI; None: the file's ``data.path``, else
+            the source recorded in ``data.json``, else Keras's copy.
+        address: a Ray to join (``auto``, ``host:port``); None starts an
+            embedded local Ray with ``max_concurrent`` trial slots.
+        max_concurrent: most trials running at once (None: the file's).
+
+    Raises:
+        SweepError: (from the constructor) a Ray Client address.
+    """
+
+    def __init__(
+        self,
+        folder: SweepFolder,
+        spec: SweepSpec,
+        *,
+        data: str | None = None,
+        address: str | None = None,
+        max_concurrent: int | None = None,
+    ):
+        if address is not None and address.startswith("ray://"):
+            raise SweepError(
+                f"--address {address}: Ray Client is not supported (Tune's callbacks, which write the "
+                "results, would run on the client). Run lrtune on the cluster instead: "
+                "`ray job submit --address http://<head>:8265 --working-dir . -- lrtune sweep ... --address auto`"
+            )
+        from lrtune.engine.lock import SweepLock
+
+        self.folder = folder
+        self.spec = spec
+        self.data = data
+        self.address = address
+        self.limit = max_concurrent or spec.max_concurrent
+        self.dataset = None
+        self.fingerprint: dict[str, Any] | None = None
+        self.started_ray = False
+        self.concurrency: Concurrency | None = None
+        self._lock = SweepLock(folder.path)
+        self._locked = False
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the lock and stop the Ray this driver started."""
+        if self._locked:
+            self._locked = False
+            self._lock.release()
+        if self.started_ray:
+            import ray
+
+            self.started_ray = False
+            ray.shutdown()
+
+    # --- the folder -----------------------------------------------------------
+
+    def lock(self) -> None:
+        """Hold the folder's lock until :meth:`close` (a second call does nothing).
+
+        Raises:
+            SweepError: another driver holds it.
+            StorageError: the storage cannot be written.
+        """
+        from lrtune.engine.lock import SweepLocked
+
+        if self._locked:
+            return
+        try:
+            self._lock.acquire()
+        except SweepLocked as e:
+            raise SweepError(str(e)) from None
+        except OSError as e:
+            raise StorageError(f"cannot write to --storage {self.folder.path}: {e}") from None
+        self._locked = True
+
+    @property
+    def lease(self):
+        """The folder's :class:`~lrtune.engine.lock.SweepLock`, for the callback that renews its lease."""
+        return self._lock
+
+    def saved_spec(self) -> dict[str, Any] | None:
+        """The folder's ``sweep.yaml`` (None: no sweep there).
+
+        Raises:
+            StorageError: the storage cannot be read.
+        """
+        try:
+            return self.folder.read_spec()
+        except OSError as e:
+            raise StorageError(f"cannot read --storage {self.folder.path}: {e}") from None
+
+    def check_writable(self) -> None:
+        """Write and delete a probe file in the storage, leaving no sweep folder behind.
+
+        Raises:
+            StorageError: the storage cannot be written; the message names it.
+        """
+        storage = self.folder.storage
+        try:
+            parent = SweepFolder(storage)
+            probe = f"{parent.root}/.lrtune-probe-{uuid.uuid4().hex[:8]}"
+            parent.fs.create_dir(parent.root, recursive=True)
+            with parent.fs.open_output_stream(probe) as f:
+                f.write(b"lrtune checks that it can write here\n")
+            parent.fs.delete_file(probe)
+        except (OSError, ValueError) as e:  # pyarrow: ArrowInvalid (a bad URI) is a ValueError
+            raise StorageError(f"cannot write to --storage {storage}: {e}") from None
+
+    def save_spec(self) -> None:
+        """Take the lock and write ``sweep.yaml`` and ``data.json`` (after :meth:`start`).
+
+        Raises:
+            StorageError: the storage cannot be written.
+        """
+        self.lock()
+        try:
+            self.folder.write_data_record(self.fingerprint or {})
+            self.folder.write_spec(self.spec.to_yaml_dict())
+        except OSError as e:
+            raise StorageError(f"cannot write to --storage {self.folder.path}: {e}") from None
+
+    def recorded_data(self) -> str | None:
+        """The data source the sweep recorded in ``data.json`` (None if it recorded none)."""
+        record = self.folder.read_data_record()
+        return None if record is None else record.get("source")
+
+    # --- Ray and the data -----------------------------------------------------
+
+    def start(self, *, same_data: bool = False) -> None:
+        """Load the data while Ray starts, then check that the sweep can run here.
+
+        ``same_data``: the folder holds a sweep already (``--resume``,
+        ``--extend``, ``confirm``): refuse data other than what it recorded.
+
+        Raises:
+            SweepError: TPE without Optuna, other data than the sweep's, trials
+                that fit on no node of a local Ray, local storage on a cluster
+                of several hosts, a Ray that cannot be joined.
+            lrtune.data.DataError: the data cannot be read.
+        """
+        import ray
+
+        if self.spec.search == "tpe":
+            try:
+                import optuna  # noqa: F401
+            except ImportError:
+                raise SweepError("search: tpe needs Optuna: pip install 'lrtune[tpe]'") from None
+        data = self.data or self.spec.data.path or (self.recorded_data() if same_data else None)
+
+        def load():
+            dataset = load_sweep_data(self.spec, data)
+            return dataset, data_fingerprint(dataset)
+
+        (self.dataset, self.fingerprint), self.started_ray = load_while_ray_starts(
+            load, self.address, slots=self.limit
+        )
+        if same_data:
+            self._check_same_data()
+        self._check_placement()
+        self._check_storage()
+        self.concurrency = concurrency(
+            self.limit,
+            slots=ray.cluster_resources().get(TRIAL_SLOT),
+            scheduler=self.spec.scheduler.name,
+            search=self.spec.search,
+        )
+
+    def trial_resources(self) -> dict[str, float]:
+        """What each trial asks Ray for: the file's CPUs and GPUs, and a trial slot where the limit is slots."""
+        slot = self.concurrency is not None and self.concurrency.slot
+        return {
+            "cpu": self.spec.resources.cpu,
+            "gpu": self.spec.resources.gpu,
+            **({TRIAL_SLOT: 1} if slot else {}),
+        }
+
+    @property
+    def live_limit(self) -> int | None:
+        """Tune's limit on live trials for this run (:func:`lrtune.engine.translation.concurrency`)."""
+        return None if self.concurrency is None else self.concurrency.live
+
+    def fit(self, tuner, *, quiet: bool):
+        """``tuner.fit()`` with Tune's console output left to lrtune (the live view, or nothing)."""
+        # Ray's new console output prints banners whatever the verbosity;
+        # the legacy reporter at verbose=0 leaves the terminal to the live view.
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        with warnings.catch_warnings(), quiet_tune_logs(quiet):
+            warnings.filterwarnings("ignore", message=".*reuse_actors.*")
+            return tuner.fit()
+
+    def _check_same_data(self) -> None:
+        before = self.folder.read_data_record()
+        if before is None:
+            return  # a sweep started before lrtune recorded its data
+        now = self.fingerprint
+        if before.get("sha256") != now["sha256"]:
+            raise SweepError(
+                f"--resume: the data differs from the data this sweep started with "
+                f"({before.get('num_train')} training / {before.get('num_val')} validation images of "
+                f"{before.get('source')}; now {now['num_train']} / {now['num_val']} of "
+                f"{now['source']}). Steps per epoch and the restored schedules depend on it: "
+                "resume with the same --data, or start a new --name"
+            )
+
+    def _check_placement(self) -> None:
+        """Refuse, before anything starts, trials that fit on no node.
+
+        On a local Ray nothing will ever add a node; on a cluster the
+        autoscaler may, and the trials wait for it.
+        """
+        import ray
+
+        spec = self.spec
+        need = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if any(all(r.get(k, 0) >= v for k, v in need.items() if v) for r in nodes):
+            return
+        have = ", ".join(f"{r.get('CPU', 0):g} CPU {r.get('GPU', 0):g} GPU" for r in nodes) or "no nodes"
+        short = [k for k, v in need.items() if v and not any(r.get(k, 0) >= v for r in nodes)]
+        most = {k: max((r.get(k, 0) for r in nodes), default=0) for k in short}
+        fix = " ".join(f"--set resources.{k.lower()}={most[k]:g}" for k in short)
+        message = (
+            f"{spec.name}: a trial needs resources: {{cpu: {spec.resources.cpu:g}, gpu: {spec.resources.gpu:g}}} "
+            f"but no node of this Ray has that (nodes: {have}). Run with {fix}"
+        )
+        if self.started_ray:
+            raise SweepError(message)
+        log.warning("%s, or trials wait until the autoscaler adds such a node.", message)
+
+    def _check_storage(self) -> None:
+        """A cluster of several hosts needs storage they all see."""
+        import ray
+
+        storage = self.folder.storage
+        if "://" in storage:
+            return
+        hosts = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+        if len(hosts) <= 1 or _on_network_filesystem(storage):
+            return
+        raise SweepError(
+            f"--storage {storage} is a local path, but the Ray cluster spans {len(hosts)} hosts: "
+            "trials on other hosts could not write their checkpoints there. Use shared storage: "
+            "an object store (--storage s3://bucket/prefix, gs://...) or a network filesystem "
+            "mounted at the same path on every node (NFS)."
+        )
+
+
+def _on_network_filesystem(path: str) -> bool:
+    """Whether ``path`` lies on NFS/CIFS/Lustre/etc., from /proc/mounts."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return False
+    path = os.path.realpath(path)
+    best = max(
+        (m for m in mounts if path == m[0] or path.startswith(m[0].rstrip("/") + "/")),
+        key=lambda m: len(m[0]),
+        default=None,
+    )
+    return best is not None and best[1] in NETWORK_FILESYSTEMS
