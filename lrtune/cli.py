@@ -261,7 +261,7 @@ def results(
 
     try:
         if sql is not None:
-            from lrtune.results.tables import query
+            from lrtune.results.sql import query
 
             table = query(sweep_dir, sql)
             out.print(table.to_pandas().to_string(index=False), highlight=False, soft_wrap=True)

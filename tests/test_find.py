@@ -242,6 +242,32 @@ space:
     return folder, result, folder / "results" / "tiny-lr-range"
 
 
+def _spans(run_dir: Path) -> list[tuple[float, float]]:
+    """(first step, last step) times of each range test, in start order."""
+    table = load_lr_range(str(run_dir)).to_pylist()
+    spans: dict[str, list[float]] = {}
+    for row in table:
+        spans.setdefault(row["trial_id"], []).append(row["timestamp"].timestamp())
+    return sorted((min(t), max(t)) for t in spans.values())
+
+
+def test_max_concurrent_runs_one_range_test_at_a_time(find_run, cifar_archive):
+    """--max-concurrent means trial slots in find as in sweep: 1 runs the tests one after another."""
+    import itertools
+
+    folder, _, _ = find_run
+    result = lrtune(
+        "find", folder / "tiny.yaml", "--data", cifar_archive, "--storage", folder / "results",
+        "--name", "serial", "--steps", STEPS, "--min-lr", "1e-5", "--max-lr", "1e3", "--max-concurrent", 1,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    spans = _spans(folder / "results" / "serial")
+    assert len(spans) == 4
+    # Each test asks for 1 of the 2 CPUs; with --max-concurrent 1 each one's first step
+    # comes after the previous one's last.
+    assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans)), spans
+
+
 def test_every_trial_step_lands_once(find_run):
     _, _, run_dir = find_run
     table = load_lr_range(str(run_dir))

@@ -5,6 +5,7 @@ returns the per-epoch rows and ``lrtune.results.load_trials(DIR)`` the trials
 (see :mod:`lrtune.results.tables`).
 """
 
-from lrtune.results.tables import load, load_trials, query, summarize
+from lrtune.results.sql import query
+from lrtune.results.tables import load, load_trials, summarize
 
 __all__ = ["load", "load_trials", "query", "summarize"]
