@@ -199,3 +199,17 @@ def test_the_sink_keeps_each_runs_settings_and_resolves_the_trials_when_it_has_n
     assert {(r["arm"], r["repeat"], r["family"], r["config.momentum"]) for r in rows} == {
         ("a", 0, "cosine", 0.0)
     }
+
+
+# --- a new hyperparameter: one row in the table, one default per optimizer ------------
+
+
+def test_amsgrad_is_a_flag_of_adam_and_adamw_from_the_sweep_file_to_the_rows():
+    assert CONFIG_COLUMNS["amsgrad"] == KIND_TYPES["flag"]
+    spec = parse_spec({"name": "a", "epochs": 2, "space": {"optimizer": "adamw", "amsgrad": True}}, "a.yaml")
+    assert spec.space[0].params["amsgrad"].args == (True,)
+    assert resolve({"optimizer": "adamw", "amsgrad": True}, 2).columns()["config.amsgrad"] is True
+    assert resolve({"optimizer": "adam"}, 2).columns()["config.amsgrad"] is False
+    assert resolve({"optimizer": "sgd"}, 2).columns()["config.amsgrad"] is None
+    with pytest.raises(ValueError, match=r"optimizer sgd does not use amsgrad \(only adam, adamw does\)"):
+        parse_spec({"name": "a", "epochs": 2, "space": {"optimizer": "sgd", "amsgrad": True}}, "a.yaml")

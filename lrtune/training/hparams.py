@@ -182,6 +182,7 @@ HPARAMS: dict[str, HParam] = _table(
     HParam("warmup_epochs", POSITIVE, whole=True, shown=9),
     HParam("warmup_start", NON_NEGATIVE),
     HParam("weight_decay", NON_NEGATIVE, shown=3),
+    HParam("amsgrad", bool),
 )
 
 #: Keys of a trial config that are not hyperparameters: which trial it is.
@@ -261,10 +262,10 @@ def resolve(config: Mapping[str, Any], epochs: int | None = None) -> ResolvedTri
 
     >>> resolve({"schedule": "one_cycle", "max_lr": 0.1, "warmup_epochs": 2}, epochs=10).schedule_params
     {'max_lr': 0.1, 'warmup_epochs': 2, 'cycle_epochs': 8}
-    >>> resolve({"optimizer": "adam", "momentum": 0.9})
+    >>> resolve({"optimizer": "rmsprop", "momentum": 0.9})
     Traceback (most recent call last):
     ...
-    ValueError: Optimizer 'adam' takes (beta_1, beta_2, epsilon, weight_decay); got unexpected momentum=0.9.
+    ValueError: Optimizer 'rmsprop' takes (rho, epsilon); got unexpected momentum=0.9.
     """
     optimizer = config.get("optimizer") or "sgd"
     if optimizer not in OPTIMIZER_DEFAULTS:
