@@ -21,10 +21,20 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from lrtune.training.optimizers import DEFAULTS as OPTIMIZER_SETTINGS
-from lrtune.training.schedules import ANNEALING, CYCLE_MODES, SCHEDULES
+from lrtune.training.hparams import HPARAMS, NON_NEGATIVE, POSITIVE, Numbers, Range
 
-__all__ = ["DISTRIBUTIONS", "PARAMS", "Dist", "parse_dist", "SpaceError", "KeepInBounds"]
+__all__ = [
+    "DISTRIBUTIONS",
+    "PARAMS",
+    "Dist",
+    "parse_dist",
+    "SpaceError",
+    "KeepInBounds",
+    "Range",
+    "Numbers",
+    "POSITIVE",
+    "NON_NEGATIVE",
+]
 
 
 class SpaceError(ValueError):
@@ -35,95 +45,16 @@ class SpaceError(ValueError):
         self.key = key
 
 
-@dataclasses.dataclass(frozen=True)
-class Range:
-    """An allowed interval; ``low_open``/``high_open`` exclude the ends."""
-
-    low: float
-    high: float
-    low_open: bool = False
-    high_open: bool = False
-
-    def contains(self, x: float) -> bool:
-        above = x > self.low if self.low_open else x >= self.low
-        below = x < self.high if self.high_open else x <= self.high
-        return math.isfinite(x) and above and below
-
-    def __str__(self) -> str:
-        left = "(" if self.low_open else "["
-        right = ")" if self.high_open else "]"
-        high = "inf" if math.isinf(self.high) else f"{self.high:g}"
-        return f"{left}{self.low:g}, {high}{right}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Numbers:
-    """A non-empty list of numbers, each in ``item``: one hyperparameter value.
-
-    Written as a plain list it is a fixed value (``boundaries: [10, 20]``),
-    not a distribution; ``{grid: [[10, 20], [5, 15]]}`` tries several.
-    """
-
-    item: Range
-
-    def __str__(self) -> str:
-        return f"a list of numbers in {self.item}"
-
-
-POSITIVE = Range(0, math.inf, low_open=True, high_open=True)
-NON_NEGATIVE = Range(0, math.inf, high_open=True)
-
-#: Every hyperparameter a space may set: a Range for numbers, a tuple of
-#: names for categories, ``bool`` for flags.
-PARAMS: dict[str, Range | Numbers | tuple[str, ...] | type] = {
-    "optimizer": tuple(OPTIMIZER_SETTINGS),
-    "schedule": tuple(SCHEDULES),
-    "lr": POSITIVE,
-    "decay": NON_NEGATIVE,
-    "drop": Range(0, 1, low_open=True),
-    "epochs_drop": POSITIVE,
-    "k": NON_NEGATIVE,
-    "momentum": Range(0, 1, high_open=True),
-    "nesterov": bool,
-    "rho": Range(0, 1, low_open=True, high_open=True),
-    "beta_1": Range(0, 1, high_open=True),
-    "beta_2": Range(0, 1, high_open=True),
-    "epsilon": POSITIVE,
-    "boundaries": Numbers(POSITIVE),
-    "values": Numbers(POSITIVE),
-    "lr_min": NON_NEGATIVE,
-    "decay_epochs": POSITIVE,
-    "period_epochs": POSITIVE,
-    "period_mult": Range(1, math.inf, high_open=True),
-    "restart_decay": Range(0, 1, low_open=True),
-    "max_lr": POSITIVE,
-    "cycle_epochs": POSITIVE,
-    "pct_start": Range(0, 1, low_open=True, high_open=True),
-    "div_factor": Range(1, math.inf, high_open=True),
-    "final_div_factor": Range(1, math.inf, high_open=True),
-    "anneal": ANNEALING,
-    "step_size_epochs": POSITIVE,
-    "cycle_mode": CYCLE_MODES,
-    "gamma": Range(0, 1, low_open=True),
-    "end_lr": NON_NEGATIVE,
-    "power": POSITIVE,
-    "factor": Range(0, 1, low_open=True, high_open=True),
-    "patience": NON_NEGATIVE,
-    "min_lr": NON_NEGATIVE,
-    "cooldown": NON_NEGATIVE,
-    "warmup_epochs": POSITIVE,
-    "warmup_start": NON_NEGATIVE,
-    "weight_decay": NON_NEGATIVE,
-}
+#: Every hyperparameter a space may set, from :data:`lrtune.training.hparams.HPARAMS`:
+#: a Range for numbers, a tuple of names for categories, ``bool`` for flags.
+PARAMS: dict[str, Range | Numbers | tuple[str, ...] | type] = {name: h.rule for name, h in HPARAMS.items()}
 
 #: Numeric hyperparameters that may stay whole numbers as written: lengths
 #: in epochs, which only lrtune's schedules read. Every other number is
 #: coerced to ``float`` at the edge: YAML reads ``0`` as an int and Keras
 #: checks ``isinstance(momentum, float)`` (``SGD(momentum=0)`` raises
 #: "`momentum` must be a float between [0, 1]").
-WHOLE_NUMBERS = frozenset(
-    {"epochs_drop", "decay_epochs", "period_epochs", "cycle_epochs", "step_size_epochs", "warmup_epochs"}
-)
+WHOLE_NUMBERS = frozenset(name for name, h in HPARAMS.items() if h.kind == "whole")
 
 
 def check_value(key: str, value: Any) -> Any:

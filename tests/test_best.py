@@ -445,6 +445,7 @@ def test_candidate_config_holds_only_the_settings_that_apply(tmp_path):
         "beta_2": 0.999,
         "epsilon": 1e-8,
         "weight_decay": 0.0,  # Adam takes a (decoupled) weight decay, default 0
+        "amsgrad": False,
     }
 
 

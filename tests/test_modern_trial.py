@@ -73,19 +73,19 @@ def test_lr_column_is_the_formula_at_each_epochs_last_step(name, tiny_dataset):
 
 
 def test_a_span_left_out_is_the_trials_epochs_less_the_warmup():
-    from lrtune.training.trial import split_config
+    from lrtune.training.hparams import resolve
 
-    _, schedule, _ = split_config({"schedule": "cosine", "lr": 0.1, "warmup_epochs": 2}, epochs=10)
+    schedule = resolve({"schedule": "cosine", "lr": 0.1, "warmup_epochs": 2}, epochs=10).schedule()
     assert schedule.params["decay_epochs"] == 8
 
 
 def test_a_warmup_as_long_as_the_trial_is_an_error():
-    from lrtune.training.trial import split_config
+    from lrtune.training.hparams import resolve
 
     with pytest.raises(
         ValueError, match=r"warmup_epochs=3 leaves no epoch of the trial's 3 for schedule 'cosine'"
     ):
-        split_config({"schedule": "cosine", "lr": 0.1, "warmup_epochs": 3}, epochs=3)
+        resolve({"schedule": "cosine", "lr": 0.1, "warmup_epochs": 3}, epochs=3)
 
 
 # --- reduce on plateau ----------------------------------------------------------

@@ -13,8 +13,16 @@ from lrtune.training.schedules import constant, step_decay
         ("adagrad", 0.01, {"epsilon": 1e-8}),
         ("adadelta", 1.0, {"rho": 0.95, "epsilon": 1e-8}),
         ("rmsprop", 0.001, {"rho": 0.9, "epsilon": 1e-8}),
-        ("adam", 0.001, {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0}),
-        ("adamw", 0.001, {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.01}),
+        (
+            "adam",
+            0.001,
+            {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0, "amsgrad": False},
+        ),
+        (
+            "adamw",
+            0.001,
+            {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.01, "amsgrad": False},
+        ),
         ("nadam", 0.002, {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0}),
         ("lion", 1e-4, {"beta_1": 0.9, "beta_2": 0.99, "weight_decay": 0.0}),
     ],
@@ -27,6 +35,12 @@ def test_defaults_are_the_articles_and_the_papers(name, lr, expected):
         got = 0.0 if key == "weight_decay" and config[key] is None else config[key]  # None: no decay step
         assert got == pytest.approx(value), key
     assert float(optimizer.learning_rate) == pytest.approx(lr)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_and_adamw_take_amsgrad(name):
+    assert build_optimizer(name, constant(0.001), 10).get_config()["amsgrad"] is False
+    assert build_optimizer(name, constant(0.001), 10, amsgrad=True).get_config()["amsgrad"] is True
 
 
 def test_sgd_takes_momentum_and_nesterov():
@@ -59,7 +73,7 @@ def test_applied_learning_rate_is_the_last_updates_rate():
         ),
         (
             lambda: build_optimizer("adam", constant(0.1), 1, momentum=0.9),
-            r"Optimizer 'adam' takes \(beta_1, beta_2, epsilon, weight_decay\); got unexpected momentum",
+            r"Optimizer 'adam' takes \(beta_1, beta_2, epsilon, weight_decay, amsgrad\); got unexpected momentum",
         ),
         (
             lambda: build_optimizer("rmsprop", constant(0.1), 1, weight_decay=0.1),
@@ -230,6 +244,7 @@ def test_update_rule_matches_keras_2_0(name, settings):
     expected_settings = {**DEFAULTS[name], **settings}
     lr = expected_settings.pop("lr")
     assert expected_settings.pop("weight_decay", 0.0) == 0.0  # Keras 2.0 had none; 0 is the same rule
+    assert expected_settings.pop("amsgrad", False) is False  # Keras 2.0 had none (2.1.3 added it)
     expected = KERAS2[name](START, GRADIENTS, lr, **expected_settings)
     got = keras3_steps(name, GRADIENTS, **settings)
     np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-7)

@@ -120,7 +120,11 @@ def concrete_trials(spec: SweepSpec) -> list[dict[str, Any]]:
     Grid points and random draws come from Tune's own variant generator
     over :func:`lrtune.engine.translation.param_space` with the sweep's seed, so a
     grid resolves to the same values as in a sweep run; each trial's seed is
-    :func:`lrtune.training.trial.trial_seed` of its sample and repeat.
+    :func:`lrtune.training.trial.config_seed`'s (the seed rule of its sample
+    and repeat), and each span its schedule leaves to the trial
+    (``decay_epochs``, ``cycle_epochs``) is written in, as the trial
+    resolves it (:func:`lrtune.training.hparams.resolve`), so its
+    :func:`identity` is that of the rows such a trial writes.
 
     Raises:
         ValueError: ``search: tpe`` (TPE draws from results as they come,
@@ -130,7 +134,9 @@ def concrete_trials(spec: SweepSpec) -> list[dict[str, Any]]:
 
     from lrtune.engine import tune_internals
     from lrtune.engine.translation import param_space
-    from lrtune.training.trial import trial_seed
+    from lrtune.training.hparams import resolve
+    from lrtune.training.schedules import SPAN_PARAMS
+    from lrtune.training.trial import config_seed
 
     if spec.search == "tpe":
         raise ValueError(
@@ -140,9 +146,9 @@ def concrete_trials(spec: SweepSpec) -> list[dict[str, Any]]:
     trials = []
     for _, resolved in generate_variants(param_space(spec), constant_grid_search=True, random_state=rng):
         arm = dict(resolved["arm"])
-        arm["seed"] = trial_seed(
-            spec.seed, int(arm.get("sample", 0)), int(arm.get("repeat", 0)), spec.repeats
-        )
+        arm["seed"] = config_seed(arm, spec.seed, spec.repeats)
+        filled = resolve(arm, spec.epochs).schedule_params
+        arm.update({k: filled[k] for k in SPAN_PARAMS if k in filled and arm.get(k) is None})
         trials.append(arm)
     return trials
 
@@ -151,7 +157,8 @@ def identity(columns: Mapping[str, Any], seed: int) -> tuple:
     """What makes two trials the same run: every ``config.<name>`` value and the seed.
 
     ``columns`` is a ``trials.parquet`` row, or :func:`~lrtune.results.tables.config_columns`
-    of a trial configuration. Floats compare exactly: values written in a sweep file
+    of a trial configuration (whose spans :func:`concrete_trials` wrote in, as a trial's
+    rows have them). Floats compare exactly: values written in a sweep file
     resolve to the same floats every time.
     """
     return (*(_hashable(columns[f"config.{k}"]) for k in CONFIG_COLUMNS), int(seed))

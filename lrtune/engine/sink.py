@@ -61,6 +61,7 @@ from lrtune.results.tables import (
     config_columns,
     family,
 )
+from lrtune.training.hparams import columns as hparams_columns
 from lrtune.training.trial import trial_config
 
 __all__ = ["ParquetSink", "SinkError", "MERGE_FAN_IN", "TABLES_SHARE", "trial_error_message"]
@@ -176,6 +177,8 @@ class ParquetSink(Callback):
         self._flushed_rows = False  # no row written yet by this sink: the first one goes at once
         self._tiers: dict[str, int] = {}  # file written by this sink -> its merge tier
         self._rows: dict[str, tuple[tuple, Any, dict[str, Any]]] = {}  # trial -> (key, config, trials row)
+        # (trial that trained, run) -> family and config.* columns of the settings that run trained with
+        self._run_columns: dict[tuple[str, str | None], dict[str, Any]] = {}
         self._changes = 0
         self._tables_due = -math.inf  # monotonic time from which trials.parquet may be written again
         self._exploits_written = 0
@@ -282,8 +285,16 @@ class ParquetSink(Callback):
         return self._add_row(self._row(trial_id, config, result))
 
     def _row(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> dict[str, Any]:
-        # The hyperparameters in effect for this epoch: the run's, else the trial's.
-        hyper = dict(result.get("hparams") or trial_config(config))
+        # The settings this epoch trained with: those of the run that trained it. A run
+        # sends them once, with its first trained epoch (and every lineage row has its
+        # run's); a run the sink has none for (a result from before) gets the trial's.
+        own = trial_config(config)
+        run = (result.get("trial") or trial_id, result.get("run"))
+        if result.get("hparams") is not None:
+            hyper = _hyper_columns(result["hparams"], self.epochs)
+            self._run_columns[run] = hyper
+        else:
+            hyper = self._run_columns.get(run) or _hyper_columns(own, self.epochs)
         timestamp = float(result.get("epoch_end") or result.get("timestamp") or time.time())
         return {
             "sweep": self.sweep,
@@ -296,8 +307,11 @@ class ParquetSink(Callback):
             "node_id": result.get("node_id"),
             "run": result.get("run"),
             "trained_by": result.get("trial") or trial_id,
-            "seed": result.get("seed", hyper.get("seed")),
-            **_hyper_columns(hyper),
+            "seed": result.get("seed", own.get("seed")),
+            **hyper,
+            # The trial's arm and repeat, whoever trained the epoch.
+            "arm": own.get("label"),
+            "repeat": own.get("repeat"),
         }
 
     def _add_row(self, row: dict[str, Any]) -> bool:
@@ -507,7 +521,7 @@ class ParquetSink(Callback):
             "end_time": _utc(log.last_time) if status not in ("running", "pending") else None,
             "node": log.node,
             "seed": log.seed,
-            **_hyper_columns(hyper),
+            **_hyper_columns(hyper, self.epochs),
         }
         if (trial.trial_id, getattr(trial, "num_failures", 0)) in self._errors or status != "error":
             self._rows[trial.trial_id] = (key, trial.config, row)
@@ -535,28 +549,38 @@ def _rebuild(args: dict[str, Any]) -> ParquetSink:
 _FLOAT_METRICS = ("lr", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "images_per_second")
 
 
-def _hyper_columns(hyper: Mapping[str, Any]) -> dict[str, Any]:
-    """``arm``, ``family``, ``repeat`` and the ``config.*`` columns of a trial's hyperparameters."""
+def _hyper_columns(hyper: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+    """``arm``, ``family``, ``repeat`` and the ``config.*`` columns of what ``hyper`` trains with over ``epochs``.
+
+    ``hyper``: a trial config, or a run's resolved settings (resolving them again changes nothing).
+    """
     try:
-        key = tuple(sorted(hyper.items()))
+        key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in hyper.items()))
         hash(key)
     except TypeError:  # an unhashable value: build the columns without the cache
-        return _columns_of(hyper)
-    return dict(_cached_columns(key))
+        return _columns_of(hyper, epochs)
+    return dict(_cached_columns(key, epochs))
 
 
 @functools.lru_cache(maxsize=4096)
-def _cached_columns(items: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
-    # config_columns inspects the schedule's signature: too slow to run per result.
-    return _columns_of(dict(items))
+def _cached_columns(items: tuple[tuple[str, Any], ...], epochs: int) -> dict[str, Any]:
+    # resolve() inspects the schedule's signature: too slow to run per result.
+    return _columns_of(dict(items), epochs)
 
 
-def _columns_of(hyper: Mapping[str, Any]) -> dict[str, Any]:
+def _columns_of(hyper: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+    try:
+        config = config_columns(hyper, epochs)
+    except ValueError:
+        # Settings the trial refused as well (it failed on them): recorded as given.
+        config = hparams_columns({"optimizer": "sgd", "schedule": "constant", **hyper})
     return {
         "arm": hyper.get("label"),
-        "family": family(hyper.get("optimizer"), hyper.get("schedule"), hyper.get("warmup_epochs")),
+        "family": family(
+            config["config.optimizer"], config["config.schedule"], config["config.warmup_epochs"]
+        ),
         "repeat": hyper.get("repeat"),
-        **config_columns(hyper),
+        **config,
     }
 
 

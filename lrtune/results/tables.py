@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from lrtune.folder import SweepFolder
+from lrtune.training.hparams import HPARAMS, resolve
 
 __all__ = [
     "METRICS_SCHEMA",
@@ -41,50 +42,22 @@ __all__ = [
     "load_trials",
 ]
 
-#: Hyperparameters, each stored as ``config.<name>``: in ``metrics/`` the values in
-#: effect during that epoch (PBT changes them), in ``trials.parquet`` the latest.
-CONFIG_COLUMNS: dict[str, pa.DataType] = {
-    "optimizer": pa.string(),
-    "schedule": pa.string(),
-    "lr": pa.float64(),
-    "decay": pa.float64(),
-    "drop": pa.float64(),
-    "epochs_drop": pa.float64(),
-    "k": pa.float64(),
-    "momentum": pa.float64(),
-    "nesterov": pa.bool_(),
-    "rho": pa.float64(),
-    "beta_1": pa.float64(),
-    "beta_2": pa.float64(),
-    "epsilon": pa.float64(),
-    "boundaries": pa.list_(pa.float64()),
-    "values": pa.list_(pa.float64()),
-    "lr_min": pa.float64(),
-    "decay_epochs": pa.float64(),
-    "period_epochs": pa.float64(),
-    "period_mult": pa.float64(),
-    "restart_decay": pa.float64(),
-    "max_lr": pa.float64(),
-    "cycle_epochs": pa.float64(),
-    "pct_start": pa.float64(),
-    "div_factor": pa.float64(),
-    "final_div_factor": pa.float64(),
-    "anneal": pa.string(),
-    "step_size_epochs": pa.float64(),
-    "cycle_mode": pa.string(),
-    "gamma": pa.float64(),
-    "end_lr": pa.float64(),
-    "power": pa.float64(),
-    "factor": pa.float64(),
-    "patience": pa.float64(),
-    "min_lr": pa.float64(),
-    "cooldown": pa.float64(),
-    "warmup_epochs": pa.float64(),
-    "warmup_start": pa.float64(),
-    "weight_decay": pa.float64(),
+#: The Parquet type of each kind of hyperparameter (:data:`lrtune.training.hparams.Kind`).
+#: Lengths in epochs are float64 too: a warmup may last half an epoch.
+KIND_TYPES: dict[str, pa.DataType] = {
+    "number": pa.float64(),
+    "whole": pa.float64(),
+    "flag": pa.bool_(),
+    "category": pa.string(),
+    "numbers": pa.list_(pa.float64()),
 }
 
-_CONFIG_FIELDS = [pa.field(f"config.{k}", t) for k, t in CONFIG_COLUMNS.items()]
+#: Hyperparameters, each stored as ``config.<name>``: in ``metrics/`` the values the
+#: run that trained that epoch trained with (PBT changes them), in ``trials.parquet``
+#: the latest; derived from :data:`lrtune.training.hparams.HPARAMS`.
+CONFIG_COLUMNS: dict[str, pa.DataType] = {name: KIND_TYPES[h.kind] for name, h in HPARAMS.items()}
+
+_CONFIG_FIELDS = [pa.field(HPARAMS[k].column, t) for k, t in CONFIG_COLUMNS.items()]
 
 METRICS_SCHEMA = pa.schema(
     [
@@ -159,46 +132,28 @@ def family(optimizer: str | None, schedule: str | None, warmup_epochs: float | N
     return optimizer if schedule == "constant" else f"{optimizer}+{schedule}"
 
 
-def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config.<name>`` for a trial config, with the optimizer's defaults.
+def config_columns(config: Mapping[str, Any], epochs: int | None = None) -> dict[str, Any]:
+    """``config.<name>`` for a trial config: the settings it trains with over ``epochs`` epochs.
 
-    A setting the trial's optimizer or schedule does not use is None.
+    :func:`lrtune.training.hparams.resolve`'s columns: the optimizer's
+    defaults filled in, and with ``epochs`` each span the schedule leaves to
+    the trial. A setting the trial's optimizer or schedule does not use is None.
+
+    Raises:
+        ValueError: ``config`` is no valid trial (see ``resolve``).
 
     >>> row = config_columns({"optimizer": "adam"})
     >>> row["config.lr"], row["config.beta_2"], row["config.momentum"], row["config.schedule"]
     (0.001, 0.999, None, 'constant')
+    >>> config_columns({"schedule": "cosine", "lr": 0.1}, epochs=6)["config.decay_epochs"]
+    6
     """
-    from lrtune.training.optimizers import DEFAULTS
-    from lrtune.training.schedules import SCHEDULES, schedule_params
-
-    optimizer = config.get("optimizer") or "sgd"
-    effective = {"optimizer": optimizer, "schedule": "constant", **DEFAULTS.get(optimizer, {})}
-    effective.update({k: v for k, v in config.items() if v is not None})
-    if effective["schedule"] in SCHEDULES and "lr" not in schedule_params(effective["schedule"]):
-        effective.pop("lr")  # the optimizer's default lr is not what this schedule starts at
-    return {f"config.{k}": effective.get(k) for k in CONFIG_COLUMNS}
+    return resolve(config, epochs).columns()
 
 
-#: The hyperparameters worth showing beside a trial, in this order.
-SHOWN = (
-    "lr",
-    "max_lr",
-    "momentum",
-    "weight_decay",
-    "decay",
-    "drop",
-    "epochs_drop",
-    "k",
-    "rho",
-    "warmup_epochs",
-    "lr_min",
-    "period_epochs",
-    "period_mult",
-    "step_size_epochs",
-    "cycle_mode",
-    "power",
-    "factor",
-    "patience",
+#: The hyperparameters worth showing beside a trial, in this order (``HParam.shown``).
+SHOWN = tuple(
+    sorted((name for name, h in HPARAMS.items() if h.shown is not None), key=lambda n: HPARAMS[n].shown)
 )
 
 

@@ -12,8 +12,8 @@ sgd        0.1     momentum 0.0, nesterov False, weight_decay 0.0
 adagrad    0.01    epsilon 1e-8
 adadelta   1.0     rho 0.95, epsilon 1e-8
 rmsprop    0.001   rho 0.9, epsilon 1e-8
-adam       0.001   beta_1 0.9, beta_2 0.999, epsilon 1e-8, weight_decay 0.0
-adamw      0.001   beta_1 0.9, beta_2 0.999, epsilon 1e-8, weight_decay 0.01
+adam       0.001   beta_1 0.9, beta_2 0.999, epsilon 1e-8, weight_decay 0.0, amsgrad False
+adamw      0.001   beta_1 0.9, beta_2 0.999, epsilon 1e-8, weight_decay 0.01, amsgrad False
 nadam      0.002   beta_1 0.9, beta_2 0.999, epsilon 1e-8, weight_decay 0.0
 lion       0.0001  beta_1 0.9, beta_2 0.99, weight_decay 0.0
 =========  ======  ==============================================================
@@ -26,6 +26,9 @@ The first five are the seed article's (Keras 2's). The others:
 - ``nadam``: Adam with Nesterov momentum (Dozat 2016, "Incorporating
   Nesterov Momentum into Adam"); lr 0.002 is the value Keras 2 shipped
   from that paper (Keras 3's is 0.001).
+- ``amsgrad`` (Adam, AdamW): divide by the running maximum of the second
+  moment instead of the moment itself (Reddi et al. 2018, "On the
+  Convergence of Adam and Beyond"); off by default, as in Keras and PyTorch.
 - ``lion``: sign momentum (Chen et al. 2023, "Symbolic Discovery of
   Optimization Algorithms"); lr 1e-4, betas (0.9, 0.99) and no decay are
   the authors' implementation defaults (the paper advises an lr 3-10x
@@ -85,8 +88,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "adagrad": {"lr": 0.01, "epsilon": 1e-8},
     "adadelta": {"lr": 1.0, "rho": 0.95, "epsilon": 1e-8},
     "rmsprop": {"lr": 0.001, "rho": 0.9, "epsilon": 1e-8},
-    "adam": {"lr": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0},
-    "adamw": {"lr": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.01},
+    "adam": {
+        "lr": 0.001,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-8,
+        "weight_decay": 0.0,
+        "amsgrad": False,
+    },
+    "adamw": {
+        "lr": 0.001,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-8,
+        "weight_decay": 0.01,
+        "amsgrad": False,
+    },
     "nadam": {"lr": 0.002, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0},
     "lion": {"lr": 1e-4, "beta_1": 0.9, "beta_2": 0.99, "weight_decay": 0.0},
 }

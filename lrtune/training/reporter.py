@@ -11,6 +11,11 @@ it resumed with. A trial restored from an older state than its last
 reported epoch (a driver killed and resumed, a lost node, a PBT exploit of
 another trial's weights) re-runs epochs; the sink uses the lineage to keep,
 for every epoch, the row of the model the trial goes on with.
+
+The settings a run trains with (``hparams``: :meth:`lrtune.training.hparams.ResolvedTrial.values`)
+travel once per run, with the first epoch it trains, not with every epoch:
+the sink keeps them per run. Every row of the history holds its run's, so a
+lineage (and a checkpoint's history) says what each of its epochs trained with.
 """
 
 from __future__ import annotations
@@ -64,7 +69,8 @@ class Reporter(keras.callbacks.Callback):
     epochs the run resumed with, ``restored_from`` the trial whose state
     that was (another one's after a PBT exploit). ``extra_state()`` gives the state of
     callbacks that must survive a resume (reduce on plateau's), saved with
-    each checkpoint.
+    each checkpoint. ``hparams``: the settings this run trains with, in
+    every history row and in the first trained row reported (see the module).
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class Reporter(keras.callbacks.Callback):
         history: list[dict[str, Any]] | None = None,
         extra_state: Callable[[], Mapping[str, Any]] | None = None,
         restored_from: str | None = None,
+        hparams: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self._report = report
@@ -87,6 +94,8 @@ class Reporter(keras.callbacks.Callback):
         self._checkpoint = checkpoint
         self.history: list[dict[str, Any]] = list(history or [])
         self._extra_state = extra_state
+        self._hparams = dict(hparams) if hparams is not None else None
+        self._hparams_sent = False
         self.status = "running"
         self._final: dict[str, Any] | None = None
         self._lineage: dict[str, Any] | None = {
@@ -127,7 +136,12 @@ class Reporter(keras.callbacks.Callback):
             "epoch_end": time.time(),
             **self._extra,
         }
+        if self._hparams is not None:
+            row["hparams"] = self._hparams
         self.history.append(row)
+        if self._hparams_sent:
+            row = {k: v for k, v in row.items() if k != "hparams"}
+        self._hparams_sent = True
         if self.status in ("done", "diverged"):
             # The last row is sent by finish(), once fit() has returned: Tune ends
             # the trial at this report, and ending it inside fit() unwinds Keras's

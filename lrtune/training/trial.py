@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lrtune.training.checkpoints import write_pointer
-from lrtune.training.schedules import WARMUP_PARAMS, fit_to_trial, make_schedule, schedule_params
+from lrtune.training.hparams import resolve
 
 if TYPE_CHECKING:
     from lrtune.data import Dataset
@@ -39,10 +39,8 @@ __all__ = [
     "configure_tensorflow",
     "trial_config",
     "trial_seed",
+    "config_seed",
 ]
-
-#: Config keys that are not optimizer settings or schedule parameters.
-_TRIAL_KEYS = {"optimizer", "schedule", "seed", "repeat", "label", "sample"}
 
 ReportFn = Callable[[dict[str, Any], str | None], None]
 
@@ -125,29 +123,20 @@ def trial_seed(base: int, sample: int, repeat: int, repeats: int) -> int:
     return base + sample * repeats + repeat
 
 
-def split_config(config: Mapping[str, Any], epochs: int) -> tuple[str, Any, dict[str, Any]]:
-    """(optimizer name, schedule, optimizer settings) from a trial config.
+def config_seed(config: Mapping[str, Any], base: int, repeats: int) -> int:
+    """The seed trial config ``config`` runs with: its own ``seed``, else :func:`trial_seed`'s.
 
-    Keys are either trial keys (``optimizer``, ``schedule``, ``seed``), the
-    schedule's parameters (``lr``, ``drop``, ..., ``warmup_epochs``) or
-    optimizer settings (``momentum``, ``rho``, ...); ``lr`` defaults to the
-    optimizer's. A schedule's length left out (``decay_epochs``,
-    ``cycle_epochs``) is the trial's ``epochs`` less any warmup: this is
-    the one place a schedule learns the trial's length.
+    ``config`` is flat (:func:`trial_config`); its ``sample`` and ``repeat``
+    (0 when absent) number it for the rule. This is the one place the rule
+    is applied to a config: the trainable and the rounds that extend a
+    sweep (:mod:`lrtune.engine.rounds`) both call it.
+
+    >>> config_seed({"sample": 1, "repeat": 1}, base=7, repeats=3), config_seed({"seed": 42}, 7, 3)
+    (11, 42)
     """
-    from lrtune.training.optimizers import DEFAULTS
-
-    optimizer = config.get("optimizer", "sgd")
-    if optimizer not in DEFAULTS:
-        raise ValueError(f"Unknown optimizer {optimizer!r}. Valid optimizers: {', '.join(DEFAULTS)}.")
-    name = config.get("schedule", "constant")
-    wanted = (*schedule_params(name), *WARMUP_PARAMS)
-    params = {k: config[k] for k in wanted if config.get(k) is not None}
-    if "lr" in wanted:
-        params.setdefault("lr", DEFAULTS[optimizer]["lr"])
-    schedule = make_schedule(name, **fit_to_trial(name, params, epochs))
-    settings = {k: v for k, v in config.items() if k not in _TRIAL_KEYS and k not in wanted and v is not None}
-    return optimizer, schedule, settings
+    if config.get("seed") is not None:
+        return int(config["seed"])
+    return trial_seed(base, int(config.get("sample", 0)), int(config.get("repeat", 0)), repeats)
 
 
 def run_trial(
@@ -190,12 +179,13 @@ def run_trial(
     from lrtune.training.optimizers import build_optimizer
     from lrtune.training.reporter import Reporter, local_checkpoint
 
-    seed = int(config.get("seed", 0))
+    trial = resolve(config, settings.epochs)
+    seed = trial.seed
     keras.utils.set_random_seed(seed)
-    optimizer_name, schedule, optimizer_settings = split_config(config, settings.epochs)
+    schedule = trial.schedule()
     steps_per_epoch = math.ceil(len(data.x_train) / settings.batch_size)
     model = build_model(settings.model, data.num_classes)
-    optimizer = build_optimizer(optimizer_name, schedule, steps_per_epoch, **optimizer_settings)
+    optimizer = build_optimizer(trial.optimizer, schedule, steps_per_epoch, **trial.optimizer_settings)
     model.compile(
         optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
@@ -213,6 +203,7 @@ def run_trial(
         num_train=len(data.x_train),
         epochs=settings.epochs,
         extra={"seed": seed, **(extra or {})},
+        hparams=trial.values(),
         checkpoint=(checkpoint or local_checkpoint) if settings.checkpoint else None,
         history=history,
         restored_from=restored_from,
@@ -325,11 +316,11 @@ def tune_trainable(
         tune.report({**storage.finished[trial_id], "done": True})
         return
     hyper = trial_config(config)
-    sample, repeat = int(hyper.get("sample", 0)), int(hyper.get("repeat", 0))
-    hyper.setdefault("seed", trial_seed(settings.seed, sample, repeat, settings.repeats))
+    hyper["seed"] = config_seed(hyper, settings.seed, settings.repeats)
     run = uuid.uuid4().hex[:12]
     host, node_id = _node()
-    extra = {"node": host, "node_id": node_id, "trial": trial_id, "run": run, "hparams": hyper}
+    # The settings the run trains with travel once, with its first trained epoch (see Reporter).
+    extra = {"node": host, "node_id": node_id, "trial": trial_id, "run": run}
 
     def report(row: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
