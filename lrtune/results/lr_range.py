@@ -41,6 +41,7 @@ import yaml
 
 from lrtune.results.tables import CONFIG_COLUMNS
 from lrtune.training.lr_range import BETA
+from lrtune.training.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
 
 __all__ = [
     "LR_RANGE_SCHEMA",
@@ -56,9 +57,9 @@ __all__ = [
 ]
 
 #: Optimizer settings stored with each row as ``config.<name>``, typed as in a sweep's metrics.
+#: Every optimizer's settings but ``lr`` (:data:`lrtune.training.optimizers.DEFAULTS`), in the table's order.
 SETTING_COLUMNS: dict[str, pa.DataType] = {
-    k: CONFIG_COLUMNS[k]
-    for k in ("momentum", "nesterov", "rho", "beta_1", "beta_2", "epsilon", "weight_decay")
+    k: t for k, t in CONFIG_COLUMNS.items() if k != "lr" and any(k in d for d in OPTIMIZER_DEFAULTS.values())
 }
 
 #: One row per (trial, step). ``arm``: the label of the optimizer configuration
