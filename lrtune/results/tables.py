@@ -317,11 +317,19 @@ def load_trials(sweep_dir: str) -> pa.Table:
 
 
 def summarize(sweep_dir: str) -> str:
-    """Trials by status and the best trial per family, as text.
+    """Trials by status and the best configuration of each family, as text.
 
-    Reads ``trials.parquet`` when present (else the metrics alone).
+    The configurations are ranked by :func:`lrtune.results.choice.rank`, as
+    ``lrtune best`` ranks them (mean over seeds at each trial's final
+    epoch), so the first one is the configuration ``lrtune best`` picks.
+    When no trial has run every epoch the summary says so instead of
+    ranking. Reads ``trials.parquet`` when present (else the metrics alone).
     """
     import pyarrow.compute as pc
+
+    from lrtune.results.choice import rank
+    from lrtune.results.choice_text import ranking_lines
+    from lrtune.results.trials import read_results
 
     metrics = load(sweep_dir)
     try:
@@ -334,27 +342,11 @@ def summarize(sweep_dir: str) -> str:
         for status in trials["status"].to_pylist():
             counts[status] = counts.get(status, 0) + 1
         lines.append("trials: " + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items())))
-        metric = trials["metric"][0].as_py()
-        mode = "min" if metric.endswith("loss") else "max"
-        rows = [r for r in trials.to_pylist() if r["best_metric"] is not None]
-        best: dict[str, dict] = {}
-        for r in rows:
-            kept = best.get(r["family"])
-            better = kept is None or (
-                r["best_metric"] > kept["best_metric"]
-                if mode == "max"
-                else r["best_metric"] < kept["best_metric"]
-            )
-            if better:
-                best[r["family"]] = r
-        if best:
-            lines.append(f"best {metric} per family (single trials; `lrtune best` averages repeats):")
-            width = max(len(f) for f in best)
-            for fam, r in sorted(best.items(), key=lambda kv: kv[1]["best_metric"], reverse=mode == "max"):
-                config = describe(r)
-                lines.append(
-                    f"  {fam:<{width}}  {r['best_metric']:.4f} at epoch {r['best_epoch']}  {r['trial_id']}  {config}"
-                )
+    try:
+        lines += ranking_lines(rank(read_results(sweep_dir)))
+    except ValueError as e:  # no epoch yet, or no trial with a finite metric
+        lines.append(f"no ranking: {e}")
+    if trials is not None:
         errors = [r for r in trials.to_pylist() if r["status"] == "error"]
         for r in errors[:5]:
             lines.append(f"  error {r['trial_id']}: {r['error']}")
