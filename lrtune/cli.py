@@ -136,12 +136,25 @@ def sweep(
 
 
 def _print_outcome(spec, outcome) -> None:
-    from lrtune.engine.progress import best_table
+    """The sweep's last screen: trials by status, then its configurations ranked as `lrtune best` ranks them."""
+    from lrtune.engine.progress import ranking_table
+    from lrtune.results.choice import rank
+    from lrtune.results.choice_text import unranked
+    from lrtune.results.trials import read_results
 
     counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in outcome.counts.items() if n)
     out.print(f"[bold]{spec.name}[/]: {sum(outcome.counts.values())} trials ({counts})")
+    try:
+        ranking = rank(read_results(outcome.sweep_dir))
+    except (FileNotFoundError, ValueError) as e:  # no epoch recorded, or no trial with a finite metric
+        out.print(f"no ranking: {e}", highlight=False, soft_wrap=True)
+    else:
+        reason = unranked(ranking)
+        if reason is not None:
+            out.print(reason, highlight=False, soft_wrap=True)
+        else:
+            out.print(ranking_table(ranking))
     rows = outcome.trials.to_pylist()
-    out.print(best_table(rows, spec.metric, spec.metric_mode, title=f"best trials by {spec.metric}"))
     errors = [r for r in rows if r["status"] == "error"]
     for r in errors[:3]:
         out.print(f"[red]error[/] {r['trial_id']}: {r['error']}", highlight=False)
@@ -257,7 +270,7 @@ def results(
     ] = None,
 ):
     """Summarise a sweep's results (also while it runs), or query them with SQL."""
-    from lrtune.results.tables import summarize
+    from lrtune.results.summary import summarize
 
     try:
         if sql is not None:

@@ -16,7 +16,7 @@ import pytest
 from ray.tune.experiment import Trial
 
 from lrtune.engine import sink as sink_module
-from lrtune.engine.progress import best_table
+from lrtune.engine.progress import trial_progress_table
 from lrtune.engine.sink import MERGE_FAN_IN, ParquetSink
 from lrtune.results.tables import METRICS_SCHEMA, load
 
@@ -234,7 +234,7 @@ def test_the_best_table_keeps_the_first_of_tied_trials_like_a_stable_sort():
         }
         for i, m in enumerate([0.5, 0.9, 0.9, None, 0.7, 0.9])
     ]
-    top = best_table(rows, "val_accuracy", "max", top=2)
+    top = trial_progress_table(rows, "val_accuracy", "max", top=2)
     assert list(top.columns[0].cells) == ["t1", "t2"]
-    low = best_table(rows, "val_accuracy", "min", top=2)
+    low = trial_progress_table(rows, "val_accuracy", "min", top=2)
     assert list(low.columns[0].cells) == ["t0", "t4"]

@@ -1,9 +1,12 @@
 """The live view of a running sweep, a Ray Tune callback drawn with rich.
 
 One screen instead of Ray's log flood: trials running / done / stopped
-early / diverged / errored, the best trial so far, and a progress bar over
+early / diverged / errored, the leading trials by their best epoch so far
+(per trial, not the pick: :func:`trial_progress_table`), and a progress bar over
 the sweep's epoch budget (epochs that early stopping skipped count as
-settled, so the bar reaches its end when the sweep does).
+settled, so the bar reaches its end when the sweep does). At the end
+``lrtune sweep`` prints :func:`ranking_table`: the configurations as
+``lrtune best`` ranks them.
 
 A redraw looks at every trial, so with thousands of trials it is kept to
 at most ``REDRAW_SHARE`` of the driver's time: a redraw that took 0.1 s
@@ -26,9 +29,13 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from lrtune.engine.sink import ParquetSink
+    from lrtune.results.choice import Ranking
     from lrtune.spec import SweepSpec
 
-__all__ = ["LiveView"]
+__all__ = ["LiveView", "ranking_table", "trial_progress_table"]
+
+#: The live view's title: it ranks single trials by their best epoch, which is not how a configuration is picked.
+LIVE_TITLE = "best epoch so far, per trial (the pick: `lrtune best`, mean over seeds at the final epoch)"
 
 _ORDER = ("running", "pending", "done", "stopped_early", "diverged", "error")
 #: Most of the driver's time that redrawing the view may take.
@@ -117,8 +124,8 @@ class LiveView(Callback):
         return Group(
             f"[bold]{self.spec.name}[/]  {line}",
             self._progress,
-            best_table(
-                rows, self.spec.metric, self.spec.metric_mode, top=3, title="best so far", repeats=True
+            trial_progress_table(
+                rows, self.spec.metric, self.spec.metric_mode, top=3, title=LIVE_TITLE, repeats=True
             ),
         )
 
@@ -127,16 +134,20 @@ def _unpickled_view():
     return Callback()
 
 
-def best_table(
+def trial_progress_table(
     rows: list[dict[str, Any]],
     metric: str,
     mode: str,
     *,
     top: int = 5,
-    title: str = "best trials",
+    title: str = LIVE_TITLE,
     repeats: bool = False,
 ) -> Table:
-    """The ``top`` trials by their best ``metric``, from ``trials.parquet``-shaped rows."""
+    """The ``top`` single trials by their best ``metric`` so far, from ``trials.parquet``-shaped rows.
+
+    Progress, not the pick: a trial's best epoch flatters it, and one seed
+    is not its configuration (:func:`ranking_table` is the pick).
+    """
     from lrtune.results.tables import describe
 
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
@@ -154,5 +165,31 @@ def best_table(
             str(r["best_epoch"]),
             r["status"].replace("_", " "),
             config,
+        )
+    return table
+
+
+def ranking_table(ranking: Ranking, *, top: int = 5) -> Table:
+    """The ``top`` configurations of ``ranking`` (:func:`lrtune.results.choice.rank`), best first.
+
+    Mean over seeds, runs in the mean, the verdict of Welch's t-test against
+    the best and the settings: ``lrtune best``'s ranking, so the first row
+    is its pick. Under PBT the final population's members.
+    """
+    from lrtune.results.choice_text import ranking_heading, short_config, vs_best
+
+    table = Table(title=ranking_heading(ranking), title_justify="left", show_edge=False, pad_edge=False)
+    first = "member" if ranking.population else "#"
+    value = ranking.metric if ranking.population else f"mean {ranking.metric}"
+    for column in (first, "family", value, "n", "vs best", "config"):
+        table.add_column(column)
+    for i, c in enumerate(ranking.ranked[:top]):
+        table.add_row(
+            c.trial_ids[0] if ranking.population else str(i + 1),
+            c.family,
+            f"{c.mean:.4f}" if c.n == 1 else f"{c.mean:.4f} ± {c.std:.4f}",
+            str(c.n),
+            "best" if i == 0 else vs_best(c),
+            short_config(c),
         )
     return table

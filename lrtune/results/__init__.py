@@ -6,6 +6,7 @@ returns the per-epoch rows and ``lrtune.results.load_trials(DIR)`` the trials
 """
 
 from lrtune.results.sql import query
-from lrtune.results.tables import load, load_trials, summarize
+from lrtune.results.summary import summarize
+from lrtune.results.tables import load, load_trials
 
 __all__ = ["load", "load_trials", "query", "summarize"]

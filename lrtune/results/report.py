@@ -35,17 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lrtune.results.best import (
-    Candidate,
-    Choice,
-    SweepResults,
-    Trial,
-    choose_from,
-    family_order,
-    format_choice,
-    read_results,
-)
+from lrtune.results.choice import Candidate, Choice, choose_from
+from lrtune.results.choice_text import format_choice
 from lrtune.results.tables import describe
+from lrtune.results.trials import SweepResults, Trial, family_order, read_results
 
 __all__ = ["ReportFiles", "write_report"]
 
