@@ -121,6 +121,48 @@ class DataSpec(_Strict):
         return value
 
 
+_TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+class UserModel(_Strict):
+    """The user's own model: ``model: {import: "package.module:function", args: {...}}``.
+
+    The function is called as ``function(num_classes, input_shape, **args)``
+    and returns an uncompiled ``keras.Model`` (:mod:`lrtune.training.models`).
+    ``function`` is not written in sweep files: it records which Python
+    callable ``run_sweep(spec, model=...)`` was given (``module:qualname``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    import_: Annotated[str | None, Field(alias="import")] = None
+    function: str | None = None
+    args: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one(self) -> UserModel:
+        if (self.import_ is None) == (self.function is None):
+            raise ValueError(
+                'give the model\'s function as import: "package.module:function" '
+                "(a function(num_classes, input_shape, **args) returning an uncompiled keras.Model)"
+            )
+        if self.import_ is not None and not _TARGET.fullmatch(self.import_):
+            raise ValueError(
+                f'import: {self.import_!r} is not "package.module:function" (dotted module, a colon, '
+                'the function\'s name), e.g. "mynets.convnet:build"'
+            )
+        return self
+
+    def source(self, function=None):
+        """The :class:`lrtune.training.models.ModelSource` to build; ``function``: the callable ``run_sweep`` got."""
+        from lrtune.training.models import ModelSource
+
+        args = tuple(sorted(self.args.items()))
+        if self.import_ is not None:
+            return ModelSource(target=self.import_, args=args)
+        return ModelSource(function=function, args=args)
+
+
 class Resources(_Strict):
     """What one trial reserves. ``gpu: 0.25`` packs four trials on a GPU."""
 
@@ -426,7 +468,7 @@ class SweepSpec(_Strict):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)]
     data: DataSpec = DataSpec()
-    model: str = "seed-tiny"
+    model: str | UserModel = "seed-tiny"
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 64
     metric: Literal["val_accuracy", "val_loss", "accuracy", "loss"] = "val_accuracy"
@@ -444,11 +486,30 @@ class SweepSpec(_Strict):
     xla: StrictBool = False
     mixed_precision: StrictBool = False
 
-    @field_validator("model")
+    @field_validator("model", mode="before")
     @classmethod
-    def _model(cls, value: str) -> str:
+    def _model(cls, value: Any) -> str | UserModel:
+        if isinstance(value, Mapping):
+            try:
+                return UserModel.model_validate(dict(value))
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
+                raise ValueError(
+                    (f"{where}: " if where else "") + first["msg"].removeprefix("Value error, ")
+                ) from None
+        if isinstance(value, UserModel):
+            return value
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{value!r} is not a model; give a name ({', '.join(MODEL_NAMES)}) "
+                'or your own as {import: "package.module:function", args: {...}}'
+            )
         if value not in MODEL_NAMES:
-            raise ValueError(f"{value!r} is not a model; allowed: {', '.join(MODEL_NAMES)}")
+            raise ValueError(
+                f"{value!r} is not a model; allowed: {', '.join(MODEL_NAMES)}, "
+                'or your own as {import: "package.module:function", args: {...}}'
+            )
         return value
 
     @field_validator("space", mode="before")
@@ -515,7 +576,7 @@ class SweepSpec(_Strict):
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The spec as plain data, for saving beside the results."""
-        data = self.model_dump(exclude={"space"}, exclude_none=True)
+        data = self.model_dump(exclude={"space"}, exclude_none=True, by_alias=True)
         data["space"] = [{k: d.to_json() for k, d in arm.params.items()} for arm in self.space]
         return data
 

@@ -29,9 +29,10 @@ def lrtune(*args, cwd=ROOT, timeout=300, env=None) -> subprocess.CompletedProces
     )
 
 
-def start(*args, env=None):
+def start(*args, env=None, cwd=None):
     return subprocess.Popen(
         [sys.executable, "-m", "lrtune", *map(str, args)],
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

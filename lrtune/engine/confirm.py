@@ -68,6 +68,7 @@ def confirm(
     max_concurrent: int | None = None,
     quiet: bool = False,
     console=None,
+    model=None,
 ) -> Confirmation:
     """Run the configurations within noise of the best again until the best is separated.
 
@@ -80,6 +81,7 @@ def confirm(
             (three full rounds).
         data: the sweep's data; default the file or the ``data.json`` source.
         address, max_concurrent, quiet, console: as :func:`lrtune.engine.sweep.run_sweep`.
+        model: the Python function a sweep of one was run with (``run_sweep(model=...)``).
 
     Raises:
         SweepError: no such sweep, a PBT sweep, an
@@ -126,7 +128,8 @@ def confirm(
         raise SweepError(f"--budget-epochs {budget_epochs}: must be at least 1")
     data = data or spec.data.path or recorded_data(sweep_dir)
     run = dict(quiet=quiet, console=console)
-    with Driver(folder, spec, data=data, address=address, max_concurrent=max_concurrent) as driver:
+    driver = Driver(folder, spec, data=data, address=address, max_concurrent=max_concurrent, model=model)
+    with driver:
         driver.lock()
         rounds = read_rounds(sweep_dir)
         pending = open_round(sweep_dir, rounds)

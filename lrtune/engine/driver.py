@@ -24,6 +24,7 @@ import logging
 import os
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from lrtune.engine.translation import Concurrency, concurrency
 from lrtune.folder import SweepFolder
 from lrtune.spec import SweepSpec
 
-__all__ = ["Driver", "data_fingerprint", "load_sweep_data", "quiet_tune_logs"]
+__all__ = ["Driver", "data_fingerprint", "load_sweep_data", "quiet_tune_logs", "with_model_function"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,24 @@ def data_fingerprint(dataset) -> dict[str, Any]:
     }
 
 
+def with_model_function(spec: SweepSpec, function: Callable[..., Any] | None) -> SweepSpec:
+    """``spec`` training ``function``'s model (``run_sweep(spec, model=function)``), recorded by name.
+
+    ``sweep.yaml`` then says ``model: {function: "module:qualname"}``; the
+    function itself travels to the trials pickled. The file's
+    ``model.args`` are kept. ``function`` None: ``spec`` as it is.
+    """
+    from lrtune.spec import UserModel
+
+    if function is None:
+        return spec
+    label = (
+        f"{getattr(function, '__module__', None) or '__main__'}:{getattr(function, '__qualname__', 'model')}"
+    )
+    args = spec.model.args if isinstance(spec.model, UserModel) else {}
+    return spec.model_copy(update={"model": UserModel(function=label, args=args)})
+
+
 @contextlib.contextmanager
 def quiet_tune_logs(quiet: bool):
     """With ``quiet``, Tune logs no trial tracebacks: trials.parquet and the final table have them."""
@@ -113,6 +132,8 @@ class Driver:
         address: a Ray to join (``auto``, ``host:port``); None starts an
             embedded local Ray with ``max_concurrent`` trial slots.
         max_concurrent: most trials running at once (None: the file's).
+        model: the Python function that builds the model, when the sweep's
+            ``model`` is one (``run_sweep(spec, model=build)``).
 
     Raises:
         SweepError: (from the constructor) a Ray Client address.
@@ -126,6 +147,7 @@ class Driver:
         data: str | None = None,
         address: str | None = None,
         max_concurrent: int | None = None,
+        model: Callable[..., Any] | None = None,
     ):
         if address is not None and address.startswith("ray://"):
             raise SweepError(
@@ -142,6 +164,9 @@ class Driver:
         self.limit = max_concurrent or spec.max_concurrent
         self.dataset = None
         self.fingerprint: dict[str, Any] | None = None
+        self.model_function = model
+        #: What the trials build (set by :meth:`start`, after the model was checked).
+        self.model = None
         self.started_ray = False
         self.concurrency: Concurrency | None = None
         self._lock = SweepLock(folder.path)
@@ -258,16 +283,18 @@ class Driver:
             except ImportError:
                 raise SweepError("search: tpe needs Optuna: pip install 'lrtune[tpe]'") from None
         data = self.data or self.spec.data.path or (self.recorded_data() if same_data else None)
+        source, ship = self._model_source()
 
         def load():
             dataset = load_sweep_data(self.spec, data)
             return dataset, data_fingerprint(dataset)
 
         (self.dataset, self.fingerprint), self.started_ray = load_while_ray_starts(
-            load, self.address, slots=self.limit
+            load, self.address, slots=self.limit, py_modules=ship
         )
         if same_data:
             self._check_same_data()
+        self.model = self._checked_model(source, shipped=bool(ship) and self.started_ray)
         self._check_placement()
         self._check_storage()
         self.concurrency = concurrency(
@@ -276,6 +303,61 @@ class Driver:
             scheduler=self.spec.scheduler.name,
             search=self.spec.search,
         )
+
+    def _model_source(self):
+        """(the model's :class:`~lrtune.training.models.ModelSource`, paths Ray must ship for it).
+
+        A model named by import is imported here first, so a typo fails
+        before Ray starts; its package is shipped with the trials unless it
+        is installed (:func:`lrtune.training.models.module_path`).
+
+        Raises:
+            SweepError: the import fails; a sweep of a Python function given none.
+        """
+        from lrtune.training.models import ModelError, ModelSource, import_builder, module_path
+
+        model = self.spec.model
+        if isinstance(model, str):
+            return ModelSource(name=model), []
+        if model.function is not None:
+            if self.model_function is None:
+                raise SweepError(
+                    f"{self.spec.name}: its model is the Python function {model.function}, which a sweep "
+                    "file cannot name: run it from Python with run_sweep(spec, model=<the function>), or "
+                    'name a module\'s function in the file: model: {import: "package.module:function"}'
+                )
+            return model.source(self.model_function), []
+        try:
+            import_builder(model.import_)
+        except ModelError as e:
+            raise SweepError(str(e)) from None
+        path = module_path(model.import_)
+        return model.source(), [path] if path else []
+
+    def _checked_model(self, source, *, shipped: bool):
+        """``source`` ready to send to the trials, after one build on the driver (:func:`~lrtune.training.models.check_model`).
+
+        Raises:
+            SweepError: the model does not build, does not fit the data, or
+                cannot be sent to the trials.
+        """
+        from lrtune.training.models import ModelError, ModelSource, check_model, import_builder, module_path
+
+        if source.name is not None:
+            return source
+        if source.target is not None and not shipped and module_path(source.target) is not None:
+            # A Ray this process had started already: its workers get no py_modules, so
+            # the function itself travels, pickled by value.
+            source = ModelSource(function=import_builder(source.target), args=source.args)
+        try:
+            log.info(
+                "%s", check_model(source, self.dataset.num_classes, tuple(self.dataset.x_train.shape[1:]))
+            )
+        except ModelError as e:
+            raise SweepError(str(e)) from None
+        if source.function is not None:
+            _pickle_by_value(source.function)
+        return source
 
     def trial_resources(self) -> dict[str, float]:
         """What each trial asks Ray for: the file's CPUs and GPUs, and a trial slot where the limit is slots."""
@@ -370,3 +452,32 @@ def _on_network_filesystem(path: str) -> bool:
         default=None,
     )
     return best is not None and best[1] in NETWORK_FILESYSTEMS
+
+
+def _pickle_by_value(function) -> None:
+    """Make ``function`` travel to the trials whole: its module pickled by value unless installed.
+
+    Cloudpickle sends functions of ``__main__`` (a script, a notebook) by
+    value already; a function of a module that only this machine has is
+    registered so its module goes with it.
+
+    Raises:
+        SweepError: it cannot be pickled (the message says to put it in a module).
+    """
+    import sys
+
+    from ray import cloudpickle
+
+    from lrtune.training.models import module_path
+
+    name = getattr(function, "__module__", None) or "__main__"
+    if name != "__main__" and module_path(f"{name}:f") is not None:
+        cloudpickle.register_pickle_by_value(sys.modules.get(name.split(".")[0]) or sys.modules[name])
+    try:
+        cloudpickle.dumps(function)
+    except Exception as e:  # noqa: BLE001 - any pickling failure: say what to do
+        raise SweepError(
+            f"model: the function {name}:{getattr(function, '__qualname__', function)!r} cannot be sent to "
+            f"the trials ({type(e).__name__}: {e}); put it in a module and name it in the sweep file as "
+            'model: {import: "package.module:function"}'
+        ) from None

@@ -230,6 +230,7 @@ def run_find(
     address: str | None = None,
     max_concurrent: int | None = None,
     source: str = "the sweep file",
+    model=None,
 ) -> FindOutcome:
     """Run the range test for every arm of ``spec`` and return the suggestions.
 
@@ -241,6 +242,7 @@ def run_find(
         repeats: trials per configuration, seeds ``spec.seed + r``; default ``spec.repeats``.
         address, max_concurrent: as :func:`lrtune.engine.sweep.run_sweep` (the
             same Ray, the same trial slots: ``max_concurrent`` range tests run at once).
+        model: a Python function that builds the model, as for :func:`lrtune.engine.sweep.run_sweep`.
 
     Raises:
         SweepError: bad arguments, an existing folder of that name, a
@@ -250,7 +252,7 @@ def run_find(
     """
     from ray import tune
 
-    from lrtune.engine.driver import Driver
+    from lrtune.engine.driver import Driver, with_model_function
     from lrtune.results.lr_range import load_lr_range, space_fragment, suggest_arms, write_lr_range_report
     from lrtune.spec import Scheduler
     from lrtune.training.lr_range import RangeSettings, range_schedule, tune_range_trainable
@@ -272,13 +274,15 @@ def run_find(
             f"a range test {name!r} already exists in {sweep_dir}: give another --name or --storage"
         )
     # The range tests run one after another as they come: no scheduler pauses them.
+    spec = with_model_function(spec, model)
     run_spec = spec.model_copy(update={"scheduler": Scheduler(fifo={}), "search": "grid"})
-    with Driver(folder, run_spec, data=data, address=address, max_concurrent=max_concurrent) as driver:
+    driver = Driver(folder, run_spec, data=data, address=address, max_concurrent=max_concurrent, model=model)
+    with driver:
         driver.check_writable()
         driver.start()
         driver.lock()
         settings = RangeSettings(
-            model=spec.model,
+            model=driver.model,
             batch_size=spec.batch_size,
             steps=steps,
             min_lr=min_lr,

@@ -11,6 +11,7 @@ everywhere.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from lrtune.engine.errors import SweepError
 
@@ -25,12 +26,16 @@ TRIAL_SLOT = "lrtune_trial_slot"
 UNLIMITED_SLOTS = 1_000_000
 
 
-def start_ray(address: str | None, slots: int | None = None) -> bool:
+def start_ray(address: str | None, slots: int | None = None, py_modules: Sequence[str] = ()) -> bool:
     """Join ``address`` or start an embedded local Ray; True if we started it.
 
     An embedded Ray has ``slots`` :data:`TRIAL_SLOT` resources
     (:data:`UNLIMITED_SLOTS` for None), so a resumed sweep's trials, which
-    ask for one, always find them.
+    ask for one, always find them. ``py_modules``: local packages or ``.py``
+    files the trials import (a user's model), shipped to every worker of
+    every node through Ray's ``runtime_env``; on a joined cluster they are
+    added to the job's own runtime env. A Ray already initialised in this
+    process is used as it is (False is returned).
     """
     import ray
 
@@ -48,13 +53,21 @@ def start_ray(address: str | None, slots: int | None = None) -> bool:
             log_to_driver=False,
             logging_level=logging.ERROR,
             include_dashboard=False,
-            runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}},
+            runtime_env={
+                "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"},
+                **({"py_modules": list(py_modules)} if py_modules else {}),
+            },
             resources={TRIAL_SLOT: slots or UNLIMITED_SLOTS},
         )
     else:
         # A cluster (or a `ray job submit` driver): keep the job's own runtime env.
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+            ray.init(
+                address=address,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                runtime_env={"py_modules": list(py_modules)} if py_modules else None,
+            )
         except ConnectionError as e:
             raise SweepError(
                 f"--address {address}: cannot join a Ray cluster there ({e}). Start one "
@@ -63,7 +76,9 @@ def start_ray(address: str | None, slots: int | None = None) -> bool:
     return True
 
 
-def load_while_ray_starts(load, address: str | None, slots: int | None = None):
+def load_while_ray_starts(
+    load, address: str | None, slots: int | None = None, py_modules: Sequence[str] = ()
+):
     """``(load(), started)``: ``load`` runs in a thread while Ray starts (:func:`start_ray`) here.
 
     Loading the data is mostly decompression and hashing, which release the
@@ -78,7 +93,7 @@ def load_while_ray_starts(load, address: str | None, slots: int | None = None):
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lrtune-data") as pool:
         loading = pool.submit(load)
         try:
-            started = start_ray(address, slots)
+            started = start_ray(address, slots, py_modules)
         except BaseException:
             if loading.exception() is not None:
                 raise loading.exception() from None

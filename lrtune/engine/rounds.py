@@ -288,6 +288,7 @@ def extend_sweep(
     max_concurrent: int | None = None,
     quiet: bool = False,
     console=None,
+    model=None,
 ) -> Extension:
     """Add the trials of ``spec`` that sweep ``name`` lacks, as its next round.
 
@@ -296,20 +297,21 @@ def extend_sweep(
     already has are reused (:func:`plan_extension`). With ``resume``,
     finish the round an interrupted ``--extend`` of the same file started.
     Without ``data``, the data the sweep recorded in ``data.json``.
-    ``address``, ``max_concurrent``, ``quiet``, ``console``: as
+    ``address``, ``max_concurrent``, ``quiet``, ``console``, ``model``: as
     :func:`lrtune.engine.sweep.run_sweep`.
 
     Raises:
         SweepError: no such sweep, settings that differ, ``search: tpe``
             or PBT, an unfinished sweep or round, another driver on the sweep.
     """
-    from lrtune.engine.driver import Driver
+    from lrtune.engine.driver import Driver, with_model_function
     from lrtune.results.tables import load_trials
 
-    spec = spec.model_copy(update={"name": name})
+    spec = with_model_function(spec.model_copy(update={"name": name}), model)
     folder = SweepFolder.at(storage, name)
     data = data or spec.data.path or recorded_data(folder.path)
-    with Driver(folder, spec, data=data, address=address, max_concurrent=max_concurrent) as driver:
+    driver = Driver(folder, spec, data=data, address=address, max_concurrent=max_concurrent, model=model)
+    with driver:
         saved = driver.saved_spec()
         if saved is None:
             raise SweepError(f"--extend {name}: no sweep {name!r} in {storage} (no {folder.path}/sweep.yaml)")

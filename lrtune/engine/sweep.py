@@ -13,12 +13,12 @@ the translation spec -> Tune is :mod:`lrtune.engine.translation`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lrtune.engine import tune_internals
-from lrtune.engine.driver import Driver
+from lrtune.engine.driver import Driver, with_model_function
 from lrtune.engine.errors import StorageError, SweepError
 from lrtune.engine.ray_runtime import TRIAL_SLOT
 from lrtune.engine.translation import param_space, tune_config
@@ -52,6 +52,7 @@ def run_sweep(
     max_concurrent: int | None = None,
     quiet: bool = False,
     console=None,
+    model: Callable[..., Any] | None = None,
 ) -> SweepOutcome:
     """Run ``spec`` to completion (or resume it) and return its outcome.
 
@@ -69,6 +70,10 @@ def run_sweep(
         resume: finish the sweep a killed driver left.
         max_concurrent: most trials running at once (default: the file's).
         quiet, console: no live view; where it draws.
+        model: a Python function ``build(num_classes, input_shape, **args) ->
+            keras.Model`` (uncompiled) to train instead of the file's model;
+            it is sent to the trials pickled by value (``sweep.yaml`` records
+            its name; resume with the same function).
 
     Raises:
         SweepError: the sweep cannot start (the message says why and what to
@@ -76,8 +81,10 @@ def run_sweep(
         lrtune.data.DataError: the data cannot be read.
         lrtune.engine.sink.SinkError: the results storage failed.
     """
+    spec = with_model_function(spec, model)
     folder = SweepFolder.at(storage, spec.name)
-    with Driver(folder, spec, data=data, address=address, max_concurrent=max_concurrent) as driver:
+    driver = Driver(folder, spec, data=data, address=address, max_concurrent=max_concurrent, model=model)
+    with driver:
         saved = driver.saved_spec()
         if resume and saved is None:
             raise SweepError(
@@ -138,7 +145,7 @@ def run_trials(
     spec, folder = driver.spec, driver.folder
     experiment = folder if round_index is None else folder.round_folder(round_index)
     settings = TrainSettings(
-        model=spec.model,
+        model=driver.model,
         epochs=spec.epochs,
         batch_size=spec.batch_size,
         threads=max(1, int(spec.resources.cpu)),

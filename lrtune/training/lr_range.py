@@ -30,6 +30,7 @@ from lrtune.training.schedules import Schedule
 
 if TYPE_CHECKING:
     from lrtune.data import Dataset
+    from lrtune.training.models import ModelSource
 
 __all__ = [
     "BETA",
@@ -133,7 +134,7 @@ class RangeSettings:
     wait on the driver as long as the step trains).
     """
 
-    model: str = "seed-tiny"
+    model: str | ModelSource = "seed-tiny"
     batch_size: int = 64
     steps: int = 100
     min_lr: float = 1e-7
@@ -175,7 +176,7 @@ def run_range_test(
     keras.utils.set_random_seed(seed)
     schedule = range_schedule(settings.min_lr, settings.max_lr, settings.steps)
     optimizer_settings = {k: v for k, v in config.items() if k not in ("optimizer", "seed")}
-    model = build_model(settings.model, data.num_classes)
+    model = build_model(settings.model, data.num_classes, tuple(data.x_train.shape[1:]))
     model.compile(
         optimizer=build_optimizer(config.get("optimizer", "sgd"), schedule, 1, **optimizer_settings),
         loss="sparse_categorical_crossentropy",

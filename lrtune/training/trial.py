@@ -29,6 +29,7 @@ from lrtune.training.hparams import resolve
 
 if TYPE_CHECKING:
     from lrtune.data import Dataset
+    from lrtune.training.models import ModelSource
     from lrtune.training.reporter import Checkpointer, Reporter
 
 __all__ = [
@@ -56,7 +57,7 @@ class TrainSettings:
     reduce-on-plateau schedule watches (the sweep's).
     """
 
-    model: str = "seed-tiny"
+    model: str | ModelSource = "seed-tiny"
     epochs: int = 10
     batch_size: int = 64
     threads: int | None = None
@@ -184,7 +185,7 @@ def run_trial(
     keras.utils.set_random_seed(seed)
     schedule = trial.schedule()
     steps_per_epoch = math.ceil(len(data.x_train) / settings.batch_size)
-    model = build_model(settings.model, data.num_classes)
+    model = build_model(settings.model, data.num_classes, tuple(data.x_train.shape[1:]))
     optimizer = build_optimizer(trial.optimizer, schedule, steps_per_epoch, **trial.optimizer_settings)
     model.compile(
         optimizer=optimizer,
