@@ -8,8 +8,10 @@ A head that runs no trials and worker nodes that each advertise one GPU
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
@@ -204,3 +206,45 @@ def test_lrtune_sweep_joins_a_running_cluster_by_address(cifar_archive, tmp_path
         assert load(str(tmp_path / "results" / "joined")).num_rows == 4
     finally:
         kill_group(head)
+
+
+def test_the_users_model_reaches_other_nodes_only_through_what_lrtune_ships(
+    cluster, cifar_archive, tmp_path, monkeypatch
+):
+    """The driver imports the user's package from a folder no worker has on its path; the trials,
+    all on worker nodes, can build it only from the copy Ray's py_modules shipped with the job."""
+    import ray
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from user_project import write_project
+
+    workers = {cluster.add_node(num_cpus=1).node_id for _ in range(2)}
+    project = write_project(tmp_path / "project", package="shippednets")
+    monkeypatch.syspath_prepend(str(project))  # the driver's path only: not its working directory
+    spec = make_spec(
+        """
+name: shipped
+data: {classes: [airplane, automobile]}
+model: {import: "shippednets.nets:convnet", args: {width: 2}}
+epochs: 2
+batch_size: 32
+space: {optimizer: sgd, lr: {grid: [0.01, 0.02]}}
+resources: {cpu: 1}
+"""
+    )
+    outcome = run_sweep(
+        spec, storage=str(tmp_path / "results"), data=str(cifar_archive), quiet=True, address=cluster.address
+    )
+    assert outcome.counts == {"done": 2}, load_trials(outcome.sweep_dir).select(["error"]).to_pylist()
+    assert {r["node_id"] for r in load(outcome.sweep_dir).to_pylist()} <= workers  # never the head: 0 CPUs
+
+    # Without lrtune's runtime env, a task on a worker cannot import the package.
+    ray.init(address=cluster.address, log_to_driver=False)
+
+    @ray.remote(num_cpus=1)
+    def importable() -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("shippednets") is not None
+
+    assert ray.get(importable.remote()) is False
