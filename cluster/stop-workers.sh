@@ -7,7 +7,7 @@
 #
 # The workers and the SSH login come from the config `ray up` left on the head
 # (~/ray_bootstrap_config.yaml, ~/ray_bootstrap_key.pem). `ray stop` runs in a
-# login shell there, so it is the venv's Ray (cluster-local.yaml's setup commands).
+# login shell after ~/.bashrc there, as Ray runs its own commands, so it is the venv's Ray (cluster-local.yaml's setup commands).
 # Fails, naming them, if any worker could not be reached or stopped.
 set -eu
 config=${1:-$HOME/ray_bootstrap_config.yaml}
@@ -23,7 +23,7 @@ shift
 failed=""
 for ip in "$@"; do
     if ssh -i "$key" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-        -o ConnectTimeout=10 -o LogLevel=ERROR "$user@$ip" "bash --login -c -i 'ray stop'" </dev/null >/dev/null; then
+        -o ConnectTimeout=10 -o LogLevel=ERROR "$user@$ip" "bash --login -c -i 'source ~/.bashrc; ray stop'" </dev/null >/dev/null; then
         echo "stopped Ray on $ip"
     else
         failed="$failed $ip"
