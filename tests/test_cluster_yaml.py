@@ -98,7 +98,7 @@ def test_file_passes_ray_launcher_validation(path):
             AWS, ("provider", "security_group", "IpPermissions"), "IpPermission", id="provider-field"
         ),
         pytest.param(AWS, ("head_start_ray_commands",), "head_start_ray_command", id="top-level-field"),
-        pytest.param(ON_PREMISES, ("docker", "worker_run_options"), "worker_run_option", id="docker-field"),
+        pytest.param(ON_PREMISES, ("worker_setup_commands",), "worker_setup_command", id="on-premises-field"),
     ],
 )
 def test_ray_validation_rejects_a_misspelt_field(path, key_path, typo):
@@ -227,6 +227,23 @@ def test_aws_head_node_advertises_no_cpu_so_no_trial_runs_there():
     head = raw["available_node_types"][raw["head_node_type"]]
 
     assert head["resources"] == {"CPU": 0}
+
+
+def test_on_premises_file_runs_on_bare_hosts_without_docker():
+    assert "docker" not in load(ON_PREMISES)
+
+
+def test_on_premises_head_runs_the_v1_autoscaler_that_starts_every_listed_worker():
+    # ray-project/ray#57153: v2 with the local provider starts one worker fewer.
+    (start,) = [c for c in load(ON_PREMISES)["head_start_ray_commands"] if "ray start" in c]
+    assert "RAY_enable_autoscaler_v2=0 " in start.split("ray start")[0]
+
+
+@pytest.mark.parametrize("key", ["head_start_ray_commands", "worker_start_ray_commands"])
+def test_on_premises_start_commands_fail_on_a_low_open_files_limit(key):
+    (start,) = [c for c in load(ON_PREMISES)[key] if "ray start" in c]
+    assert "ulimit -n 65536;" not in start  # needs CAP_SYS_RESOURCE, and failed silently
+    assert "exit 1" in start.split("ray start")[0]
 
 
 def test_on_premises_head_starts_with_no_cpus_or_gpus():

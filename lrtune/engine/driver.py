@@ -53,6 +53,12 @@ NETWORK_FILESYSTEMS = {
 }
 
 
+#: Where `ray up` leaves the cluster's config on the head (its autoscaler reads it).
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+#: How long a sweep on a `ray up` cluster waits for every host its file lists.
+LISTED_NODES_WAIT_S = 180
+
+
 def load_sweep_data(spec: SweepSpec, data: str | None):
     """The dataset a sweep trains on: ``data`` (else the file's ``data.path``, else Keras's copy), as ``data:`` says.
 
@@ -294,9 +300,11 @@ class Driver:
         )
         if same_data:
             self._check_same_data()
-        self.model = self._checked_model(source, shipped=bool(ship) and self.started_ray)
+        self._check_listed_nodes()
         self._check_placement()
+        self._check_gpu_share()
         self._check_storage()
+        self.model = self._checked_model(source, shipped=bool(ship) and self.started_ray)
         self.concurrency = concurrency(
             self.limit,
             slots=ray.cluster_resources().get(TRIAL_SLOT),
@@ -396,6 +404,45 @@ class Driver:
                 "resume with the same --data, or start a new --name"
             )
 
+    def _check_listed_nodes(self, timeout_s: float = LISTED_NODES_WAIT_S) -> None:
+        """On a cluster `ray up` started from a ``local``-provider file, wait for every listed host.
+
+        The file's copy on the head (:data:`BOOTSTRAP_CONFIG`) lists them. A
+        host still missing after ``timeout_s`` stops the sweep rather than
+        letting it run on fewer machines than the user listed.
+
+        Raises:
+            SweepError: a listed host has no live Ray node; the message names it.
+        """
+        import time
+
+        import ray
+        import yaml
+
+        path = Path(os.path.expanduser(BOOTSTRAP_CONFIG))
+        if self.started_ray or not path.is_file():
+            return
+        provider = (yaml.safe_load(path.read_text()) or {}).get("provider", {})
+        if provider.get("type") != "local":
+            return
+        listed = {provider.get("head_ip"), *(provider.get("worker_ips") or [])} - {None}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            missing = listed - {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                break
+            log.warning("waiting for Ray on %s (listed in %s)", ", ".join(sorted(missing)), path)
+            time.sleep(5)
+        raise SweepError(
+            f"{path} lists {len(listed)} hosts, but after {timeout_s:.0f} s Ray has no node on "
+            f"{', '.join(sorted(missing))}: see `ray status` and the autoscaler's log on the head "
+            "(/tmp/ray/session_latest/logs/monitor.*). Ray 2.60's autoscaler v2 starts one worker "
+            "fewer than a local-provider file lists (ray-project/ray#57153): cluster-local.yaml's head "
+            "start command sets RAY_enable_autoscaler_v2=0 for that"
+        )
+
     def _check_placement(self) -> None:
         """Refuse, before anything starts, trials that fit on no node.
 
@@ -420,6 +467,35 @@ class Driver:
         if self.started_ray:
             raise SweepError(message)
         log.warning("%s, or trials wait until the autoscaler adds such a node.", message)
+
+    def _check_gpu_share(self, timeout_s: float = 60) -> None:
+        """Refuse, before any trial starts, a GPU share that leaves a trial too little memory.
+
+        A task holding the trial's share reads its GPU's total memory where
+        the trials will run (:func:`lrtune.training.gpu.gpu_total_memory_mb`).
+        No GPU node within ``timeout_s`` (an autoscaler still adding one): the
+        trials check their share themselves when they start.
+        """
+        import ray
+
+        from lrtune.training.gpu import GpuShareError, check_gpu_share, gpu_total_memory_mb
+
+        share = self.spec.resources.gpu
+        if not 0 < share < 1:
+            return
+        probe = ray.remote(gpu_total_memory_mb).options(num_gpus=share, num_cpus=0, max_retries=0)
+        ref = probe.remote()
+        try:
+            totals = ray.get(ref, timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(ref)
+            log.warning("no GPU node answered in %.0f s: each trial checks its GPU share as it starts", timeout_s)
+            return
+        for total_mb in totals:
+            try:
+                check_gpu_share(total_mb, share)
+            except GpuShareError as e:
+                raise SweepError(f"{self.spec.name}: {e}") from None
 
     def _check_storage(self) -> None:
         """A cluster of several hosts needs storage they all see."""

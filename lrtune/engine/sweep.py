@@ -151,6 +151,7 @@ def run_trials(
         threads=max(1, int(spec.resources.cpu)),
         xla=spec.xla,
         mixed_precision=spec.mixed_precision,
+        gpu=spec.resources.gpu,
         seed=spec.seed,
         metric=spec.metric,
         mode=spec.metric_mode,

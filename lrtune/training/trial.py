@@ -53,7 +53,8 @@ class TrainSettings:
     ``threads``: TensorFlow's intra-op threads (the trial's CPUs), so
     concurrent trials on one machine do not oversubscribe its cores.
     ``xla`` and ``mixed_precision`` only pay off on a GPU (XLA measured
-    3-4x slower on this project's CPUs). ``metric``/``mode``: what a
+    3-4x slower on this project's CPUs). ``gpu``: the trial's share of a
+    GPU, its TensorFlow memory limit (:mod:`lrtune.training.gpu`). ``metric``/``mode``: what a
     reduce-on-plateau schedule watches (the sweep's).
     """
 
@@ -63,6 +64,7 @@ class TrainSettings:
     threads: int | None = None
     xla: bool = False
     mixed_precision: bool = False
+    gpu: float = 0
     checkpoint: bool = True
     seed: int = 0
     metric: str = "val_accuracy"
@@ -70,20 +72,23 @@ class TrainSettings:
     repeats: int = 1
 
 
-def configure_tensorflow(threads: int | None, mixed_precision: bool = False) -> None:
-    """Thread pools and GPU memory growth; call before TensorFlow runs anything.
+def configure_tensorflow(threads: int | None, mixed_precision: bool = False, gpu: float = 0) -> None:
+    """Thread pools and each GPU's memory; call before TensorFlow runs anything.
 
-    Memory growth lets several trials share one GPU (``gpu: 0.25``): without
-    it the first trial takes all of the GPU's memory.
+    A fractional ``gpu`` (``0.25``: four trials share a GPU) caps this
+    trial's TensorFlow at its share of the GPU's memory, so packed trials
+    cannot starve each other; a whole GPU gets memory growth
+    (:func:`lrtune.training.gpu.configure_gpus`).
     """
     import tensorflow as tf
+
+    from lrtune.training.gpu import configure_gpus
 
     try:
         if threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
+        configure_gpus(gpu)
     except RuntimeError:
         # The runtime is already up (a reused worker): its settings stay.
         pass
@@ -172,7 +177,7 @@ def run_trial(
     Returns the :class:`Reporter`, whose ``status`` is ``done``,
     ``diverged`` or (stopped from outside) ``running``.
     """
-    configure_tensorflow(settings.threads, settings.mixed_precision)
+    configure_tensorflow(settings.threads, settings.mixed_precision, settings.gpu)
     import keras
 
     from lrtune.training.checkpoints import load_extra_state, load_state
