@@ -59,6 +59,12 @@ PIXELS_FLOOR = 1 << 20
 MAX_PIXELS = 1 << 26
 
 
+_BOMB_RULE = (
+    f"lrtune decodes at most {PIXELS_PER_FILE_BYTE} pixels per byte of image file (at least {PIXELS_FLOOR}, "
+    f"at most {MAX_PIXELS}); an image declaring more is a decompression bomb"
+)
+
+
 def pixel_budget(file_bytes: int) -> int:
     """Most pixels an image file of ``file_bytes`` may declare: ``min(MAX, max(FLOOR, 1024 * bytes))``."""
     return min(MAX_PIXELS, max(PIXELS_FLOOR, PIXELS_PER_FILE_BYTE * file_bytes))
@@ -242,17 +248,20 @@ def _open(path: str):
         raise DataError(
             f"{path}: is not an image Pillow can read (corrupt, or not {'/'.join(EXTENSIONS)} inside)"
         ) from None
-    except Image.DecompressionBombError as e:
-        raise DataError(f"{path}: refused as a decompression bomb ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read image: {e}") from None
+    except Image.DecompressionBombError as e:  # Pillow's own check, at 2 x MAX_IMAGE_PIXELS, came first
+        raise DataError(f"{path}: {e}; {_BOMB_RULE}: refused, not decoded") from None
+    except OSError as e:
+        if e.errno is not None:  # the file system's, not Pillow's
+            raise DataError(f"{path}: cannot read image: {e}") from None
+        raise DataError(f"{path}: is a corrupt or truncated image ({e})") from None
+    except (SyntaxError, ValueError, EOFError) as e:  # Pillow's parsers: a broken header
+        raise DataError(f"{path}: is a corrupt or truncated image ({type(e).__name__}: {e})") from None
     width, height = image.size
     if width * height > pixel_budget(size):
         image.close()
         raise DataError(
             f"{path}: declares {width}x{height} = {width * height} pixels in a file of {size} bytes; "
-            f"lrtune decodes at most {PIXELS_PER_FILE_BYTE} pixels per byte of file (at least {PIXELS_FLOOR}, "
-            f"at most {MAX_PIXELS}), so this is a decompression bomb or a truncated image: refused, not decoded"
+            f"{_BOMB_RULE}, so this is one or a truncated image: refused, not decoded"
         )
     return image
 
