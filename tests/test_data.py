@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrtune.data import cifar as data_module
 from lrtune.data import CLASS_NAMES, DataError, Dataset, load_cifar10, scale_pixels
+from lrtune.data import cifar as data_module
 
 BATCH_SIZES = (30, 25, 30, 35, 30)  # not 10,000 and not all equal: loaders must not assume
 NUM_TRAIN = sum(BATCH_SIZES)  # 150
