@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -93,30 +94,137 @@ class _Strict(BaseModel):
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 
 
-class DataSpec(_Strict):
-    """Where the images come from and which part of them to use."""
+# Which keys each data source takes: the sweep file gives exactly one source.
+_DATA_KEYS = {
+    "cifar10": ("dataset", "path", "classes", "validation", "limit"),
+    "cifar100": ("dataset", "path", "labels", "classes", "validation", "limit"),
+    "folder": ("folder", "validation_folder", "image_size", "color_mode", "classes", "validation", "limit"),
+    "arrays": ("arrays", "classes", "validation", "limit"),
+}
+_SOURCE_NAMES = {
+    "cifar10": "dataset: cifar10",
+    "cifar100": "dataset: cifar100",
+    "folder": "folder: (an image folder)",
+    "arrays": "arrays: (an .npz)",
+}
 
-    dataset: Literal["cifar10"] = "cifar10"
+
+class DataSpec(_Strict):
+    """Where the images come from and which part of them to use.
+
+    Exactly one source: ``dataset: cifar10`` (the default) or ``cifar100``
+    (``labels: fine | coarse``) read from ``path`` (else Keras's copy);
+    ``folder:`` an image folder, one subfolder per class
+    (``validation_folder``, ``image_size: [h, w]``, ``color_mode``);
+    ``arrays:`` an ``.npz`` of ``x_train``, ``y_train``, ``x_val``, ``y_val``.
+    ``validation: test`` (the default) validates on the source's own
+    validation images (CIFAR's test batch, the ``validation_folder``, the
+    npz's ``x_val``); a fraction holds out training images instead.
+    """
+
+    dataset: Literal["cifar10", "cifar100"] | None = None
     path: str | None = None
+    labels: Literal["fine", "coarse"] | None = None
+    folder: Annotated[str, Field(min_length=1)] | None = None
+    validation_folder: Annotated[str, Field(min_length=1)] | None = None
+    image_size: list[int] | None = None
+    color_mode: Literal["rgb", "grayscale", "rgba"] | None = None
+    arrays: Annotated[str, Field(min_length=1)] | None = None
     classes: list[str | int] | None = None
     validation: Literal["test"] | Annotated[float, Field(gt=0, lt=1)] = "test"
     limit: PositiveInt | None = None
 
-    @field_validator("classes", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _classes(cls, value: Any) -> Any:
+    def _one_source(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        given = [key for key in ("dataset", "folder", "arrays") if value.get(key) is not None]
+        options = ", ".join(f"`{name}`" for name in _SOURCE_NAMES.values())
+        if len(given) > 1:
+            raise SpaceError(
+                "data", f"names {len(given)} sources ({', '.join(given)}); give exactly one: {options}"
+            )
+        kind = given[0] if given and given[0] != "dataset" else value.get("dataset") or "cifar10"
+        if kind not in _DATA_KEYS:
+            return value  # an unknown dataset: its Literal says what is allowed
+        for key, item in value.items():
+            if item is None or key in _DATA_KEYS[kind] or key not in cls.model_fields:
+                continue
+            takes = [_SOURCE_NAMES[k] for k, keys in _DATA_KEYS.items() if key in keys]
+            raise SpaceError(
+                f"data.{key}",
+                f"applies to {' or '.join(takes)}, not to {_SOURCE_NAMES[kind]}; "
+                f"{_SOURCE_NAMES[kind]} takes {', '.join(_DATA_KEYS[kind])}",
+            )
+        if kind == "folder":
+            fraction = value.get("validation") not in (None, "test")
+            if fraction and value.get("validation_folder") is not None:
+                raise SpaceError(
+                    "data.validation",
+                    "a folder's validation images come from validation_folder or a held-out fraction, "
+                    "not both: remove one",
+                )
+            if not fraction and value.get("validation_folder") is None:
+                raise SpaceError(
+                    "data.folder",
+                    "needs validation images: add validation_folder: PATH (the same layout, one subfolder "
+                    "per class) or validation: FRACTION (e.g. 0.2) of the training images to hold out",
+                )
+        if kind in ("cifar10", "cifar100"):
+            value = {**value, "dataset": kind}  # written out, as sweep.yaml has always recorded it
+        return value
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _image_size(cls, value: Any) -> Any:
         if value is None:
             return value
-        from lrtune.data import DataError, class_indices
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
+        ):
+            raise ValueError(f"must be [height, width], two positive whole numbers of pixels, got {value!r}")
+        return list(value)
 
-        try:
-            picked = class_indices(value)
-        except DataError as e:
-            raise ValueError(str(e).removeprefix("classes: ")) from None
-        if len(picked) < 2:
+    @field_validator("classes", mode="after")
+    @classmethod
+    def _classes(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        from lrtune.data import (
+            CIFAR100_COARSE_NAMES,
+            CIFAR100_FINE_NAMES,
+            CLASS_NAMES,
+            DataError,
+            class_indices,
+        )
+
+        if info.data.get("arrays") is not None:
+            if not all(isinstance(name, str) for name in value) or len(set(value)) != len(value):
+                raise ValueError(
+                    f"for arrays:, classes names labels 0, 1, ... in order: a list of distinct names, got {value!r}"
+                )
+        elif info.data.get("folder") is not None:
+            if len(set(map(str, value))) != len(value):
+                raise ValueError(f"lists a class twice: {value!r}; name each class folder once")
+        else:
+            names = (
+                CLASS_NAMES
+                if info.data.get("dataset") != "cifar100"
+                else CIFAR100_COARSE_NAMES
+                if info.data.get("labels") == "coarse"
+                else CIFAR100_FINE_NAMES
+            )
+            try:
+                class_indices(value, names)
+            except DataError as e:
+                raise ValueError(str(e).removeprefix("classes: ")) from None
+        if len(value) < 2:
             raise ValueError(
                 f"a classifier needs at least 2 classes, got {value!r}; list two or more, "
-                "or leave out classes for all ten"
+                "or leave out classes for all of them"
             )
         return value
 

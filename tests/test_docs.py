@@ -46,7 +46,5 @@ def test_every_relative_link_in_the_readme_names_an_existing_file():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     links = relative_links(readme)
     assert links, "README.md links to no file: the check would pass on nothing"
-    missing = [
-        link for link in links if not (ROOT / unquote(link.split("#", 1)[0])).exists()
-    ]
+    missing = [link for link in links if not (ROOT / unquote(link.split("#", 1)[0])).exists()]
     assert not missing, f"README.md links to files that do not exist: {missing}"

@@ -49,7 +49,7 @@ def test_fractional_gpus_pack_two_trials_per_node_and_rows_name_their_node(
     # the images through the object store, not from any node's disk.
     import lrtune.data
 
-    real_load = lrtune.data.load_cifar10
+    real_load = lrtune.data.load_dataset
     copy = tmp_path / "copy.tar.gz"
     copy.write_bytes(cifar_archive.read_bytes())
 
@@ -58,7 +58,7 @@ def test_fractional_gpus_pack_two_trials_per_node_and_rows_name_their_node(
         copy.unlink()
         return dataset
 
-    monkeypatch.setattr(lrtune.data, "load_cifar10", load_then_delete)
+    monkeypatch.setattr(lrtune.data, "load_dataset", load_then_delete)
     spec = make_spec(
         """
 name: packed

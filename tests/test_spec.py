@@ -479,3 +479,88 @@ def test_pbt_over_several_arms_needs_mutations_every_arm_sets(tmp_path):
     assert re.search(r"s.yaml: scheduler.pbt: with several arms give mutations", error_of(text, tmp_path))
     message = error_of(text, tmp_path, "scheduler.pbt.mutations={momentum: {uniform: [0.5, 0.95]}}")
     assert re.search(r"scheduler.pbt.mutations.momentum: space.1 \(adam\) does not set momentum", message)
+
+
+# --- data: one source, its keys -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "source"),
+    [
+        ("{}", {"dataset": "cifar10", "validation": "test"}),
+        ("{dataset: cifar10, path: c.tar.gz, classes: [cat, dog], limit: 50}", {"path": "c.tar.gz"}),
+        ("{dataset: cifar100, labels: coarse, classes: [fish, trees]}", {"dataset": "cifar100"}),
+        ("{folder: imgs, validation: 0.2, image_size: [24, 24], color_mode: grayscale}", {"folder": "imgs"}),
+        ("{folder: imgs, validation_folder: val, classes: [b, a]}", {"validation_folder": "val"}),
+        ("{arrays: d.npz, classes: [ant, bee]}", {"arrays": "d.npz"}),
+    ],
+)
+def test_each_data_source_is_accepted_and_survives_a_round_trip(tmp_path, data, source):
+    spec = spec_of(f"name: t\ndata: {data}\nspace: {{lr: 0.1}}\n", tmp_path)
+    saved = spec.to_yaml_dict()
+    assert source.items() <= saved["data"].items()
+    from lrtune.spec import parse_spec
+
+    assert parse_spec(saved, "sweep.yaml").to_yaml_dict() == saved
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            "{dataset: cifar10, folder: imgs}",
+            r"s.yaml: data: names 2 sources \(dataset, folder\); give exactly one: `dataset: cifar10`, "
+            r"`dataset: cifar100`, `folder: \(an image folder\)`, `arrays: \(an .npz\)`",
+        ),
+        ("{folder: imgs, arrays: d.npz, validation: 0.2}", r"data: names 2 sources \(folder, arrays\)"),
+        (
+            "{labels: fine}",
+            r"s.yaml: data.labels: applies to dataset: cifar100, not to dataset: cifar10; "
+            r"dataset: cifar10 takes dataset, path, classes, validation, limit",
+        ),
+        (
+            "{folder: imgs, path: x, validation: 0.2}",
+            r"data.path: applies to dataset: cifar10 or dataset: cifar100, not to folder: \(an image folder\)",
+        ),
+        (
+            "{arrays: d.npz, image_size: [8, 8]}",
+            r"data.image_size: applies to folder: \(an image folder\), not to arrays",
+        ),
+        ("{dataset: cifar10, color_mode: rgb}", r"data.color_mode: applies to folder: \(an image folder\)"),
+        (
+            "{folder: imgs}",
+            r"s.yaml: data.folder: needs validation images: add validation_folder: PATH .* or validation: FRACTION",
+        ),
+        ("{folder: imgs, validation_folder: v, validation: 0.2}", r"data.validation: .*not both"),
+        ("{folder: imgs, validation: 0.2, image_size: [32]}", r"data.image_size: must be \[height, width\]"),
+        (
+            "{folder: imgs, validation: 0.2, image_size: [0, 3]}",
+            r"data.image_size: must be \[height, width\]",
+        ),
+        (
+            "{folder: imgs, validation: 0.2, color_mode: hsv}",
+            r"data.color_mode: Input should be 'rgb', 'grayscale'",
+        ),
+        ("{folder: imgs, validation: 0.2, classes: [a, a]}", r"data.classes: lists a class twice"),
+        (
+            "{folder: imgs, validation: 0.2, classes: [a]}",
+            r"data.classes: a classifier needs at least 2 classes",
+        ),
+        (
+            "{arrays: d.npz, classes: [0, 1]}",
+            r"data.classes: for arrays:, classes names labels 0, 1, ... in order",
+        ),
+        (
+            "{dataset: cifar100, classes: [cat, apple]}",
+            r"data.classes: unknown class 'cat'; valid classes are apple",
+        ),
+        (
+            "{dataset: cifar100, labels: coarse, classes: [apple, fish]}",
+            r"unknown class 'apple'; valid classes are aquatic",
+        ),
+        ("{dataset: mnist}", r"data.dataset: Input should be 'cifar10' or 'cifar100'"),
+        ("{dataset: cifar100, labels: medium}", r"data.labels: Input should be 'fine' or 'coarse'"),
+    ],
+)
+def test_data_errors_name_the_key_and_what_is_allowed(tmp_path, data, message):
+    assert re.search(message, error_of(f"name: t\ndata: {data}\nspace: {{lr: 0.1}}\n", tmp_path))

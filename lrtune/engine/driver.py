@@ -60,20 +60,17 @@ LISTED_NODES_WAIT_S = 180
 
 
 def load_sweep_data(spec: SweepSpec, data: str | None):
-    """The dataset a sweep trains on: ``data`` (else the file's ``data.path``, else Keras's copy), as ``data:`` says.
+    """The dataset a sweep trains on: what ``data:`` names, from ``data`` (``--data``) if given.
+
+    ``data`` replaces the path of the file's source (the CIFAR archive, the
+    image folder or the npz); with neither, CIFAR comes from Keras's copy.
 
     Raises:
         lrtune.data.DataError: the data cannot be read.
     """
-    from lrtune.data import load_cifar10
+    from lrtune.data import load_dataset
 
-    return load_cifar10(
-        data or spec.data.path,
-        classes=spec.data.classes,
-        validation=spec.data.validation,
-        seed=spec.seed,
-        limit=spec.data.limit,
-    )
+    return load_dataset(spec.data, data, spec.seed)
 
 
 def data_fingerprint(dataset) -> dict[str, Any]:
