@@ -209,15 +209,20 @@ def find(
 @app.command()
 def validate(
     sweep_file: SweepFile,
+    data: DataOption = None,
     set_: SetOption = None,
 ):
-    """Check a sweep file and print how many trials it would start."""
+    """Check a sweep file and print how many trials it would start; a model of your own is built once."""
+    from lrtune.data import DataError
+    from lrtune.engine.driver import check_sweep_model
+    from lrtune.engine.errors import SweepError
     from lrtune.spec import SweepFileError, load_spec
 
     try:
         spec = load_spec(sweep_file, list(set_ or []))
-    except SweepFileError as e:
-        _fail(str(e))
+        model = check_sweep_model(spec, data)
+    except (SweepFileError, DataError, SweepError) as e:
+        _fail(f"{sweep_file}: {e}" if isinstance(e, SweepError) else str(e))
     arms = ", ".join(a.label for a in spec.space)
     out.print(
         f"{sweep_file}: ok: {spec.name}: {spec.trial_count()} trials x {spec.epochs} epochs, "
@@ -225,6 +230,10 @@ def validate(
         highlight=False,
         soft_wrap=True,
     )
+    if model is not None:
+        out.print(
+            f"model {model}" if not model.startswith("model ") else model, highlight=False, soft_wrap=True
+        )
 
 
 @app.command()

@@ -18,6 +18,7 @@ from lrtune.spec import SweepFileError, parse_spec, parse_yaml
 from lrtune.training.models import ModelError, ModelSource, check_model, import_builder, module_path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from data_files import formula_images, write_image_folder, write_npz  # noqa: E402
 from sweep_runs import assert_rows_are_the_final_models_history, lrtune, rows, start  # noqa: E402
 from user_project import write_project  # noqa: E402
 
@@ -126,38 +127,30 @@ def test_a_convnet_on_grayscale_24x24_and_a_dense_model_pass_the_check(in_projec
 
 SWEEP = """
 name: {name}
-data: {{classes: [airplane, automobile]}}
+data: {data}
 model: {{import: "usernets.nets:{function}", args: {args}}}
 epochs: {epochs}
-batch_size: 16
+batch_size: 8
 space: {{optimizer: sgd, lr: {{grid: [0.02, 0.05]}}, momentum: 0.9}}
 resources: {{cpu: 1}}
 """
 
 
-@pytest.mark.ray
-@pytest.mark.soak
-def test_a_sweep_of_the_users_model_survives_a_kill_and_best_names_a_configuration(
-    project, cifar_archive, tmp_path, kill_group
-):
-    """Run from the user's project folder, as a user would; killed once rows exist, then resumed."""
-    sweep_file = project / "mine.yaml"
-    sweep_file.write_text(SWEEP.format(name="mine", function="convnet", args="{width: 4}", epochs=4))
-    storage = tmp_path / "results"
-    validate = lrtune("validate", sweep_file, cwd=project)
-    assert validate.returncode == 0, validate.stderr
-    first = start("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet", cwd=project)
-    deadline = time.monotonic() + 240
-    while len(rows(storage / "mine")) < 2:
-        assert first.poll() is None, first.stdout.read()
+def killed_and_resumed(project, sweep_file, storage, *data_option, kill_group):
+    """``lrtune sweep`` from the user's project folder, killed once rows exist, then ``--resume``."""
+    first = start("sweep", sweep_file, *data_option, "--storage", storage, "--quiet", cwd=project)
+    deadline = time.monotonic() + 300
+    while not rows(storage / sweep_file.stem) and first.poll() is None:
         assert time.monotonic() < deadline, "no rows appeared"
-        time.sleep(0.5)
-    kill_group(first)
+        time.sleep(0.2)
+    if first.poll() is None:
+        kill_group(first)
+    else:
+        assert first.returncode == 0, first.stdout.read()
     again = lrtune(
         "sweep",
         sweep_file,
-        "--data",
-        cifar_archive,
+        *data_option,
         "--storage",
         storage,
         "--quiet",
@@ -166,10 +159,62 @@ def test_a_sweep_of_the_users_model_survives_a_kill_and_best_names_a_configurati
         timeout=420,
     )
     assert again.returncode == 0, again.stdout + again.stderr
-    assert_rows_are_the_final_models_history(storage / "mine", trials=2, epochs=4)
-    best = lrtune("best", storage / "mine")
+    assert_rows_are_the_final_models_history(storage / sweep_file.stem, trials=2, epochs=3)
+    best = lrtune("best", storage / sweep_file.stem)
     assert best.returncode == 0, best.stderr
     assert "optimizer: sgd" in best.stdout and "momentum: 0.9" in best.stdout
+
+
+@pytest.mark.ray
+@pytest.mark.soak
+def test_a_users_convnet_on_24x24_grayscale_pngs_survives_a_kill(project, tmp_path, kill_group):
+    """The issue's case: a functional-API convnet, a 3-class folder of grayscale 24x24 PNGs."""
+    write_image_folder(tmp_path / "pngs", ("cat", "dog", "fox"), 8, size=(24, 24), mode="L")
+    data = f"{{folder: {tmp_path / 'pngs'}, validation: 0.25, color_mode: grayscale}}"
+    sweep_file = project / "gray.yaml"
+    sweep_file.write_text(
+        SWEEP.format(name="gray", data=data, function="convnet", args="{width: 4}", epochs=3)
+    )
+    validate = lrtune("validate", sweep_file, cwd=project)
+    assert validate.returncode == 0, validate.stderr
+    assert "usernets.nets:convnet: input (24, 24, 1), 3 classes, 55 trainable weights" in validate.stdout
+    killed_and_resumed(project, sweep_file, tmp_path / "results", kill_group=kill_group)
+
+
+@pytest.mark.ray
+@pytest.mark.soak
+def test_a_users_dense_model_on_an_npz_survives_a_kill(project, tmp_path, kill_group):
+    """A model without convolutions, on arrays the user saved with numpy."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    write_npz(
+        tmp_path / "d.npz",
+        x_train=formula_images(range(40)),
+        y_train=rng.permutation(np.arange(40) % 2),
+        x_val=formula_images(range(40, 50)),
+        y_val=np.arange(10) % 2,
+    )
+    sweep_file = project / "flat.yaml"
+    sweep_file.write_text(
+        SWEEP.format(
+            name="flat", data=f"{{arrays: {tmp_path / 'd.npz'}}}", function="dense", args="{}", epochs=3
+        )
+    )
+    killed_and_resumed(project, sweep_file, tmp_path / "results", kill_group=kill_group)
+
+
+def test_validate_refuses_a_model_that_does_not_fit_the_data_naming_the_file(project, tmp_path):
+    write_image_folder(tmp_path / "pngs", ("cat", "dog"), 2, size=(24, 24), mode="L")
+    data = f"{{folder: {tmp_path / 'pngs'}, validation: 0.5, color_mode: grayscale}}"
+    sweep_file = project / "wrong.yaml"
+    sweep_file.write_text(SWEEP.format(name="wrong", data=data, function="fixed_input", args="{}", epochs=1))
+    result = lrtune("validate", sweep_file, cwd=project)
+    assert result.returncode == 2
+    assert (
+        f"{sweep_file}: model usernets.nets:fixed_input: its input is (None, 28, 28, 1), but the data's "
+        "images are (24, 24, 1)" in " ".join(result.stderr.split())
+    )
 
 
 @pytest.mark.ray
@@ -182,9 +227,9 @@ def test_run_sweep_trains_a_python_function_sent_by_value(cifar_archive, tmp_pat
     monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
     from drivernets.nets import dense
 
-    spec = parse_spec(
-        parse_yaml(SWEEP.format(name="fn", function="dense", args="{}", epochs=2), "fn.yaml"), "fn.yaml"
-    )
+    data = "{classes: [airplane, automobile]}"
+    text = SWEEP.format(name="fn", data=data, function="dense", args="{}", epochs=2)
+    spec = parse_spec(parse_yaml(text, "fn.yaml"), "fn.yaml")
     outcome = run_sweep(
         spec, storage=str(tmp_path / "results"), data=str(cifar_archive), quiet=True, model=dense
     )

@@ -34,7 +34,14 @@ from lrtune.engine.translation import Concurrency, concurrency
 from lrtune.folder import SweepFolder
 from lrtune.spec import SweepSpec
 
-__all__ = ["Driver", "data_fingerprint", "load_sweep_data", "quiet_tune_logs", "with_model_function"]
+__all__ = [
+    "Driver",
+    "check_sweep_model",
+    "data_fingerprint",
+    "load_sweep_data",
+    "quiet_tune_logs",
+    "with_model_function",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +116,37 @@ def with_model_function(spec: SweepSpec, function: Callable[..., Any] | None) ->
     )
     args = spec.model.args if isinstance(spec.model, UserModel) else {}
     return spec.model_copy(update={"model": UserModel(function=label, args=args)})
+
+
+def check_sweep_model(spec: SweepSpec, data: str | None = None) -> str | None:
+    """``lrtune validate``'s check of the user's model: imported and built once against the data's shape.
+
+    The shape and classes come from the data's headers
+    (:func:`lrtune.data.describe_data`), not its pixels. Returns the check's
+    one-line summary, or None for a built-in model (they take any shape).
+    A data source not reachable here is said, and the model is imported
+    but not built.
+
+    Raises:
+        SweepError: the import fails, or the model does not fit the data.
+        lrtune.data.DataError: the data's headers already show it is wrong.
+    """
+    from lrtune.data import describe_data
+    from lrtune.training.models import ModelError, check_model, import_builder
+
+    model = spec.model
+    if isinstance(model, str):
+        return None
+    if model.import_ is None:
+        return f"model {model.function}: a Python function, checked when run_sweep(spec, model=...) starts"
+    try:
+        import_builder(model.import_)
+        shape = describe_data(spec.data, data)
+        if shape is None:
+            return f"model {model.import_}: imported; not built (the data is not reachable from here)"
+        return check_model(model.source(), shape.num_classes, shape.input_shape)
+    except ModelError as e:
+        raise SweepError(str(e)) from None
 
 
 @contextlib.contextmanager
@@ -486,7 +524,9 @@ class Driver:
             totals = ray.get(ref, timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
             ray.cancel(ref)
-            log.warning("no GPU node answered in %.0f s: each trial checks its GPU share as it starts", timeout_s)
+            log.warning(
+                "no GPU node answered in %.0f s: each trial checks its GPU share as it starts", timeout_s
+            )
             return
         for total_mb in totals:
             try:
