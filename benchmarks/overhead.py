@@ -79,7 +79,7 @@ def bare(args, data_args):
     return wall, start, trials, results
 
 
-def lrtune(args, data_args, name):
+def lrtune(args, data_args, name, model="seed-tiny"):
     spec = common.make_spec(
         name,
         common.STEP_ARM,
@@ -87,6 +87,7 @@ def lrtune(args, data_args, name):
         repeats=args.trials,
         batch_size=args.batch_size,
         cpu=1,
+        model=model,
         **data_args,
     )
     outcome, wall, start, rows = common.run(spec, args, max_concurrent=args.cores)
@@ -183,8 +184,45 @@ def measure(args, data_args, trials: int, epochs: int, label: str, target: float
     }
 
 
+def compare_models(args, data_args, target: str) -> dict:
+    """lrtune (b) with the built-in seed-tiny and with ``target`` (the same net as a user's module), alternately."""
+    runs = []
+    for i in range(args.repeats):
+        order = ("builtin", "user") if i % 2 == 0 else ("user", "builtin")
+        run = {}
+        for kind in order:
+            model = "seed-tiny" if kind == "builtin" else {"import": target}
+            run[kind] = breakdown(*lrtune(args, data_args, f"overhead-model-{kind}-{i}", model=model))
+        run["epoch_ratio"] = run["user"]["epoch_s"] / run["builtin"]["epoch_s"]
+        run["wall_ratio"] = run["user"]["wall_s"] / run["builtin"]["wall_s"]
+        runs.append(run)
+        print(
+            f"repeat {i}: later epoch built-in {run['builtin']['epoch_s']:.3f} s, user {run['user']['epoch_s']:.3f} s "
+            f"(ratio {run['epoch_ratio']:.3f}); wall {run['builtin']['wall_s']:.1f} s vs {run['user']['wall_s']:.1f} s",
+            flush=True,
+        )
+    med = {k: {m: common.median(r[k][m] for r in runs) for m in runs[0][k]} for k in ("builtin", "user")}
+    common.table(
+        ["", "built-in seed-tiny", f"user {target}"],
+        [[NAMES[k], med["builtin"][k], med["user"][k]] for k in NAMES if k in med["user"]],
+    )
+    epoch_ratio = common.median(r["epoch_ratio"] for r in runs)
+    print(
+        f"user model / built-in, later epoch (median of {args.repeats}): {epoch_ratio:.3f}; "
+        f"wall: {common.median(r['wall_ratio'] for r in runs):.3f}",
+        flush=True,
+    )
+    return {"epoch_ratio": epoch_ratio, "ratios": [r["epoch_ratio"] for r in runs], **med}
+
+
 def main():
     p = common.parser(__doc__)
+    p.add_argument(
+        "--user-model",
+        metavar="MODULE:FUNCTION",
+        help="instead: lrtune with the built-in seed-tiny against this user's module defining the same net "
+        "(e.g. benchmarks.seed_tiny_again:build, run from the repository root)",
+    )
     p.add_argument("--trials", type=int, help="trials (default 4; quick 2)")
     p.add_argument("--epochs", type=int, help="epochs per trial (default 10; quick 2)")
     p.add_argument("--limit", type=int, help="training images, 0 = all 10,000 (default 0; quick 2000)")
@@ -201,6 +239,9 @@ def main():
         quick=dict(trials=2, epochs=2, limit=2000, long_epochs=0),
     )
     data_args = {"limit": args.limit or None}
+    if args.user_model:
+        common.emit("overhead-user-model", args, **compare_models(args, data_args, args.user_model))
+        return
 
     figures = {"short": measure(args, data_args, args.trials, args.epochs, "short", target=1.05)}
     if args.long_epochs:
