@@ -242,6 +242,7 @@ space:
     return folder, result, folder / "results" / "tiny-lr-range"
 
 
+@pytest.mark.ray
 def test_every_trial_step_lands_once(find_run):
     _, _, run_dir = find_run
     table = load_lr_range(str(run_dir))
@@ -254,6 +255,7 @@ def test_every_trial_step_lands_once(find_run):
     assert raw.num_rows == table.num_rows  # no duplicates on disk, not merely dropped when read
 
 
+@pytest.mark.ray
 def test_a_diverging_test_stops_early_and_says_so(find_run):
     _, _, run_dir = find_run
     table = load_lr_range(str(run_dir))
@@ -268,6 +270,7 @@ def test_a_diverging_test_stops_early_and_says_so(find_run):
         assert not math.isfinite(last) or last > 4 * min(r["smoothed_loss"] for r in rows[:-1])
 
 
+@pytest.mark.ray
 def test_the_printed_fragment_passes_validate(find_run):
     folder, result, _ = find_run
     fragment = "\n".join(line for line in result.stdout.splitlines() if not line.startswith("#"))
@@ -285,6 +288,7 @@ def test_the_printed_fragment_passes_validate(find_run):
     assert checked.returncode == 0, checked.stderr
 
 
+@pytest.mark.ray
 def test_suggestions_are_printed_per_arm_and_the_figures_written(find_run):
     _, result, run_dir = find_run
     assert "# sgd momentum=0.9" in result.stdout and "# adam" in result.stdout
@@ -293,6 +297,7 @@ def test_suggestions_are_printed_per_arm_and_the_figures_written(find_run):
     assert "data:image/png;base64," in page and "loguniform" in page
 
 
+@pytest.mark.ray
 def test_results_sql_reads_the_range_test(find_run):
     _, _, run_dir = find_run
     result = lrtune(
@@ -305,6 +310,7 @@ def test_results_sql_reads_the_range_test(find_run):
     assert result.stdout.split() == ["optimizer", "n", "adam", "2", "sgd", "2"]
 
 
+@pytest.mark.ray
 def test_a_second_run_of_the_same_name_is_refused(find_run, cifar_archive):
     folder, _, run_dir = find_run
     result = lrtune("find", folder / "tiny.yaml", "--data", cifar_archive, "--storage", folder / "results")
