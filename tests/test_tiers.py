@@ -104,9 +104,11 @@ def test_an_embedded_ray_writes_where_the_guard_looks():
 @pytest.mark.ray
 def test_the_session_ray_is_lrtunes_embedded_ray(ray_running):
     import ray
+    from ray._private.utils import get_num_cpus
 
     from lrtune.engine.ray_runtime import TRIAL_SLOT, UNLIMITED_SLOTS
 
     resources = ray.cluster_resources()
     assert resources[TRIAL_SLOT] == UNLIMITED_SLOTS
-    assert resources["CPU"] == os.cpu_count()  # Ray's default, as `lrtune sweep` users get
+    # Ray's own count of this machine's CPUs (cgroup limits included), as `lrtune sweep` users get.
+    assert resources["CPU"] == get_num_cpus()
