@@ -1,8 +1,14 @@
-"""Shared fixtures: a real CIFAR-10 archive written here, and thread limits.
+"""Shared fixtures: a real CIFAR-10 archive written here, thread limits, and the session's Ray.
 
 The archive is the official python layout (pickled batches inside a
 ``.tar.gz``), small and learnable: class 0 images are dark in their top
 half, class 1 bright, so a tiny net's loss falls within an epoch or two.
+
+Tiers: a test that starts Ray (here, or through ``lrtune sweep/find/confirm``
+in a subprocess) is marked ``ray``; a kill/resume loop also ``soak``. The
+fast tier, ``pytest -m "not ray and not soak"``, starts no Ray: the hook and
+the guard below check it. In-process Ray tests share lrtune's embedded Ray
+through ``ray_running``.
 """
 
 from __future__ import annotations
@@ -117,11 +123,100 @@ def kill_group():
     return kill_process_group
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A private local Ray with 2 CPUs for the tests of one module (never one `ray start` left running)."""
+#: The fixtures that give a test Ray: a test using one must be marked ``ray``.
+RAY_FIXTURES = ("ray_session", "ray_running")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Refuse a test that gets Ray from a fixture but is not marked ``ray``, or a ``soak`` that is not.
+
+    ``pytest -m "not ray and not soak"`` (the fast tier) must never start a
+    Ray: the marks are what it goes by.
+    """
+    wrong = []
+    for item in items:
+        marked = item.get_closest_marker("ray") is not None
+        fixtures = [f for f in RAY_FIXTURES if f in getattr(item, "fixturenames", ())]
+        if fixtures and not marked:
+            wrong.append(f"{item.nodeid}: uses {', '.join(fixtures)} but is not marked `ray`")
+        if item.get_closest_marker("soak") is not None and not marked:
+            wrong.append(f"{item.nodeid}: is marked `soak` but not `ray` (every soak starts Ray)")
+    if wrong:
+        raise pytest.UsageError(
+            "tests that start Ray must be marked ray (pytestmark = pytest.mark.ray, or @pytest.mark.ray):\n  "
+            + "\n  ".join(wrong)
+        )
+
+
+@pytest.fixture(autouse=True)
+def no_ray_unless_marked(request, monkeypatch):
+    """A test not marked ``ray`` fails if it starts a Ray, here or in a subprocess it runs.
+
+    Ray puts a new Ray's files under ``$RAY_TMPDIR/ray``: a fresh, short
+    ``RAY_TMPDIR`` per unmarked test (Ray's socket paths must stay short)
+    shows whether one started. A test that only joins a Ray this process
+    already holds starts none, so the check bites in the fast tier, where no
+    Ray runs.
+    """
+    if request.node.get_closest_marker("ray") is not None:
+        yield
+        return
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="lrtune-noray-")
+    monkeypatch.setenv("RAY_TMPDIR", folder)
+    try:
+        yield
+        if os.path.exists(os.path.join(folder, "ray")):
+            pytest.fail(
+                f"{request.node.nodeid} started Ray (it wrote {folder}/ray) but is not marked `ray`: "
+                "mark it, so that the fast tier (-m 'not ray and not soak') leaves it out"
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _embedded_ray() -> None:
+    """Make this process's Ray lrtune's embedded one, as ``lrtune sweep`` without --address starts it.
+
+    Started again if a test shut it down or left another Ray (a
+    ``ray.cluster_utils.Cluster``) connected: only this process's own Ray is
+    stopped, never one by name.
+    """
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from lrtune.engine.ray_runtime import TRIAL_SLOT, UNLIMITED_SLOTS, start_ray
+
+    if ray.is_initialized():
+        if ray.cluster_resources().get(TRIAL_SLOT) == UNLIMITED_SLOTS:
+            return
+        ray.shutdown()
+    start_ray(None)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """lrtune's embedded Ray (:func:`lrtune.engine.ray_runtime.start_ray`), started once per session.
+
+    All the machine's CPUs (Ray's default, as users get), and
+    ``UNLIMITED_SLOTS`` trial slots: a sweep's ``max_concurrent`` is then
+    not a limit (a warning says so); the CPUs are. Tests use it through
+    :func:`ray_running`.
+    """
+    import ray
+
+    _embedded_ray()
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_running(ray_session):
+    """The session's embedded Ray, started again if an earlier test shut it down or joined another.
+
+    Module-scoped, so that a module's shared sweep fixture can use it; a test
+    that needs a Ray of its own (a multi-node ``Cluster``, a Ray it kills)
+    goes into a module without ``ray_running``, or comes after its users.
+    """
+    _embedded_ray()

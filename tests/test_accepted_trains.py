@@ -436,20 +436,15 @@ scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_pro
 ]
 
 
-def test_a_handful_run_end_to_end_through_ray(fixture_archive, tmp_path):
-    import ray
-
+@pytest.mark.ray
+def test_a_handful_run_end_to_end_through_ray(ray_running, fixture_archive, tmp_path):
     from lrtune.engine.sweep import run_sweep
     from lrtune.results.tables import load_trials
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        for text in HANDFUL:
-            spec = parse_spec(parse_yaml(text, "e2e.yaml"), "e2e.yaml")
-            outcome = run_sweep(spec, storage=str(tmp_path), data=str(fixture_archive), quiet=True)
-            trials = load_trials(outcome.sweep_dir).to_pylist()
-            assert len(trials) == spec.trial_count(), spec.name
-            assert not [t for t in trials if t["status"] == "error"], [t["error"] for t in trials]
-            Counter.trials += len(trials)
-    finally:
-        ray.shutdown()
+    for text in HANDFUL:
+        spec = parse_spec(parse_yaml(text, "e2e.yaml"), "e2e.yaml")
+        outcome = run_sweep(spec, storage=str(tmp_path), data=str(fixture_archive), quiet=True)
+        trials = load_trials(outcome.sweep_dir).to_pylist()
+        assert len(trials) == spec.trial_count(), spec.name
+        assert not [t for t in trials if t["status"] == "error"], [t["error"] for t in trials]
+        Counter.trials += len(trials)

@@ -112,14 +112,11 @@ def _addresses_in_a_worker(data):
     return [(not a.flags.writeable, a.ctypes.data, buffer_address(shared_tensor(a))) for a in arrays]
 
 
-def test_a_ray_worker_feeds_from_the_object_store_without_a_copy(tiny_dataset):
+@pytest.mark.ray
+def test_a_ray_worker_feeds_from_the_object_store_without_a_copy(ray_running, tiny_dataset):
     import ray
 
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        seen = ray.get(ray.remote(_addresses_in_a_worker).remote(ray.put(tiny_dataset)))
-    finally:
-        ray.shutdown()
+    seen = ray.get(ray.remote(_addresses_in_a_worker).remote(ray.put(tiny_dataset)))
     # Read-only: the object store's memory, which Ray aligns for TensorFlow, so no copy is made.
     assert seen == [(True, array, array) for _, array, _ in seen]
 

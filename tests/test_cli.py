@@ -64,6 +64,7 @@ def test_unknown_option_is_refused_by_name():
     assert "No such option: --epochs" in result.stderr
 
 
+@pytest.mark.ray
 def test_missing_data_names_the_path_and_no_sweep_folder_is_left(tmp_path):
     result = lrtune(
         "sweep", "sweeps/quickstart.yaml", "--data", tmp_path / "missing.tar.gz", "--storage", tmp_path / "r"
@@ -171,6 +172,7 @@ TINY = (
 )
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize(
     ("resource", "message"),
     [

@@ -19,6 +19,8 @@ from lrtune.spec import parse_spec, parse_yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from sweep_runs import start  # noqa: E402
 
+pytestmark = pytest.mark.ray
+
 SLOW = """
 name: {name}
 data: {{classes: [airplane, automobile]}}
@@ -62,6 +64,7 @@ def lrtune(*args, **kwargs):
     return process
 
 
+@pytest.mark.soak
 def test_driver_killed_mid_sweep_resumes_with_every_row_once(cifar_archive, tmp_path, kill_group):
     sweep_file = tmp_path / "slow.yaml"
     sweep_file.write_text(SLOW.format(name="killed", epochs=6))
@@ -98,7 +101,7 @@ def make_spec(text):
 
 
 def test_a_raising_trial_is_recorded_as_error_and_the_others_finish(
-    local_ray, cifar_archive, tmp_path, capfd
+    ray_running, cifar_archive, tmp_path, capfd
 ):
     spec = make_spec(
         """
@@ -126,7 +129,7 @@ space:
     assert "Traceback" not in capfd.readouterr().err  # --quiet: the error is in trials.parquet
 
 
-def test_unwritable_storage_stops_the_sweep_and_resume_completes_it(local_ray, cifar_archive, tmp_path):
+def test_unwritable_storage_stops_the_sweep_and_resume_completes_it(ray_running, cifar_archive, tmp_path):
     import threading
 
     spec = make_spec(SLOW.format(name="storage", epochs=4))

@@ -251,6 +251,7 @@ def _spans(run_dir: Path) -> list[tuple[float, float]]:
     return sorted((min(t), max(t)) for t in spans.values())
 
 
+@pytest.mark.ray
 def test_max_concurrent_runs_one_range_test_at_a_time(find_run, cifar_archive):
     """--max-concurrent means trial slots in find as in sweep: 1 runs the tests one after another."""
     import itertools
@@ -268,6 +269,7 @@ def test_max_concurrent_runs_one_range_test_at_a_time(find_run, cifar_archive):
     assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans)), spans
 
 
+@pytest.mark.ray
 def test_every_trial_step_lands_once(find_run):
     _, _, run_dir = find_run
     table = load_lr_range(str(run_dir))
@@ -280,6 +282,7 @@ def test_every_trial_step_lands_once(find_run):
     assert raw.num_rows == table.num_rows  # no duplicates on disk, not merely dropped when read
 
 
+@pytest.mark.ray
 def test_a_diverging_test_stops_early_and_says_so(find_run):
     _, _, run_dir = find_run
     table = load_lr_range(str(run_dir))
@@ -294,6 +297,7 @@ def test_a_diverging_test_stops_early_and_says_so(find_run):
         assert not math.isfinite(last) or last > 4 * min(r["smoothed_loss"] for r in rows[:-1])
 
 
+@pytest.mark.ray
 def test_the_printed_fragment_passes_validate(find_run):
     folder, result, _ = find_run
     fragment = "\n".join(line for line in result.stdout.splitlines() if not line.startswith("#"))
@@ -311,6 +315,7 @@ def test_the_printed_fragment_passes_validate(find_run):
     assert checked.returncode == 0, checked.stderr
 
 
+@pytest.mark.ray
 def test_suggestions_are_printed_per_arm_and_the_figures_written(find_run):
     _, result, run_dir = find_run
     assert "# sgd momentum=0.9" in result.stdout and "# adam" in result.stdout
@@ -319,6 +324,7 @@ def test_suggestions_are_printed_per_arm_and_the_figures_written(find_run):
     assert "data:image/png;base64," in page and "loguniform" in page
 
 
+@pytest.mark.ray
 def test_results_sql_reads_the_range_test(find_run):
     _, _, run_dir = find_run
     result = lrtune(
@@ -331,6 +337,7 @@ def test_results_sql_reads_the_range_test(find_run):
     assert result.stdout.split() == ["optimizer", "n", "adam", "2", "sgd", "2"]
 
 
+@pytest.mark.ray
 def test_a_second_run_of_the_same_name_is_refused(find_run, cifar_archive):
     folder, _, run_dir = find_run
     result = lrtune("find", folder / "tiny.yaml", "--data", cifar_archive, "--storage", folder / "results")

@@ -20,12 +20,18 @@ from lrtune.engine.sweep import run_sweep
 from lrtune.results.tables import load, load_trials
 from lrtune.spec import parse_spec, parse_yaml
 
+# A Ray of their own (a multi-node Cluster): not the session's embedded Ray.
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture
 def cluster():
     import ray
     from ray.cluster_utils import Cluster
 
+    # The session's embedded Ray (an earlier module's), if up, is this process's own: the test
+    # joins the cluster instead, and the next user of `ray_running` starts the embedded Ray again.
+    ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     yield cluster
     ray.shutdown()

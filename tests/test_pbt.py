@@ -11,6 +11,8 @@ from lrtune.results.tables import load, load_trials
 from lrtune.spec import parse_spec, parse_yaml
 from lrtune.training.checkpoints import StateStore
 
+pytestmark = pytest.mark.ray
+
 # val_accuracy: on the learnable fixture members reach accuracy 1.0 and tie. Ray's own PBT
 # then kept cloning the same paused donors (the clone inherits the donor's time, so with 4
 # members on 2 slots the donors never got a slot again) and this sweep never ended.
@@ -27,7 +29,7 @@ scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_pro
 
 
 @pytest.fixture(scope="module")
-def pbt_sweep(cifar_archive, tmp_path_factory, local_ray):
+def pbt_sweep(cifar_archive, tmp_path_factory, ray_running):
     spec = parse_spec(parse_yaml(PBT, "pbt.yaml"), "pbt.yaml")
     storage = tmp_path_factory.mktemp("pbt")
     return run_sweep(spec, storage=str(storage), data=str(cifar_archive), quiet=True)
@@ -103,7 +105,7 @@ def _constant_member(config):
 @pytest.mark.parametrize(
     ("scores", "exploit"), [((0.5, 0.5), False), ((0.4, 0.5), True)], ids=["tied", "apart"]
 )
-def test_pbt_clones_only_a_strictly_better_member(local_ray, tmp_path, scores, exploit):
+def test_pbt_clones_only_a_strictly_better_member(ray_running, tmp_path, scores, exploit):
     # Ray's own PBT has the bottom member clone the top one on a tie too; with more members
     # than slots the clone takes the donor's time and the slot again, and the sweep stalls.
     from ray import tune

@@ -16,10 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from lrtune.results.tables import load, load_trials
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sweep_runs import assert_rows_are_the_final_models_history, result_lines, rows, start  # noqa: E402
+
+pytestmark = pytest.mark.ray
 
 SWEEP = """
 name: {name}
@@ -31,6 +35,7 @@ space: {{optimizer: sgd, schedule: time, lr: {{grid: [0.01, 0.03]}}, decay: 0.00
 """
 
 
+@pytest.mark.soak
 def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_once(
     cifar_archive, tmp_path, kill_group
 ):
@@ -86,6 +91,7 @@ max_concurrent: 1
 """
 
 
+@pytest.mark.soak
 def test_early_stopping_rungs_survive_kills_and_resumes(cifar_archive, tmp_path, kill_group):
     # One trial at a time, the strong lr first: run straight, it passes every rung (they are
     # empty) and ASHA stops both weak trials at the first rung, against the values recorded

@@ -19,6 +19,8 @@ from lrtune.spec import parse_spec, parse_yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from sweep_runs import assert_rows_are_the_final_models_history, rows, start  # noqa: E402
 
+pytestmark = pytest.mark.ray
+
 BASE = """
 name: grow
 data: {classes: [airplane, automobile], limit: 256}
@@ -46,7 +48,7 @@ def assert_each_row_once(sweep_dir, trials: int, epochs: int):
 
 
 @pytest.fixture(scope="module")
-def grown(local_ray, cifar_archive, tmp_path_factory):
+def grown(ray_running, cifar_archive, tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage")
     run_sweep(make_spec(BASE), storage=str(storage), data=str(cifar_archive), quiet=True)
     bigger = BASE.replace("lr: 0.05", "lr: {grid: [0.05, 0.02]}").replace("repeats: 2", "repeats: 3")
@@ -102,7 +104,7 @@ space:
 
 
 def test_confirm_adds_rounds_of_new_seeds_until_the_budget_when_the_best_is_not_separated(
-    local_ray, cifar_archive, tmp_path
+    ray_running, cifar_archive, tmp_path
 ):
     from lrtune.engine.confirm import confirm
 
@@ -130,7 +132,7 @@ space:
 """
 
 
-def test_confirm_stops_as_soon_as_the_best_is_separated(local_ray, cifar_archive, tmp_path):
+def test_confirm_stops_as_soon_as_the_best_is_separated(ray_running, cifar_archive, tmp_path):
     from lrtune.engine.confirm import confirm
 
     run_sweep(make_spec(SEPARABLE), storage=str(tmp_path), data=str(cifar_archive), quiet=True)
@@ -142,6 +144,7 @@ def test_confirm_stops_as_soon_as_the_best_is_separated(local_ray, cifar_archive
     assert not result.choice.within_noise
 
 
+@pytest.mark.soak
 def test_a_killed_confirm_finishes_its_round_when_run_again(cifar_archive, tmp_path, kill_group):
     """Kill `lrtune confirm` at a random moment of its first round, run it again: every trial once."""
     seed = int(os.environ.get("LRTUNE_SOAK_SEED", random.SystemRandom().randrange(10**6)))

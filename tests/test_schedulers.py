@@ -65,21 +65,16 @@ def test_the_rungs_follow_grace_times_reduction_to_the_k_below_the_last_epoch():
 
 
 @pytest.fixture(scope="module")
-def halved(cifar_archive, tmp_path_factory):
+def halved(ray_running, cifar_archive, tmp_path_factory):
     """(trials.parquet rows, metrics rows) of the sweep above."""
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        spec = parse_spec(parse_yaml(SHA.format(name="sha"), "sha.yaml"), "sha.yaml")
-        outcome = run_sweep(
-            spec, storage=str(tmp_path_factory.mktemp("sha")), data=str(cifar_archive), quiet=True
-        )
-    finally:
-        ray.shutdown()
+    spec = parse_spec(parse_yaml(SHA.format(name="sha"), "sha.yaml"), "sha.yaml")
+    outcome = run_sweep(
+        spec, storage=str(tmp_path_factory.mktemp("sha")), data=str(cifar_archive), quiet=True
+    )
     return load_trials(outcome.sweep_dir).to_pylist(), load(outcome.sweep_dir).to_pylist()
 
 
+@pytest.mark.ray
 def test_the_repeats_of_a_configuration_go_on_or_stop_together_on_their_mean(halved):
     trials, rows = halved
     assert sorted(t["status"] for t in trials) == ["done"] * 2 + ["stopped_early"] * 4
@@ -96,6 +91,7 @@ def test_the_repeats_of_a_configuration_go_on_or_stop_together_on_their_mean(hal
     assert mean_at_rung[kept] == max(mean_at_rung.values()), mean_at_rung
 
 
+@pytest.mark.ray
 def test_no_trial_trains_past_the_rung_before_every_configuration_reached_it(halved):
     _, rows = halved
     last_at_rung = max(r["timestamp"].timestamp() for r in rows if r["epoch"] == 1)
@@ -106,6 +102,8 @@ def test_no_trial_trains_past_the_rung_before_every_configuration_reached_it(hal
     assert min(began) >= last_at_rung, (last_at_rung, began)
 
 
+@pytest.mark.ray
+@pytest.mark.soak
 def test_a_killed_and_resumed_sweep_finishes_every_trial_with_each_row_once(
     cifar_archive, tmp_path, kill_group
 ):

@@ -51,7 +51,7 @@ class Seen:
         self.callback = _Callback()
 
 
-def test_round_prefix_restored_callbacks_and_scheduler_behave_as_lrtune_needs(local_ray, tmp_path):
+def test_round_prefix_restored_callbacks_and_scheduler_behave_as_lrtune_needs(ray_running, tmp_path):
     from ray import tune
 
     from lrtune.engine.translation import param_space
