@@ -64,6 +64,7 @@ VALUES = {
 }
 CATEGORIES = {
     "nesterov": [True, False],
+    "amsgrad": [True, False],
     "anneal": ["cos", "linear"],
     "cycle_mode": ["triangular", "triangular2", "exp_range"],
 }
