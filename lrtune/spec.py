@@ -34,6 +34,7 @@ from pydantic import (
 from lrtune.space import DISTRIBUTIONS, PARAMS, Dist, Range, SpaceError, parse_dist
 from lrtune.training.models import MODELS as MODEL_NAMES
 from lrtune.training.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
+from lrtune.training.optimizers import NOT_PERTURBED, schedule_conflict
 from lrtune.training.schedules import (
     SCHEDULES,
     SPAN_PARAMS,
@@ -392,8 +393,10 @@ class Arm(BaseModel):
 #: Ranges narrower than :data:`lrtune.space.PARAMS`'s for one optimizer: what its
 #: Keras class checks when it is built (``keras.optimizers.Lion``: "beta_1 must be
 #: in the [0, 1] range. Otherwise, the optimizer degenerates to SignSGD", raised for 0).
+#: Schedule-free AdamW divides by beta_1 to recover its averaged weights (x = (y - (1 - beta_1) * z) / beta_1).
 OPTIMIZER_RANGES: dict[str, dict[str, Range]] = {
-    "lion": {"beta_1": Range(0, 1, low_open=True, high_open=True)}
+    "lion": {"beta_1": Range(0, 1, low_open=True, high_open=True)},
+    "schedule_free_adamw": {"beta_1": Range(0, 1, low_open=True, high_open=True)},
 }
 
 
@@ -439,6 +442,10 @@ def parse_arm(raw: Any, where: str) -> Arm:
                     "put each optimizer in its own arm",
                 )
     for optimizer in arm.optimizers:
+        for schedule in arm.schedules:
+            conflict = schedule_conflict(optimizer, schedule)
+            if conflict:
+                raise SpaceError(f"{where}.schedule", conflict)
         for key, allowed in OPTIMIZER_RANGES.get(optimizer, {}).items():
             bad = [v for v in params[key].values() if not allowed.contains(float(v))] if key in params else []
             if bad:
@@ -559,6 +566,14 @@ def _pbt_mutations(spec: SweepSpec) -> dict[str, Dist]:
                 f"{', '.join(f'{{{name}: ...}}' for name in DISTRIBUTIONS)}",
             )
         for i, arm in enumerate(spec.space):
+            for optimizer in arm.optimizers:
+                reason = NOT_PERTURBED.get(optimizer, {}).get(key)
+                if reason:
+                    raise SpaceError(
+                        f"{where}.{key}",
+                        f"PBT cannot change {key} of optimizer {optimizer} during training: {reason}; "
+                        "perturb lr instead",
+                    )
             if key not in arm.params:
                 arm_at = f"space.{i}" if several else "space"
                 raise SpaceError(

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from lrtune.data import CLASS_NAMES, load_cifar10
 from lrtune.spec import SweepFileError, apply_overrides, parse_spec, parse_yaml
 from lrtune.training.optimizers import DEFAULTS as OPTIMIZER_SETTINGS
+from lrtune.training.optimizers import schedule_conflict
 from lrtune.training.schedules import SCHEDULES, schedule_params
 
 #: Per hyperparameter: values to draw (whole numbers where the range allows one,
@@ -61,20 +62,23 @@ VALUES = {
     "cooldown": ([0, 1], [1]),
     "warmup_epochs": ([1, 0.5], [0.5]),
     "warmup_start": ([0, 0.001], [0.001]),
+    "decay_fraction": ([1, 0.2, 0.5], [0.1]),
 }
 CATEGORIES = {
     "nesterov": [True, False],
     "amsgrad": [True, False],
     "anneal": ["cos", "linear"],
     "cycle_mode": ["triangular", "triangular2", "exp_range"],
+    "decay_shape": ["linear", "cosine", "1-sqrt"],
 }
 #: (lowest multiple of q allowed, highest) per key, as multiples: inside the key's range.
 UPPER = {"drop": 1, "momentum": 0.95, "rho": 0.95, "beta_1": 0.9, "beta_2": 0.999, "pct_start": 0.95,
-         "restart_decay": 1, "gamma": 1, "factor": 0.9}  # fmt: skip
+         "restart_decay": 1, "gamma": 1, "factor": 0.9, "decay_fraction": 1}  # fmt: skip
 LOWER = {"period_mult": 1, "div_factor": 1, "final_div_factor": 1}
 #: Keys whose range excludes 0.
 POSITIVE = {"lr", "drop", "epochs_drop", "rho", "epsilon", "decay_epochs", "period_epochs", "restart_decay",
-            "max_lr", "cycle_epochs", "pct_start", "step_size_epochs", "gamma", "power", "factor", "warmup_epochs"}  # fmt: skip
+            "max_lr", "cycle_epochs", "pct_start", "step_size_epochs", "gamma", "power", "factor", "warmup_epochs",
+            "decay_fraction"}  # fmt: skip
 DISCRETE = ("fixed", "choice", "grid")
 
 
@@ -116,14 +120,14 @@ def dist(draw, key: str, discrete_only: bool):
 def arm(draw, discrete_only: bool):
     """One arm: an optimizer (or a choice of them), a schedule and their settings."""
     schedule = draw(st.sampled_from(list(SCHEDULES)))
+    # Schedule-free AdamW runs with a constant rate only (validate refuses the rest).
+    suited = [o for o in OPTIMIZER_SETTINGS if schedule_conflict(o, schedule) is None]
     if draw(st.integers(0, 5)) == 0:
-        optimizers = sorted(
-            draw(st.lists(st.sampled_from(list(OPTIMIZER_SETTINGS)), min_size=2, max_size=3, unique=True))
-        )
+        optimizers = sorted(draw(st.lists(st.sampled_from(suited), min_size=2, max_size=3, unique=True)))
         space = {"optimizer": {"choice": optimizers}}
         own: list[str] = []  # a setting must suit every optimizer of the arm: lr only
     else:
-        optimizer = draw(st.sampled_from(list(OPTIMIZER_SETTINGS)))
+        optimizer = draw(st.sampled_from(suited))
         space = {"optimizer": optimizer}
         own = [k for k in OPTIMIZER_SETTINGS[optimizer] if k != "lr"]
         own = draw(st.lists(st.sampled_from(own), unique=True)) if own else []

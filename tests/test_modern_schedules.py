@@ -12,6 +12,7 @@ from lrtune.training.schedules import (
     cosine,
     cosine_restarts,
     cyclic,
+    linear_to_zero,
     lr_by_epoch,
     make_schedule,
     one_cycle,
@@ -19,6 +20,7 @@ from lrtune.training.schedules import (
     polynomial,
     required_params,
     with_warmup,
+    wsd,
 )
 
 
@@ -95,6 +97,8 @@ EXAMPLES = {
     "cyclic": {"lr": 0.01, "max_lr": 0.1, "step_size_epochs": 4, "cycle_mode": "triangular2"},
     "polynomial": {"lr": 0.1, "decay_epochs": 30, "end_lr": 0.001, "power": 2.0},
     "plateau": {"lr": 0.1, "factor": 0.5, "patience": 2},  # its function: the rate before any reduction
+    "wsd": {"lr": 0.1, "decay_epochs": 30, "decay_fraction": 0.2, "lr_min": 0.001},
+    "linear_to_zero": {"lr": 0.1, "decay_epochs": 60},  # 0 from epoch 60 on: the span is the trial's
 }
 
 
@@ -184,6 +188,56 @@ def test_polynomial_decays_as_a_power_to_end_lr():
         assert s(x) == pytest.approx(0.09 * (1 - min(x, 10) / 10) ** 0.5 + 0.01, rel=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("shape", "g"),
+    [
+        ("linear", lambda p: 1 - p),
+        ("cosine", lambda p: (1 + math.cos(math.pi * p)) / 2),
+        ("1-sqrt", lambda p: 1 - math.sqrt(p)),
+    ],
+)
+def test_wsd_is_constant_then_cools_down_over_the_last_fraction(shape, g):
+    # T = 20 epochs, the last 25% (epochs 15-20) cool down from 0.1 to 0.002.
+    s = wsd(lr=0.1, decay_epochs=20, decay_fraction=0.25, decay_shape=shape, lr_min=0.002)
+    for x in (0, 7.3, 15):
+        assert s(x) == pytest.approx(0.1, rel=1e-12)
+    for x in (15.5, 17.5, 19.9):
+        assert s(x) == pytest.approx(0.002 + 0.098 * g((x - 15) / 5), rel=1e-12)
+    assert s(20) == pytest.approx(0.002, rel=1e-12) and s(31) == pytest.approx(0.002, rel=1e-12)
+
+
+def test_wsd_defaults_are_the_papers_20_percent_1_sqrt_cooldown_to_zero():
+    s = wsd(lr=0.1, decay_epochs=10)
+    assert s.params == {
+        "lr": 0.1, "decay_epochs": 10.0, "decay_fraction": 0.2, "decay_shape": "1-sqrt", "lr_min": 0.0
+    }  # fmt: skip
+    assert s(8) == 0.1 and s(9) == pytest.approx(0.1 * (1 - math.sqrt(0.5)), rel=1e-12) and s(10) == 0.0
+
+
+def test_wsd_with_fraction_one_is_a_decay_from_the_start():
+    s = wsd(lr=0.1, decay_epochs=4, decay_fraction=1, decay_shape="linear")
+    np.testing.assert_allclose(s(np.array([0, 1, 2, 4])), [0.1, 0.075, 0.05, 0.0], rtol=1e-12)
+
+
+def test_wsd_changes_at_every_step_of_the_cooldown():
+    lr = wsd(lr=0.1, decay_epochs=2, decay_fraction=0.5, decay_shape="linear").at_step(np.arange(20), 10)
+    assert np.all(lr[:11] == 0.1) and np.all(np.diff(lr[10:]) < 0)
+    assert lr[15] == pytest.approx(0.1 * (1 - 0.5 / 1), rel=1e-12)
+
+
+def test_linear_to_zero_falls_in_a_straight_line_to_exactly_zero():
+    s = linear_to_zero(lr=0.2, decay_epochs=8)
+    for x in (0, 1, 2.5, 7.75):
+        assert s(x) == pytest.approx(0.2 * (1 - x / 8), rel=1e-12)
+    assert s(8) == 0.0 and s(9) == 0.0
+
+
+def test_linear_to_zero_over_a_trial_ends_at_its_last_step_above_zero():
+    lr = lr_by_epoch(linear_to_zero(lr=0.1, decay_epochs=3), epochs=3, steps_per_epoch=5)
+    np.testing.assert_allclose(lr, [0.1 * (1 - s / 15) for s in (4, 9, 14)], rtol=1e-12)
+    assert lr[-1] == pytest.approx(0.1 / 15)
+
+
 # --- warmup as composition ------------------------------------------------------
 
 
@@ -229,7 +283,7 @@ def test_every_schedule_is_positive_and_finite(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["cosine", "polynomial", "piecewise", "step", "exponential", "time", "plateau"]
+    "name", ["cosine", "polynomial", "piecewise", "step", "exponential", "time", "plateau", "wsd", "linear_to_zero"]
 )
 def test_decaying_schedules_never_rise(name):
     lr = make_schedule(name, **EXAMPLES[name]).at_step(np.arange(0, 60 * 13), steps_per_epoch=13)
@@ -256,6 +310,8 @@ def test_span_params_are_required_by_their_schedules():
         "cosine",
         "one_cycle",
         "polynomial",
+        "wsd",
+        "linear_to_zero",
     }
 
 
@@ -293,6 +349,16 @@ def test_lr_by_epoch_of_a_per_step_schedule_is_its_rate_at_each_epochs_last_step
         ),
         (lambda: cyclic(0.01, 0.1, 2, gamma=0.9), r"`gamma` applies to cycle_mode exp_range only"),
         (lambda: polynomial(0.1, 10, power=0), r"Argument `power` must be > 0"),
+        (
+            lambda: wsd(0.1, 10, decay_fraction=0),
+            r"Argument `decay_fraction` must be in \(0, 1\]. Received: decay_fraction=0.0",
+        ),
+        (
+            lambda: wsd(0.1, 10, decay_shape="sqrt"),
+            r"Argument `decay_shape` must be one of linear, cosine, 1-sqrt. Received: decay_shape='sqrt'",
+        ),
+        (lambda: wsd(0.1, 10, lr_min=0.2), r"Argument `lr_min` must be <= lr. Received: lr_min=0.2, lr=0.1"),
+        (lambda: linear_to_zero(0.1, 0), r"Argument `decay_epochs` must be > 0. Received: decay_epochs=0.0"),
         (lambda: with_warmup(constant(0.1), 0), r"Argument `warmup_epochs` must be > 0"),
         (
             lambda: with_warmup(constant(0.1), 1, warmup_start=0.5),

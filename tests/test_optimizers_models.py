@@ -25,13 +25,26 @@ from lrtune.training.schedules import constant, step_decay
         ),
         ("nadam", 0.002, {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0}),
         ("lion", 1e-4, {"beta_1": 0.9, "beta_2": 0.99, "weight_decay": 0.0}),
+        (
+            "schedule_free_adamw",
+            0.0025,
+            {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0},
+        ),
+        (
+            "muon",
+            0.001,
+            {"momentum": 0.95, "nesterov": True, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
+             "weight_decay": 0.004},
+        ),  # fmt: skip
     ],
 )
 def test_defaults_are_the_articles_and_the_papers(name, lr, expected):
     assert DEFAULTS[name] == {"lr": lr, **expected}
     optimizer = build_optimizer(name, constant(DEFAULTS[name]["lr"]), steps_per_epoch=10)
     config = optimizer.get_config()
+    keras_names = {"beta_1": "adam_beta_1", "beta_2": "adam_beta_2"} if name == "muon" else {}
     for key, value in expected.items():
+        key = keras_names.get(key, key)
         got = 0.0 if key == "weight_decay" and config[key] is None else config[key]  # None: no decay step
         assert got == pytest.approx(value), key
     assert float(optimizer.learning_rate) == pytest.approx(lr)
@@ -69,7 +82,8 @@ def test_applied_learning_rate_is_the_last_updates_rate():
     [
         (
             lambda: build_optimizer("adamax", constant(0.1), 1),
-            r"Unknown optimizer 'adamax'. Valid optimizers: sgd, adagrad, adadelta, rmsprop, adam, adamw, nadam, lion",
+            r"Unknown optimizer 'adamax'. Valid optimizers: sgd, adagrad, adadelta, rmsprop, adam, adamw, nadam, lion, "
+            r"schedule_free_adamw, muon",
         ),
         (
             lambda: build_optimizer("adam", constant(0.1), 1, momentum=0.9),

@@ -32,6 +32,15 @@ VALID = {
             "momentum": 0.9,
         },
         {"optimizer": "adam", "lr": {"uniform": [0.0001, 0.01]}},
+        {
+            "optimizer": "muon",
+            "schedule": "wsd",
+            "lr": {"loguniform": [0.0001, 0.01]},
+            "decay_fraction": {"grid": [0.1, 0.2]},
+            "decay_shape": "1-sqrt",
+        },
+        {"optimizer": "schedule_free_adamw", "lr": 0.0025, "warmup_epochs": 1},
+        {"optimizer": "sgd", "schedule": "linear_to_zero", "lr": 0.1, "momentum": 0.9},
     ],
     "scheduler": {"asha": {"grace_period": 2, "reduction_factor": 3}},
     "search": "random",
@@ -74,6 +83,10 @@ KEYS = st.sampled_from(
         "repeats",
         "num_samples",
         "resources",
+        "decay_fraction",
+        "decay_shape",
+        "warmup_epochs",
+        "beta_1",
     ]
 )
 SCALARS = st.one_of(
@@ -82,7 +95,10 @@ SCALARS = st.one_of(
     st.integers(-5, 100),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=8),
-    st.sampled_from(["sgd", "adam", "step", "time", "cifar10", "seed-tiny", "1e-3", "asha"]),
+    st.sampled_from(
+        ["sgd", "adam", "muon", "schedule_free_adamw", "step", "time", "wsd", "linear_to_zero", "1-sqrt",
+         "cifar10", "seed-tiny", "1e-3", "asha"]
+    ),  # fmt: skip
 )
 VALUES = st.recursive(
     SCALARS,
@@ -163,4 +179,5 @@ def test_random_text_is_yaml_or_a_clean_error(text):
 
 def test_the_valid_document_is_valid():
     spec = parse_spec(yaml.safe_load(yaml.safe_dump(VALID)), "fuzz.yaml")
-    assert spec.trial_count() == 2 * 3 * 2 + 1 * 3 * 2
+    # arms: step (2 grid points), adam, muon/wsd (2), schedule-free, linear-to-zero; 3 samples, 2 repeats
+    assert spec.trial_count() == (2 + 1 + 2 + 1 + 1) * 3 * 2

@@ -51,6 +51,11 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "cyclic": ("cyclic", {"lr": 0.01, "max_lr": 0.1, "step_size_epochs": 10, "cycle_mode": "triangular2"}),
     "plateau": ("plateau", {"lr": 0.1, "factor": 0.5, "patience": 10, "min_lr": 0.0, "cooldown": 0}),
+    "wsd": (
+        "wsd",
+        {"lr": 0.1, "decay_fraction": 0.2, "decay_shape": "1-sqrt", "lr_min": 0.0, "warmup_epochs": 5},
+    ),
+    "linear_to_zero": ("linear_to_zero", {"lr": 0.1, "warmup_epochs": 5}),
 }
 
 #: Where the made-up metric of the plateau curve stops improving (fraction of the epochs).

@@ -30,9 +30,11 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from lrtune.training.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
+from lrtune.training.optimizers import schedule_conflict
 from lrtune.training.schedules import (
     ANNEALING,
     CYCLE_MODES,
+    DECAY_SHAPES,
     SCHEDULES,
     WARMUP_PARAMS,
     Schedule,
@@ -183,6 +185,8 @@ HPARAMS: dict[str, HParam] = _table(
     HParam("warmup_start", NON_NEGATIVE),
     HParam("weight_decay", NON_NEGATIVE, shown=3),
     HParam("amsgrad", bool),
+    HParam("decay_fraction", Range(0, 1, low_open=True), shown=18),
+    HParam("decay_shape", DECAY_SHAPES, shown=19),
 )
 
 #: Keys of a trial config that are not hyperparameters: which trial it is.
@@ -257,8 +261,9 @@ def resolve(config: Mapping[str, Any], epochs: int | None = None) -> ResolvedTri
 
     Raises:
         ValueError: an unknown optimizer or schedule, a key that neither
-            the schedule nor the optimizer takes, or a warmup that leaves
-            no epoch for the schedule.
+            the schedule nor the optimizer takes, a schedule the optimizer
+            refuses (:func:`lrtune.training.optimizers.schedule_conflict`),
+            or a warmup that leaves no epoch for the schedule.
 
     >>> resolve({"schedule": "one_cycle", "max_lr": 0.1, "warmup_epochs": 2}, epochs=10).schedule_params
     {'max_lr': 0.1, 'warmup_epochs': 2, 'cycle_epochs': 8}
@@ -273,6 +278,9 @@ def resolve(config: Mapping[str, Any], epochs: int | None = None) -> ResolvedTri
             f"Unknown optimizer {optimizer!r}. Valid optimizers: {', '.join(OPTIMIZER_DEFAULTS)}."
         )
     name = config.get("schedule") or "constant"
+    conflict = schedule_conflict(optimizer, name)
+    if conflict:
+        raise ValueError(conflict)
     takes = (*schedule_params(name), *WARMUP_PARAMS)
     given = {k: v for k, v in config.items() if v is not None and k not in TRIAL_KEYS}
     params = {k: given[k] for k in takes if k in given}

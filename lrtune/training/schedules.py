@@ -9,7 +9,7 @@ the unit the schedule is defined in (``Schedule.unit``):
   epoch (step, exponential, piecewise, constant);
 - ``"fractional_epoch"``: ``step / steps_per_epoch``, so the rate changes at
   every step but the schedule's lengths are written in epochs (cosine,
-  cosine_restarts, one_cycle, cyclic, polynomial).
+  cosine_restarts, one_cycle, cyclic, polynomial, wsd, linear_to_zero).
 
 :func:`Schedule.at_step` converts an iteration to that unit and adds an
 optional linear warmup (:func:`with_warmup`); it is the one place in lrtune
@@ -50,6 +50,8 @@ __all__ = [
     "cyclic",
     "polynomial",
     "plateau",
+    "wsd",
+    "linear_to_zero",
     "with_warmup",
     "REACTIVE",
     "SPAN_PARAMS",
@@ -559,6 +561,106 @@ def plateau(
     params = {"lr": lr, "factor": factor, "patience": patience, "min_lr": min_lr, "cooldown": cooldown}
     return Schedule("plateau", params, "epoch", lambda t, ops: lr + 0.0 * t)
 
+DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
+
+
+def wsd(
+    lr: float,
+    decay_epochs: float,
+    decay_fraction: float = 0.2,
+    decay_shape: str = "1-sqrt",
+    lr_min: float = 0.0,
+) -> Schedule:
+    """``lr(x) = lr_min + (lr - lr_min) * g(p)``, ``p = clip((x - (1 - f) * T) / (f * T), 0, 1)``: constant, then a cooldown over the last ``f`` of ``T``.
+
+    Warmup-stable-decay (Hägele et al. 2024, "Scaling Laws and
+    Compute-Optimal Training Beyond Fixed Training Durations", NeurIPS
+    2024, section 3; the shape goes back to MiniCPM, Hu et al. 2024): the
+    rate stays at ``lr`` until the last ``f = decay_fraction`` of the
+    schedule's ``T = decay_epochs`` epochs, then cools down to ``lr_min``
+    along ``g``: ``1 - p`` (``linear``), ``(1 + cos(pi * p)) / 2``
+    (``cosine``) or ``1 - sqrt(p)`` (``1-sqrt``, the paper's best; a 20%
+    cooldown matched cosine annealing there, hence the defaults). ``x =
+    step / steps_per_epoch``, per step; the warmup is lrtune's
+    ``warmup_epochs`` before it (:func:`with_warmup`). In a sweep,
+    ``decay_epochs`` left out is the trial's epochs (less any warmup), so
+    the cooldown ends with the trial.
+
+    Args:
+        lr: the stable rate, > 0.
+        decay_epochs: where the cooldown ends, in epochs from the schedule's start, > 0.
+        decay_fraction: the cooldown's share of ``decay_epochs``, in (0, 1].
+        decay_shape: ``linear``, ``cosine`` or ``1-sqrt``.
+        lr_min: the rate at the end, 0 <= lr_min <= lr.
+
+    Raises:
+        ValueError: an argument is out of its range.
+
+    >>> wsd(lr=0.1, decay_epochs=10, decay_fraction=0.4, decay_shape="linear")(np.array([0, 6, 8, 10, 12]))
+    array([0.1 , 0.1 , 0.05, 0.  , 0.  ])
+    >>> wsd(lr=0.1, decay_epochs=10, decay_fraction=0.4)(np.array([7.0])).round(6)  # 1 - sqrt(1/4) = 1/2
+    array([0.05])
+    """
+    lr = _positive("lr", lr)
+    decay_epochs = _positive("decay_epochs", decay_epochs)
+    decay_fraction = _fraction("decay_fraction", decay_fraction)
+    decay_shape = _one_of("decay_shape", decay_shape, DECAY_SHAPES)
+    lr_min = _at_most_lr("lr_min", lr_min, lr)
+    cooldown = decay_fraction * decay_epochs
+    start = decay_epochs - cooldown
+
+    def fn(x, ops):
+        p = ops.clip((x - start) / cooldown, 0.0, 1.0)
+        if decay_shape == "linear":
+            g = 1.0 - p
+        elif decay_shape == "cosine":
+            g = 0.5 * (1.0 + ops.cos(math.pi * p))
+        else:
+            g = 1.0 - ops.sqrt(p)
+        return lr_min + (lr - lr_min) * g
+
+    params = {
+        "lr": lr,
+        "decay_epochs": decay_epochs,
+        "decay_fraction": decay_fraction,
+        "decay_shape": decay_shape,
+        "lr_min": lr_min,
+    }
+    return Schedule("wsd", params, "fractional_epoch", fn)
+
+
+def linear_to_zero(lr: float, decay_epochs: float) -> Schedule:
+    """``lr(x) = lr * (1 - min(x, decay_epochs) / decay_epochs)``: a straight line from ``lr`` to 0.
+
+    Linear decay to zero, "D2Z" (Bergsma et al. 2025, "Straight to Zero:
+    Why Linearly Decaying the Learning Rate to Zero Works Best for LLMs",
+    ICLR 2025): after the warmup (lrtune's ``warmup_epochs``,
+    :func:`with_warmup`) the rate falls linearly to exactly 0 at the end of
+    training, which the paper found better than cosine or a decay to 10%
+    of the peak. ``x = step / steps_per_epoch``, per step; the same curve
+    as ``polynomial`` with ``end_lr=0, power=1``, named for the paper. In a
+    sweep, ``decay_epochs`` left out is the trial's epochs (less any
+    warmup), so the rate reaches 0 as the trial ends; the last iteration
+    trains at ``lr / (decay_epochs * steps_per_epoch)``.
+
+    Args:
+        lr: the initial (peak) rate, > 0.
+        decay_epochs: the length of the decay in epochs, > 0.
+
+    Raises:
+        ValueError: an argument is out of its range.
+
+    >>> linear_to_zero(lr=0.1, decay_epochs=10)(np.array([0, 2.5, 10, 12]))
+    array([0.1  , 0.075, 0.   , 0.   ])
+    """
+    lr = _positive("lr", lr)
+    decay_epochs = _positive("decay_epochs", decay_epochs)
+
+    def fn(x, ops):
+        return lr * (1.0 - ops.minimum(x, decay_epochs) / decay_epochs)
+
+    return Schedule("linear_to_zero", {"lr": lr, "decay_epochs": decay_epochs}, "fractional_epoch", fn)
+
 
 def with_warmup(schedule: Schedule, warmup_epochs: float, warmup_start: float = 0.0) -> Schedule:
     """``lr(step) = warmup_start + (lr0 - warmup_start) * step / W`` for ``step < W``: a linear warmup before ``schedule``.
@@ -639,6 +741,8 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "cyclic": cyclic,
     "polynomial": polynomial,
     "plateau": plateau,
+    "wsd": wsd,
+    "linear_to_zero": linear_to_zero,
 }
 
 #: Schedules that react to results: their rate is changed by the trial (:mod:`lrtune.training.plateau`).

@@ -233,8 +233,7 @@ def run_trial(
         epochs=settings.epochs,
         initial_epoch=initial_epoch,
         validation_data=validation_batches(data.x_val, data.y_val, settings.batch_size),
-        # The plateau rule first, so the checkpoint written by the reporter holds its new state.
-        callbacks=[reporter] if plateau is None else [plateau, reporter],
+        callbacks=_callbacks(optimizer, plateau, reporter),
         verbose=0,
         # The pipeline shuffles by (seed, epoch); Keras's own shuffle would draw
         # from a global RNG, so a re-run epoch would differ.
@@ -242,6 +241,20 @@ def run_trial(
     )  # fmt: skip
     reporter.finish()
     return reporter
+
+
+def _callbacks(optimizer, plateau, reporter) -> list:
+    """``fit``'s callbacks, in order.
+
+    Schedule-free AdamW validates at its averaged weights ``x``, swapped in
+    around each validation and out before any other callback's epoch end
+    (:mod:`lrtune.training.schedule_free`). The plateau rule comes before
+    the reporter, so the checkpoint the reporter writes holds its new state.
+    """
+    from lrtune.training.schedule_free import ValidateAtAverage, is_schedule_free
+
+    callbacks = [ValidateAtAverage()] if is_schedule_free(optimizer) else []
+    return [*callbacks, *([plateau] if plateau is not None else []), reporter]
 
 
 def _plateau(schedule, optimizer, settings: TrainSettings):
