@@ -260,6 +260,10 @@ def schedules(
     for label, formula, _, params in catalogue:
         out.print(f"[bold]{label}[/]  {escape(formula)}", highlight=False, soft_wrap=True)
         out.print("    " + escape(format_params(params)), highlight=False, soft_wrap=True)
+    from lrtune.training.optimizers import NOTES
+
+    for name, note in NOTES.items():
+        out.print(f"[bold]optimizer {name}[/]  {escape(note)}", highlight=False, soft_wrap=True)
     if plot is not None:
         plot_schedules(
             [(label, name, p) for label, _, name, p in catalogue],

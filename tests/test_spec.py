@@ -97,7 +97,7 @@ space:
         ),
         (
             "name: t\nspace: [{lr: 0.1}, {optimizer: adam, momentum: 0.9}]\n",
-            r"s.yaml: space.1.momentum: optimizer adam does not use momentum \(only sgd does\)",
+            r"s.yaml: space.1.momentum: optimizer adam does not use momentum \(only sgd, muon does\)",
         ),
         (
             "name: t\nspace: {schedule: cosinus}\n",
@@ -232,7 +232,7 @@ space:
     [
         (
             "{optimizer: rmsprop, weight_decay: 0.01}",
-            r"space.weight_decay: optimizer rmsprop does not use weight_decay \(only sgd, adam, adamw, nadam, lion does\)",
+            r"space.weight_decay: optimizer rmsprop does not use weight_decay \(only sgd, adam, adamw, nadam, lion, schedule_free_adamw, muon does\)",
         ),
         ("{schedule: one_cycle, lr: 0.1, max_lr: 0.1}", r"space.lr: schedule one_cycle does not use lr"),
         (
@@ -248,7 +248,7 @@ space:
         ),
         (
             "{schedule: step, lr: 0.1, drop: 0.5, epochs_drop: 2, lr_min: 0.01}",
-            r"space.lr_min: schedule step does not use lr_min \(only cosine, cosine_restarts does\)",
+            r"space.lr_min: schedule step does not use lr_min \(only cosine, cosine_restarts, wsd does\)",
         ),
     ],
 )

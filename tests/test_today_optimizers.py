@@ -152,3 +152,36 @@ def test_muon_settings_reach_keras_under_its_own_names():
     assert config["weight_decay"] == config["adam_weight_decay"] == 0.1  # one decay for both kinds of step
     no_decay = build_optimizer("muon", constant(0.001), 10, weight_decay=0).get_config()
     assert no_decay["weight_decay"] is None and no_decay["adam_weight_decay"] is None
+
+
+# --- PBT and find -------------------------------------------------------------------
+
+
+def test_pbt_refuses_to_perturb_schedule_free_beta_1_with_the_reason():
+    from lrtune.spec import SweepFileError, parse_spec
+
+    document = {
+        "name": "p",
+        "space": {"optimizer": "schedule_free_adamw", "lr": 0.002, "beta_1": 0.9},
+        "scheduler": {"pbt": {"mutations": {"beta_1": {"uniform": [0.8, 0.95]}}}},
+    }
+    with pytest.raises(
+        SweepFileError,
+        match=r"p.yaml: scheduler.pbt.mutations.beta_1: PBT cannot change beta_1 of optimizer "
+        r"schedule_free_adamw during training: Keras keeps only y and z",
+    ):
+        parse_spec(document, "p.yaml")
+    document["scheduler"] = {"pbt": {"mutations": {"lr": {"loguniform": [0.001, 0.01]}}}}
+    assert parse_spec(document, "p.yaml").pbt_mutations().keys() == {"lr"}
+
+
+def test_find_leaves_schedule_free_out_and_says_why_when_nothing_is_left():
+    from lrtune.engine.errors import SweepError
+    from lrtune.engine.find import range_arms
+    from lrtune.spec import parse_spec
+
+    space = [{"optimizer": "schedule_free_adamw"}, {"optimizer": "muon", "schedule": "wsd", "lr": 0.001}]
+    arms = range_arms(parse_spec({"name": "f", "space": space}, "f.yaml"))
+    assert [(a.optimizer, a.arms) for a in arms] == [("muon", (1,))]
+    with pytest.raises(SweepError, match=r"schedule_free_adamw's training loss, at its interpolation y"):
+        range_arms(parse_spec({"name": "f", "space": space[:1]}, "f.yaml"))

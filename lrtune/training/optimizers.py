@@ -107,6 +107,7 @@ __all__ = [
     "FIXED",
     "ONLY_SCHEDULES",
     "NOT_PERTURBED",
+    "NOTES",
     "build_optimizer",
     "schedule_conflict",
     "muon_split",
@@ -164,6 +165,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 #: Schedules an optimizer can be driven by, where not all: schedule-free
 #: AdamW is its own schedule (a decay would fight its averaging).
 ONLY_SCHEDULES: dict[str, tuple[str, ...]] = {"schedule_free_adamw": ("constant",)}
+
+#: What `lrtune schedules` says about optimizers that change how a schedule acts.
+NOTES: dict[str, str] = {
+    "schedule_free_adamw": (
+        "its own schedule: only constant (a warmup allowed); validation is at the averaged weights x, "
+        "not Keras's training point y; lrtune find leaves it out; PBT may not perturb beta_1"
+    ),
+    "muon": (
+        "Keras gives Muon's step only to 2-D variables (Dense kernels); Conv2D kernels (4-D) and biases "
+        "get AdamW's. seed-tiny (10 classes): 2 variables, 25,248 weights Muon (the output layer's too); 6 variables, 434 weights AdamW"
+    ),
+}
 
 #: Settings PBT may not change during training, per optimizer, with the reason.
 NOT_PERTURBED: dict[str, dict[str, str]] = {
