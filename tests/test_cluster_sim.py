@@ -56,7 +56,7 @@ def cannot_run() -> str | None:
     if missing:
         return f"missing {', '.join(missing)}: apt-get install openssh-server sshfs rsync util-linux iproute2"
     probe = subprocess.run(
-        ["unshare", "--mount", "--uts", "--pid", "--net", "--fork", "--mount-proc", "true"],
+        ["unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "true"],
         capture_output=True,
         text=True,
     )
