@@ -59,7 +59,11 @@ base_venv() {
     [ -f "$sim/base-venv/.stamp-$stamp" ] && return
     say "base venv from $venv (hard links)"
     rm -rf "$sim/base-venv"
-    cp -al "$venv" "$sim/base-venv"
+    cp -al "$venv" "$sim/base-venv" 2>/dev/null || {
+        say "the venv is on another filesystem than $sim: copying it instead"
+        rm -rf "$sim/base-venv"
+        cp -a "$venv" "$sim/base-venv"
+    }
     # sed -i writes new files, so the links to the checkout's scripts break first.
     grep -lIr --null "$venv" "$sim/base-venv/bin" | xargs -0 -r sed -i "s#$venv#/root/lrtune-venv#g"
     rm -f "$sim/base-venv/lib/python3"*/site-packages/__editable__*lrtune* \
