@@ -2,32 +2,44 @@
 # The first process of one simulated host (cluster/sim.sh starts it inside the
 # host's network namespace, in new mount, UTS and PID namespaces).
 #
-#   host-init.sh NAME SIM_DIR PYTHON_HOME [sshd]
+#   host-init.sh NAME SIM_DIR ROLE [KEEP...]
 #
 # The host gets its own hostname, /tmp, /root, /dev/shm, /mnt and /etc/hosts,
 # the shared venv overlaid at /root/lrtune-venv (what `pip install` writes stays
-# on this host), the Python installation the venv was made from (PYTHON_HOME,
-# bound back read-only when it lies under the private /root, as pyenv's does)
-# and an offline pip (/etc/pip.conf: the sim's wheelhouse only).
-# With "sshd" it then runs sshd on its own address; either way it stays PID 1
-# and reaps the orphans that `ray start` leaves behind.
+# on this host) and an offline pip (/etc/pip.conf: the sim's wheelhouse only).
+# KEEP: paths the host must still see where they are though they lie under one
+# of those private folders (the checkout and the venv a fresh clone has in /tmp,
+# the Python a pyenv venv was made from under /root); "ro:PATH" binds it back
+# read-only. ROLE "sshd": it then runs sshd on its own address; either way it
+# stays PID 1 and reaps the orphans that `ray start` leaves behind.
 set -euo pipefail
-name=$1 sim=$2 python_home=$3 role=${4:-}
+name=$1 sim=$2 role=$3
+shift 3
+
+private='^/(tmp|root|dev/shm|mnt)(/|$)'
+# Each KEEP under a private folder, bound aside before the tmpfs hides it
+# (one inside another KEEP comes back with it).
+kept=()
+for spec in "$@"; do
+    path=${spec#ro:}
+    [[ $path =~ $private ]] || continue
+    for k in "${kept[@]}"; do [[ $path == "${k#*=}" || $path == "${k#*=}"/* ]] && continue 2; done
+    aside="$sim/hosts/$name/keep/${#kept[@]}"
+    mkdir -p "$aside"
+    mount --bind "$path" "$aside"
+    [[ $spec == ro:* ]] && mount -o remount,bind,ro "$aside"
+    kept+=("$aside=$path")
+done
 
 hostname "$name"
-keep="$sim/hosts/$name/python"
-case "$python_home" in /root/*)
-    mkdir -p "$keep"
-    mount --bind -o ro "$python_home" "$keep"
-esac
 for dir in /tmp /root /dev/shm /mnt; do
     mount -t tmpfs -o mode=0755 "lrtsim-$name" "$dir"
 done
 chmod 1777 /tmp /dev/shm
-case "$python_home" in /root/*)
-    mkdir -p "$python_home"
-    mount --move "$keep" "$python_home"
-esac
+for k in "${kept[@]}"; do
+    mkdir -p "${k#*=}"
+    mount --move "${k%%=*}" "${k#*=}"
+done
 mount --bind "$sim/etc/hosts" /etc/hosts
 mount --bind "$sim/etc/pip.conf" /etc/pip.conf
 

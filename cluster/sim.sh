@@ -9,8 +9,12 @@
 #   cluster/sim.sh down    # kill every process of the hosts, delete their namespaces
 #
 # Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN), openssh-server, sshfs and rsync,
-# and the checkout's venv (`pip install -e ".[test,cluster]"`): it is the
-# venv every host starts from, overlaid per host. Hosts: a laptop `client`
+# and a venv with lrtune installed from this checkout (`pip install -e
+# ".[test,cluster]"`): LRTUNE_SIM_VENV, default the checkout's .venv (the
+# test, tests/test_cluster_sim.py, passes the venv it runs in). It is the venv
+# the laptop runs and every host starts from, overlaid per host. Pip on the
+# hosts is offline: the build backend comes from a wheelhouse in LRTUNE_SIM_DIR
+# (default /var/tmp/lrtune-sim), downloaded from the package index the first time. Hosts: a laptop `client`
 # (10.213.7.2) that runs `ray up`, and `head`, `w1`, `w2` (.10, .11, .12), each
 # a network namespace on one bridge (in its own namespace too) with no default
 # route, plus mount, UTS and PID namespaces. Nothing is sent to any address
@@ -19,8 +23,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-sim=${LRTUNE_SIM_DIR:-/var/tmp/lrtune-sim}
-venv=${LRTUNE_SIM_VENV:-$repo/.venv}
+sim=$(realpath -m "${LRTUNE_SIM_DIR:-/var/tmp/lrtune-sim}")
+venv=$(realpath -m "${LRTUNE_SIM_VENV:-$repo/.venv}")
 net=10.213.7
 declare -A ip=([client]=$net.2 [head]=$net.10 [w1]=$net.11 [w2]=$net.12)
 hosts=(client head w1 w2)
@@ -55,7 +59,11 @@ base_venv() {
     [ -f "$sim/base-venv/.stamp-$stamp" ] && return
     say "base venv from $venv (hard links)"
     rm -rf "$sim/base-venv"
-    cp -al "$venv" "$sim/base-venv"
+    cp -al "$venv" "$sim/base-venv" 2>/dev/null || {
+        say "the venv is on another filesystem than $sim: copying it instead"
+        rm -rf "$sim/base-venv"
+        cp -a "$venv" "$sim/base-venv"
+    }
     # sed -i writes new files, so the links to the checkout's scripts break first.
     grep -lIr --null "$venv" "$sim/base-venv/bin" | xargs -0 -r sed -i "s#$venv#/root/lrtune-venv#g"
     rm -f "$sim/base-venv/lib/python3"*/site-packages/__editable__*lrtune* \
@@ -66,8 +74,12 @@ base_venv() {
 wheelhouse() {
     # What `pip install -e ~/lrtune` needs offline beyond the venv: the build backend.
     ls "$sim/wheelhouse"/setuptools-*.whl >/dev/null 2>&1 && return
-    say "wheelhouse: setuptools, wheel"
-    "$venv/bin/pip" download -q -d "$sim/wheelhouse" "setuptools>=68" wheel
+    say "wheelhouse: setuptools, wheel (from the package index, once)"
+    "$venv/bin/pip" download -q -d "$sim/wheelhouse" "setuptools>=68" wheel || {
+        echo "sim.sh: could not download setuptools and wheel into $sim/wheelhouse (the hosts' offline pip" \
+            "builds lrtune with them): reach the package index once, or put their wheels there" >&2
+        exit 1
+    }
 }
 
 up() {
@@ -79,6 +91,11 @@ up() {
         }
     done
     [ -x "$venv/bin/ray" ] || { echo "sim.sh: no venv at $venv: pip install -e '.[test,cluster]'" >&2; exit 1; }
+    # Every host mounts its own tmpfs over these: the sim's files must lie elsewhere.
+    [[ $sim =~ ^/(tmp|root|dev/shm|mnt)(/|$) ]] && {
+        echo "sim.sh: LRTUNE_SIM_DIR=$sim lies under /tmp, /root, /dev/shm or /mnt, which every host replaces" >&2
+        exit 1
+    }
     if ip netns list | grep -q "^lrtsim-"; then
         echo "sim.sh: a simulation is up already (ip netns list); cluster/sim.sh down first" >&2
         exit 1
@@ -121,15 +138,18 @@ CONF
         ip -n "lrtsim-$h" addr add "${ip[$h]}/24" dev eth0
         ip -n "lrtsim-$h" link set eth0 up
     done
+    # The namespaces' inodes: any process of the simulation is in one of them (down checks).
+    for ns in "$lan" "${hosts[@]/#/lrtsim-}"; do echo "$ns $(stat -L -c %i "/run/netns/$ns")"; done >"$sim/netns"
 
     # The Python the venv was made from (pyvenv.cfg's home is its bin/).
     python_home=$(dirname "$(sed -n 's/^home = //p' "$venv/pyvenv.cfg")")
     for h in "${hosts[@]}"; do
         mkdir -p "$sim/hosts/$h"
         role=sshd
-        [ "$h" = client ] && role=
+        [ "$h" = client ] && role=none
         setsid ip netns exec "lrtsim-$h" unshare --mount --uts --pid --fork --mount-proc --propagation private \
-            "$repo/cluster/host-init.sh" "$h" "$sim" "$python_home" $role </dev/null >"$sim/hosts/$h/init.log" 2>&1 &
+            "$repo/cluster/host-init.sh" "$h" "$sim" "$role" "$repo" "$venv" "ro:$python_home" \
+            </dev/null >"$sim/hosts/$h/init.log" 2>&1 &
         echo $! >"$sim/hosts/$h/unshare"
     done
     for h in "${hosts[@]}"; do
@@ -177,7 +197,20 @@ down() {
         [ -n "$pids" ] && echo "sim.sh: still running in $ns: $pids" >&2
         ip netns del "$ns"
     done
-    say "down: no lrtsim- namespace left"
+    # A process outside the named namespaces' lists (one whose namespace was
+    # already deleted) still holds the namespace's inode.
+    local left=
+    if [ -f "$sim/netns" ]; then
+        left=$(for p in /proc/[0-9]*; do
+            i=$(stat -L -c %i "$p/ns/net" 2>/dev/null) || continue
+            awk -v i="$i" '$2 == i {found = 1} END {exit !found}' "$sim/netns" && echo "${p#/proc/}"
+        done | tr '\n' ' ')
+    fi
+    if [ -n "$left" ]; then
+        echo "sim.sh: processes of the simulation still running: $left" >&2
+        return 1
+    fi
+    say "down: no lrtsim- namespace and no process of the simulation left"
 }
 
 case "${1:-}" in
@@ -192,7 +225,7 @@ host)
     on "$@"
     ;;
 run)
-    trap 'status=$?; down; exit $status' EXIT
+    trap 'status=$?; down || status=1; exit $status' EXIT
     up
     "$venv/bin/python" "$repo/cluster/sim_run.py" "$sim" "${@:2}"
     ;;
