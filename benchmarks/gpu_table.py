@@ -190,7 +190,14 @@ def main(argv: list[str] | None = None) -> None:
             f["oom"],
             f["failed"],
         ]
-        body.append(["on" if xla else "off", "on" if mixed else "off", k, *(v if v is not None else "-" for v in shown)])
+        body.append(
+            [
+                "on" if xla else "off",
+                "on" if mixed else "off",
+                k,
+                *(v if v is not None else "-" for v in shown),
+            ]
+        )
     common.table(HEADER, body)
     print(
         "img/s per trial: median over trials of each trial's median over its epochs after the first; total: k x per "

@@ -11,7 +11,6 @@ which check failed; sim.sh then takes the hosts down either way.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -44,7 +43,9 @@ def client(*cmd: str, check=True, capture=False, timeout=600, env: dict | None =
         [SIMSH, "client", *prefix, *cmd], text=True, capture_output=capture, timeout=timeout
     )
     if check and result.returncode != 0:
-        raise SystemExit(f"FAILED: {' '.join(cmd)} (exit {result.returncode})\n{result.stdout or ''}{result.stderr or ''}")
+        raise SystemExit(
+            f"FAILED: {' '.join(cmd)} (exit {result.returncode})\n{result.stdout or ''}{result.stderr or ''}"
+        )
     return result
 
 
@@ -58,7 +59,11 @@ def host(name: str, script: str, check=False) -> str:
 def ray_processes(name: str) -> list[str]:
     """The Ray processes of one host (its PID namespace only)."""
     out = host(name, "ps -eo pid=,args=")
-    return [line.strip() for line in out.splitlines() if re.search(r"ray/|raylet|gcs_server|ray::|ray start", line)]
+    return [
+        line.strip()
+        for line in out.splitlines()
+        if re.search(r"ray/|raylet|gcs_server|ray::|ray start", line)
+    ]
 
 
 def metric_rows():
@@ -89,9 +94,28 @@ def job_status(job_id: str) -> str:
 
 def submit(*extra: str) -> str:
     out = client(
-        "ray", "job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--no-wait", "--",
-        "lrtune", "sweep", "cluster/sim-sweep.yaml", "--address", "auto", "--storage", "/mnt/lrtune",
-        "--name", "sim", "--data", "/mnt/lrtune/data/cifar.tar.gz", "--quiet", *extra,
+        "ray",
+        "job",
+        "submit",
+        "--address",
+        DASHBOARD,
+        "--working-dir",
+        ".",
+        "--no-wait",
+        "--",
+        "lrtune",
+        "sweep",
+        "cluster/sim-sweep.yaml",
+        "--address",
+        "auto",
+        "--storage",
+        "/mnt/lrtune",
+        "--name",
+        "sim",
+        "--data",
+        "/mnt/lrtune/data/cifar.tar.gz",
+        "--quiet",
+        *extra,
         capture=True,
     ).stdout
     return re.search(r"raysubmit_\w+", out).group(0)
@@ -100,7 +124,9 @@ def submit(*extra: str) -> str:
 def main() -> int:
     # The file the docs tell users to run, with only addresses, user and key substituted.
     text = (REPO / "cluster-local.yaml").read_text()
-    text = text.replace("192.0.2.10", HEAD).replace("192.0.2.11", WORKERS[0]).replace("192.0.2.12", WORKERS[1])
+    text = (
+        text.replace("192.0.2.10", HEAD).replace("192.0.2.11", WORKERS[0]).replace("192.0.2.12", WORKERS[1])
+    )
     text = text.replace("YOUR-SSH-USER", "root")
     CONFIG.write_text(text)
 
@@ -119,22 +145,47 @@ def main() -> int:
         out = host("head", "RAY_AUTH_MODE=token ray status 2>/dev/null")
         active = re.search(r"Active:\s*\n\s*(\d+) ", out)
         return active and int(active.group(1)) >= 3 and out
+
     status = wait_for("3 nodes in `ray status`", three_nodes, 300, every=2)
     timings["ray up to all nodes up"] = time.monotonic() - start
     say(f"all 3 nodes up after {timings['ray up to all nodes up']:.1f} s")
     print(status[: status.find("Resources")].rstrip(), flush=True)
-    print(host("head", "RAY_AUTH_MODE=token python -c 'import ray; ray.init(\"auto\", logging_level=40); "
-                       "[print(\"  node\", n[\"NodeManagerHostname\"], n[\"NodeManagerAddress\"], n[\"Resources\"].get(\"CPU\", 0), \"CPU\") "
-                       "for n in ray.nodes() if n[\"Alive\"]]'"), flush=True)
+    print(
+        host(
+            "head",
+            'RAY_AUTH_MODE=token python -c \'import ray; ray.init("auto", logging_level=40); '
+            '[print("  node", n["NodeManagerHostname"], n["NodeManagerAddress"], n["Resources"].get("CPU", 0), "CPU") '
+            'for n in ray.nodes() if n["Alive"]]\'',
+        ),
+        flush=True,
+    )
 
     say("ray dashboard cluster-local.yaml (SSH tunnel to the head's 127.0.0.1:8265)")
-    tunnel = subprocess.Popen([SIMSH, "client", "ray", "dashboard", str(CONFIG)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tunnel = subprocess.Popen(
+        [SIMSH, "client", "ray", "dashboard", str(CONFIG)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        wait_for("the dashboard tunnel", lambda: client("ray", "job", "list", "--address", DASHBOARD,
-                                                       check=False, capture=True).returncode == 0, 120, 2)
-        refused = client("ray", "job", "list", "--address", DASHBOARD, check=False, capture=True,
-                         env={"RAY_AUTH_TOKEN": "0" * 64, "RAY_AUTH_TOKEN_PATH": "/nonexistent"})
+        wait_for(
+            "the dashboard tunnel",
+            lambda: (
+                client("ray", "job", "list", "--address", DASHBOARD, check=False, capture=True).returncode
+                == 0
+            ),
+            120,
+            2,
+        )
+        refused = client(
+            "ray",
+            "job",
+            "list",
+            "--address",
+            DASHBOARD,
+            check=False,
+            capture=True,
+            env={"RAY_AUTH_TOKEN": "0" * 64, "RAY_AUTH_TOKEN_PATH": "/nonexistent"},
+        )
         if refused.returncode == 0:
             raise SystemExit("FAILED: a wrong token was accepted")
         say("token authentication: a wrong token is refused")
@@ -168,21 +219,36 @@ def sweep(start_all: float) -> None:
     def both_workers_wrote():
         nodes = {r["node"] for r in metric_rows()}
         return {"w1", "w2"} <= nodes and nodes
+
     wait_for("rows from both workers", both_workers_wrote, 600, 1)
     timings["submit to rows from both workers"] = time.monotonic() - start
-    killed = host("w2", "for p in $(ps -eo pid=,comm=,args= | awk -v me=$$ '$1 != 1 && $1 != me && $2 != \"sshd\" && $2 != \"sshfs\" && $0 !~ /ps -eo/ {print $1}'); do "
-                        "kill -KILL $p 2>/dev/null && echo $p; done; true")
+    killed = host(
+        "w2",
+        'for p in $(ps -eo pid=,comm=,args= | awk -v me=$$ \'$1 != 1 && $1 != me && $2 != "sshd" && $2 != "sshfs" && $0 !~ /ps -eo/ {print $1}\'); do '
+        "kill -KILL $p 2>/dev/null && echo $p; done; true",
+    )
     say(f"node loss: killed {len(killed.split())} processes on w2 (all but sshd, sshfs)")
     rows_at_kill = len(metric_rows())
 
     # The driver: killed once more rows arrived (trials running on w1 only now).
     wait_for("rows after the node loss", lambda: len(metric_rows()) >= rows_at_kill + 2, 600, 1)
-    host("head", "kill -KILL $(ps -eo pid=,args= | awk -v me=$$ '$1 != me && /lrtune sweep/ && !/awk/ {print $1}')", check=True)
-    say(f"driver killed ({len(metric_rows())} rows so far); job {job}: {wait_for('the job to fail', lambda: job_status(job) in ('failed', 'stopped') and job_status(job), 120, 2)}")
+    host(
+        "head",
+        "kill -KILL $(ps -eo pid=,args= | awk -v me=$$ '$1 != me && /lrtune sweep/ && !/awk/ {print $1}')",
+        check=True,
+    )
+    say(
+        f"driver killed ({len(metric_rows())} rows so far); job {job}: {wait_for('the job to fail', lambda: job_status(job) in ('failed', 'stopped') and job_status(job), 120, 2)}"
+    )
 
     job = submit("--resume")
     say(f"resubmitted with --resume: {job}")
-    final = wait_for("the resumed sweep to end", lambda: job_status(job) in ("succeeded", "failed", "stopped") and job_status(job), 900, 3)
+    final = wait_for(
+        "the resumed sweep to end",
+        lambda: job_status(job) in ("succeeded", "failed", "stopped") and job_status(job),
+        900,
+        3,
+    )
     timings["sweep (submit, node loss, driver kill, --resume) to done"] = time.monotonic() - start
     logs = client("ray", "job", "logs", "--address", DASHBOARD, job, check=False, capture=True).stdout
     print(logs[-3000:], flush=True)
@@ -199,7 +265,9 @@ def sweep(start_all: float) -> None:
     nodes = sorted({r["node"] for r in rows})
     say(f"{len(rows)} rows, {len(trials)} trials, nodes {nodes}, twice {len(twice)}, missing {len(missing)}")
     if len(trials) != TRIALS or twice or missing or set(nodes) != {"w1", "w2"}:
-        raise SystemExit(f"FAILED: rows: twice={twice} missing={sorted(missing)} nodes={nodes} trials={len(trials)}")
+        raise SystemExit(
+            f"FAILED: rows: twice={twice} missing={sorted(missing)} nodes={nodes} trials={len(trials)}"
+        )
     # A trial of the lost host went on elsewhere from its last epoch: rows on w2, then on w1.
     path = {}
     for r in sorted(rows, key=lambda r: (r["trial_id"], r["epoch"])):

@@ -139,7 +139,9 @@ def test_every_trial_epoch_lands_once_on_the_shared_storage_from_every_worker(si
 def test_a_trial_of_the_lost_worker_continued_on_the_other_from_its_last_epoch(sim_run):
     import pyarrow.dataset as ds
 
-    rows = ds.dataset(str(SIM_DIR / "storage" / "sim" / "metrics")).to_table(columns=["trial_id", "epoch", "node"])
+    rows = ds.dataset(str(SIM_DIR / "storage" / "sim" / "metrics")).to_table(
+        columns=["trial_id", "epoch", "node"]
+    )
     path = collections.defaultdict(dict)
     for r in rows.to_pylist():
         path[r["trial_id"]][r["epoch"]] = r["node"]

@@ -36,12 +36,20 @@ TOTAL_MB = 143771
 def write_run(out: Path, name: str, *, k: int, errors: list[str | None], epochs: int = 4) -> dict:
     """A run folder as gpu_check.sh leaves it; trial i trains at 1000 (i + 1) + 10 e images/s in epoch e."""
     folder = out / name
-    runs = [run(sgd(lr=0.01 * (i + 1)), [0.5] * epochs, status="error" if e else "done", error=e) for i, e in enumerate(errors)]
+    runs = [
+        run(sgd(lr=0.01 * (i + 1)), [0.5] * epochs, status="error" if e else "done", error=e)
+        for i, e in enumerate(errors)
+    ]
     write_sweep(folder / "sweep", runs, epochs=epochs, name="sweep")
     part = folder / "sweep" / "metrics" / "part-0.parquet"
     table = pq.read_table(part)
-    speeds = [1000.0 * (int(t[-5:]) + 1) + 10 * e for t, e in zip(table["trial_id"].to_pylist(), table["epoch"].to_pylist())]
-    table = table.set_column(table.schema.get_field_index("images_per_second"), "images_per_second", pa.array(speeds))
+    speeds = [
+        1000.0 * (int(t[-5:]) + 1) + 10 * e
+        for t, e in zip(table["trial_id"].to_pylist(), table["epoch"].to_pylist(), strict=True)
+    ]
+    table = table.set_column(
+        table.schema.get_field_index("images_per_second"), "images_per_second", pa.array(speeds)
+    )
     pq.write_table(table, part)
     (folder / "wall").write_text("40.0\n")
     (folder / "driver.pid").write_text("100\n")
@@ -60,7 +68,9 @@ def out(tmp_path):
 
 
 def table_json(out: Path) -> tuple[str, dict]:
-    result = subprocess.run([sys.executable, str(GPU_TABLE), str(out)], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, str(GPU_TABLE), str(out)], capture_output=True, text=True, check=True
+    )
     return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -70,7 +80,12 @@ def test_the_table_has_per_trial_and_total_speed_memory_and_out_of_memory_per_ru
         out,
         "xla1-mp1-k4",
         k=4,
-        errors=[None, "RESOURCE_EXHAUSTED: OOM when allocating tensor", "CUDA_ERROR_OUT_OF_MEMORY: out of memory", "ValueError: nan"],
+        errors=[
+            None,
+            "RESOURCE_EXHAUSTED: OOM when allocating tensor",
+            "CUDA_ERROR_OUT_OF_MEMORY: out of memory",
+            "ValueError: nan",
+        ],
     )
     text, line = table_json(out)
     plain, packed = line["runs"]["xla0-mp0-k2"], line["runs"]["xla1-mp1-k4"]
@@ -82,7 +97,9 @@ def test_the_table_has_per_trial_and_total_speed_memory_and_out_of_memory_per_ru
     assert plain["images_per_second_total"] == 2 * 1530.0
     assert packed["images_per_second_total"] == 4 * statistics.median([1030.0, 2030.0, 3030.0, 4030.0])
     # Every epoch is 2 s in write_sweep: images = sum of 2 x images/s, over 40 s.
-    assert plain["images_per_second_sweep"] == pytest.approx(sum(2 * (1000 * (i + 1) + 10 * e) for i in range(2) for e in range(1, 5)) / 40)
+    assert plain["images_per_second_sweep"] == pytest.approx(
+        sum(2 * (1000 * (i + 1) + 10 * e) for i in range(2) for e in range(1, 5)) / 40
+    )
     assert plain["peak_mib_per_trial"] == 900  # pid 201's peak; the driver's 9000 left out
     assert plain["trial_processes"] == 2
     assert plain["tf_limit_mib"] == TOTAL_MB // 2 - CUDA_CONTEXT_MB
@@ -138,7 +155,11 @@ def test_the_dry_run_goes_through_the_settings_to_the_table(tmp_path, cifar_arch
         "MP": "true",
     }
     result = subprocess.run(
-        ["bash", str(GPU_CHECK), str(cifar_archive), str(out)], capture_output=True, text=True, env=env, timeout=600
+        ["bash", str(GPU_CHECK), str(cifar_archive), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "DRY RUN" in result.stdout

@@ -40,7 +40,10 @@ def test_a_share_must_be_positive():
 
 def test_a_share_too_small_is_refused_naming_the_trials_that_fit():
     # 8192 / 16 - 512 = 0 MB for TensorFlow; 8192 // (256 + 512) = 10 trials fit.
-    with pytest.raises(GpuShareError, match=r"resources.gpu: 0.0625 of a 8192 MB GPU leaves a trial 0 MB .* at most 10 trials fit"):
+    with pytest.raises(
+        GpuShareError,
+        match=r"resources.gpu: 0.0625 of a 8192 MB GPU leaves a trial 0 MB .* at most 10 trials fit",
+    ):
         check_gpu_share(8192, 1 / 16)
 
 
@@ -112,6 +115,11 @@ space: {optimizer: sgd, lr: 0.01}
 resources: {cpu: 0.1, gpu: 0.01}
 """
     spec = parse_spec(parse_yaml(text, "packed.yaml"), "packed.yaml")
-    with pytest.raises(SweepError, match=r"packed: resources.gpu: 0.01 of a 24000 MB GPU leaves a trial -272 MB .* at most 31 trials fit"):
-        run_sweep(spec, storage=str(tmp_path / "results"), data=str(cifar_archive), address="auto", quiet=True)
+    with pytest.raises(
+        SweepError,
+        match=r"packed: resources.gpu: 0.01 of a 24000 MB GPU leaves a trial -272 MB .* at most 31 trials fit",
+    ):
+        run_sweep(
+            spec, storage=str(tmp_path / "results"), data=str(cifar_archive), address="auto", quiet=True
+        )
     assert not (tmp_path / "results" / "packed").exists()

@@ -83,7 +83,13 @@ SPANNED = {
     "cosine": {"optimizer": "adamw", "lr": 0.002, "lr_min": 1e-4, "warmup_epochs": 0.5},
     "one_cycle": {"optimizer": "sgd", "max_lr": 0.1, "momentum": 0.9},
     "polynomial": {"optimizer": "adam", "lr": 0.002, "end_lr": 0.0, "power": 2.0},
-    "wsd": {"optimizer": "muon", "lr": 0.002, "decay_fraction": 0.5, "decay_shape": "cosine", "warmup_epochs": 0.5},
+    "wsd": {
+        "optimizer": "muon",
+        "lr": 0.002,
+        "decay_fraction": 0.5,
+        "decay_shape": "cosine",
+        "warmup_epochs": 0.5,
+    },
     "linear_to_zero": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9},
 }
 

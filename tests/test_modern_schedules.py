@@ -283,7 +283,8 @@ def test_every_schedule_is_positive_and_finite(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["cosine", "polynomial", "piecewise", "step", "exponential", "time", "plateau", "wsd", "linear_to_zero"]
+    "name",
+    ["cosine", "polynomial", "piecewise", "step", "exponential", "time", "plateau", "wsd", "linear_to_zero"],
 )
 def test_decaying_schedules_never_rise(name):
     lr = make_schedule(name, **EXAMPLES[name]).at_step(np.arange(0, 60 * 13), steps_per_epoch=13)

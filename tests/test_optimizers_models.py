@@ -33,8 +33,14 @@ from lrtune.training.schedules import constant, step_decay
         (
             "muon",
             0.001,
-            {"momentum": 0.95, "nesterov": True, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
-             "weight_decay": 0.004},
+            {
+                "momentum": 0.95,
+                "nesterov": True,
+                "beta_1": 0.9,
+                "beta_2": 0.999,
+                "epsilon": 1e-7,
+                "weight_decay": 0.004,
+            },
         ),  # fmt: skip
     ],
 )

@@ -96,8 +96,21 @@ SCALARS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=8),
     st.sampled_from(
-        ["sgd", "adam", "muon", "schedule_free_adamw", "step", "time", "wsd", "linear_to_zero", "1-sqrt",
-         "cifar10", "seed-tiny", "1e-3", "asha"]
+        [
+            "sgd",
+            "adam",
+            "muon",
+            "schedule_free_adamw",
+            "step",
+            "time",
+            "wsd",
+            "linear_to_zero",
+            "1-sqrt",
+            "cifar10",
+            "seed-tiny",
+            "1e-3",
+            "asha",
+        ]
     ),  # fmt: skip
 )
 VALUES = st.recursive(

@@ -93,7 +93,9 @@ def test_schedule_free_validation_metrics_are_those_of_the_averaged_weights(sche
     model = reporter.model
     y = [keras.ops.convert_to_numpy(v.value) for v in model.trainable_variables]
     at_y = model.evaluate(validation_batches(tiny_dataset.x_val, tiny_dataset.y_val, 64), verbose=0)
-    for variable, x in zip(model.trainable_variables, averaged_weights(model.optimizer, model.trainable_variables), strict=True):
+    for variable, x in zip(
+        model.trainable_variables, averaged_weights(model.optimizer, model.trainable_variables), strict=True
+    ):
         variable.assign(x)
     at_x = model.evaluate(validation_batches(tiny_dataset.x_val, tiny_dataset.y_val, 64), verbose=0)
     assert rows[-1]["val_loss"] == pytest.approx(at_x[0], rel=1e-5)
@@ -147,7 +149,9 @@ def test_muon_on_seed_tiny_gives_only_the_dense_kernels_to_muon():
 
 
 def test_muon_settings_reach_keras_under_its_own_names():
-    config = build_optimizer("muon", constant(0.001), 10, beta_1=0.8, beta_2=0.99, weight_decay=0.1).get_config()
+    config = build_optimizer(
+        "muon", constant(0.001), 10, beta_1=0.8, beta_2=0.99, weight_decay=0.1
+    ).get_config()
     assert (config["adam_beta_1"], config["adam_beta_2"]) == (0.8, 0.99)
     assert config["weight_decay"] == config["adam_weight_decay"] == 0.1  # one decay for both kinds of step
     no_decay = build_optimizer("muon", constant(0.001), 10, weight_decay=0).get_config()

@@ -150,7 +150,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "nadam": {"lr": 0.002, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0},
     "lion": {"lr": 1e-4, "beta_1": 0.9, "beta_2": 0.99, "weight_decay": 0.0},
-    "schedule_free_adamw": {"lr": 0.0025, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0},
+    "schedule_free_adamw": {
+        "lr": 0.0025,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-8,
+        "weight_decay": 0.0,
+    },
     "muon": {
         "lr": 0.001,
         "momentum": 0.95,
@@ -207,6 +213,7 @@ def schedule_conflict(optimizer: str, schedule: str) -> str | None:
         f"{' or '.join(allowed)}, with warmup_epochs if wanted. Received: schedule={schedule}"
     )
 
+
 #: Keras arguments lrtune fixes to the article-era rule; not sweep settings.
 #: Keras 3's Adagrad starts its accumulator at 0.1, Keras 2.0's at 0.
 FIXED: dict[str, dict[str, Any]] = {
@@ -255,7 +262,9 @@ def build_optimizer(
     )
 
 
-def muon_split(model: keras.Model, optimizer: keras.optimizers.Optimizer | None = None) -> dict[str, dict[str, int]]:
+def muon_split(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer | None = None
+) -> dict[str, dict[str, int]]:
     """Which of ``model``'s trainable variables Keras's Muon updates with Muon, which with AdamW.
 
     The rule is Keras's own (``Muon._should_use_adamw``: any variable that

@@ -561,6 +561,7 @@ def plateau(
     params = {"lr": lr, "factor": factor, "patience": patience, "min_lr": min_lr, "cooldown": cooldown}
     return Schedule("plateau", params, "epoch", lambda t, ops: lr + 0.0 * t)
 
+
 DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
 
 
