@@ -158,6 +158,11 @@ def _print_outcome(spec, outcome) -> None:
     errors = [r for r in rows if r["status"] == "error"]
     for r in errors[:3]:
         out.print(f"[red]error[/] {r['trial_id']}: {r['error']}", highlight=False)
+    failures = getattr(outcome, "view_failures", ())
+    for line in failures[:5]:
+        out.print(f"[yellow]not shown[/] {line}", highlight=False, soft_wrap=True)
+    if failures:
+        out.print(f"{len(failures)} tracker failures in all: {outcome.sweep_dir}/trackers.json", soft_wrap=True)
     out.print(
         f"results: {outcome.sweep_dir}/metrics (Parquet), {outcome.sweep_dir}/trials.parquet", soft_wrap=True
     )
