@@ -388,6 +388,30 @@ def confirm(
 
 
 @app.command()
+def importance(
+    sweep_dir: Annotated[str, typer.Argument(help="A sweep's folder: <storage>/<name>.")],
+    metric: Annotated[Optional[str], typer.Option(help="Metric to explain (default: the sweep's).")] = None,
+    evaluator: Annotated[str, typer.Option(help="fanova (variance shares) or ped-anova.")] = "fanova",
+    figure: Annotated[
+        Optional[str], typer.Option(help="PNG to draw the shares in (default: <sweep_dir>/importance.png).")
+    ] = None,
+):
+    """Which hyperparameters matter: each one's share of the metric's variance over the configurations."""
+    from lrtune.results.importance import figure_importance, format_importance
+    from lrtune.results.importance import importance as explain
+
+    try:
+        result = explain(sweep_dir, metric=metric, evaluator=evaluator)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    sys.stdout.write(format_importance(result))
+    path = figure if figure is not None else (None if "://" in sweep_dir else f"{sweep_dir.rstrip('/')}/importance.png")
+    if path is not None:
+        figure_importance(result).savefig(path, dpi=100)
+        sys.stdout.write(f"figure: {path}\n")
+
+
+@app.command()
 def report(
     sweep_dir: Annotated[str, typer.Argument(help="A sweep's folder: <storage>/<name>.")],
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="HTML file to write.")] = None,

@@ -37,7 +37,7 @@ __all__ = ["TensorBoardView", "trial_hparams", "STATUS", "TRIALS_DIR"]
 #: lrtune status -> the HParams plugin's session status.
 STATUS = {
     "done": "STATUS_SUCCESS",
-    "stopped_early": "STATUS_ABORTED",
+    "stopped_early": "STATUS_SUCCESS",  # the scheduler ended it: no failure (this plugin has no ABORTED)
     "diverged": "STATUS_FAILURE",
     "error": "STATUS_FAILURE",
 }

@@ -38,6 +38,12 @@ RETRY_WAITS_S = (1.0, 4.0, 15.0)
 #: Longest a sweep's end waits for a tracker to send what it holds.
 CLOSE_WAIT_S = 60.0
 
+#: MLflow's HTTP settings lrtune sets unless the environment has them: each call fails within seconds.
+MLFLOW_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 #: lrtune status -> MLflow run status.
 MLFLOW_STATUS = {"done": "FINISHED", "stopped_early": "KILLED", "diverged": "FAILED", "error": "FAILED"}
 
@@ -94,10 +100,10 @@ class _TrackerView(RowView):
 
     name = "tracker"
 
-    def __init__(self, spec):
+    def __init__(self, spec, waits_s: Sequence[float] = RETRY_WAITS_S):
         self.sweep = spec.name
         self.epochs = spec.epochs
-        self.outbox = Outbox(self.name)
+        self.outbox = Outbox(self.name, waits_s)
         self._rows: dict[str, dict[int, dict[str, Any]]] = {}  # trial -> epoch -> values
         self._params: dict[str, dict[str, Any]] = {}
 
@@ -166,8 +172,13 @@ class MlflowRuns(_TrackerView):
 
     name = "mlflow"
 
-    def __init__(self, spec, settings):
-        super().__init__(spec)
+    def __init__(self, spec, settings, waits_s: Sequence[float] = RETRY_WAITS_S):
+        super().__init__(spec, waits_s)
+        # MLflow's own HTTP retries wait up to 2 minutes a call (7 tries, backoff factor 2): the
+        # outbox retries instead, so a server that is down costs seconds, not the sweep's end.
+        # A user's own settings of these win.
+        for name, value in MLFLOW_HTTP.items():
+            os.environ.setdefault(name, value)
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=settings.tracking_uri)
@@ -274,8 +285,8 @@ class WandbRuns(_TrackerView):
 
     name = "wandb"
 
-    def __init__(self, spec, settings, sweep_dir: str):
-        super().__init__(spec)
+    def __init__(self, spec, settings, sweep_dir: str, waits_s: Sequence[float] = RETRY_WAITS_S):
+        super().__init__(spec, waits_s)
         import wandb
 
         self.wandb = wandb
