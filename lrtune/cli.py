@@ -40,7 +40,10 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No live view; 
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    # Escaped: a message may hold brackets rich would take for markup (pip install 'lrtune[mlflow]').
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 

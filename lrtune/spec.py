@@ -287,17 +287,18 @@ class Trackers(_Strict):
     mlflow: MlflowTracker | None = None
     wandb: WandbTracker | None = None
 
-    @model_validator(mode="after")
-    def _installed(self) -> Trackers:
+    @field_validator("mlflow", "wandb")
+    @classmethod
+    def _installed(cls, value: Any, info) -> Any:
         import importlib.util
 
-        for name, (module, extra) in TRACKER_PACKAGES.items():
-            if getattr(self, name) is not None and importlib.util.find_spec(module) is None:
-                raise ValueError(
-                    f"{name}: the {module} package is not installed; install it with "
-                    f"pip install 'lrtune[{extra}]' (or remove trackers.{name})"
-                )
-        return self
+        module, extra = TRACKER_PACKAGES[info.field_name]
+        if value is not None and importlib.util.find_spec(module) is None:
+            raise ValueError(
+                f"the {module} package is not installed; install it with "
+                f"pip install 'lrtune[{extra}]' (or remove trackers.{info.field_name})"
+            )
+        return value
 
     @property
     def names(self) -> tuple[str, ...]:

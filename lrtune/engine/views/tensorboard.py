@@ -131,10 +131,17 @@ class TensorBoardView(RowView):
     def _writer(self, trial_id: str):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+        from tensorboard.compat.proto.event_pb2 import SessionLog
+
         writer = self._writers.get(trial_id)
         if writer is None:
             logdir = os.path.join(self.sweep_dir, TRIALS_DIR, trial_id)
+            first = not os.path.isdir(logdir)
             writer = self._writers[trial_id] = EventFileWriter(logdir, filename_suffix=".lrtune")
+            if first:
+                # The server's reader takes a run's first START as its beginning and each later one as
+                # a restart; this one opens the run, so that the first withdrawal counts.
+                writer.add_event(_event(0, time.time(), session_log=SessionLog(status=SessionLog.START)))
         return writer
 
     def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> None:
