@@ -294,9 +294,17 @@ class WandbRuns(_TrackerView):
         self.dir = settings.dir or sweep_dir
         self._open: dict[str, Any] = {}  # trial -> run (outbox thread only)
         self._replaced: dict[str, int] = {}
+        self._seen: set[str] = set()  # trials this driver made a run for
 
     def _init(self, trial_id: str, params: Mapping[str, Any], **kw):
         os.makedirs(self.dir, exist_ok=True)
+        if trial_id not in self._seen and self.settings.mode == "offline":
+            # An earlier (killed) driver's runs of the trial: this driver's run replaces them.
+            base = f"{self.sweep}-{trial_id}"
+            for run_dir in glob.glob(os.path.join(self.dir, "wandb", f"offline-run-*-{base}*")):
+                if run_dir.endswith(base) or run_dir.rsplit(base, 1)[1].lstrip("-").isdigit():
+                    shutil.rmtree(run_dir)
+        self._seen.add(trial_id)
         k = self._replaced.get(trial_id, 0)
         run = self.wandb.init(
             project=self.settings.project,
@@ -347,12 +355,7 @@ class WandbRuns(_TrackerView):
 
     def _resync(self, trial_id, rows):
         # An earlier driver's run cannot be read back offline: the trial gets a new run holding its
-        # rows, and offline the earlier driver's run folders of the trial go.
-        if self.settings.mode == "offline":
-            base = f"{self.sweep}-{trial_id}"
-            for run_dir in glob.glob(os.path.join(self.dir, "wandb", f"offline-run-*-{base}*")):
-                if run_dir.endswith(base) or run_dir.rsplit(base, 1)[1].lstrip("-").isdigit():
-                    shutil.rmtree(run_dir)
+        # rows (offline, the earlier driver's run folders of the trial go: see _init).
         self._replaced[trial_id] = int(time.time())
         self._open[trial_id] = self._init(trial_id, self._params.get(trial_id, {}))
         self._log(trial_id, rows)
