@@ -64,13 +64,13 @@ def free_port() -> int:
 class TensorBoardServer:
     """``tensorboard --logdir DIR`` on a free loopback port, reloading every second."""
 
-    def __init__(self, logdir: Path):
+    def __init__(self, logdir: Path, *extra: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         logdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-             "--port", str(self.port), "--reload_interval", "1"],
+             "--port", str(self.port), "--reload_interval", "1", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 120
@@ -112,6 +112,11 @@ class TensorBoardServer:
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=30)
+
+
+def pairs(values) -> list:
+    """(step, value) pairs to compare: steps exact, values as float32 holds them."""
+    return [(step, pytest.approx(value, rel=1e-6)) for step, value in sorted(values)]
 
 
 def final_metric(group: dict, tag: str = "val_accuracy"):
@@ -196,7 +201,7 @@ def test_mlflow_holds_one_run_per_trial_with_the_rows_as_history_and_the_pick(wa
     for trial_id, run in runs.items():
         history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
         kept = sorted((r["epoch"], r["val_accuracy"]) for r in table if r["trial_id"] == trial_id)
-        assert history == pytest.approx(kept)
+        assert history == pairs(kept)
         assert (run.info.status, run.data.tags["lrtune.status"]) == ("FINISHED", "done")
     pick = json.loads(experiment.tags["lrtune.pick"])
     assert all(runs[t].data.tags.get("lrtune.pick") == "best" for t in pick["trial_ids"])
@@ -209,7 +214,7 @@ def test_wandb_writes_one_offline_run_per_trial_its_reader_loads_back(watched_sw
     for run_dir in runs:
         trial_id = run_dir.name.rsplit("-views-", 1)[1]
         kept = sorted((r["epoch"], r["val_accuracy"]) for r in table if r["trial_id"] == trial_id)
-        assert wandb_history(run_dir, "val_accuracy") == pytest.approx(kept)
+        assert wandb_history(run_dir, "val_accuracy") == pairs(kept)
         assert any(r.WhichOneof("record_type") == "exit" and r.exit.exit_code == 0 for r in wandb_records(run_dir))
 
 
@@ -239,7 +244,7 @@ def test_after_pbt_and_a_kill_and_resume_every_view_equals_the_rows(cifar_archiv
     try:
         for trial_id, epochs in kept.items():
             for tag in ("val_accuracy", "lr"):
-                expected = [(e, pytest.approx(epochs[e][tag], rel=1e-6)) for e in sorted(epochs)]
+                expected = pairs((e, epochs[e][tag]) for e in epochs)
                 assert server.scalars(f"tensorboard/{trial_id}", tag) == expected, (trial_id, tag)
     finally:
         server.stop()
@@ -248,11 +253,9 @@ def test_after_pbt_and_a_kill_and_resume_every_view_equals_the_rows(cifar_archiv
     assert sorted(r.info.run_name for r in runs) == sorted(kept)
     for run in runs:
         history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
-        assert history == pytest.approx(sorted((e, r["val_accuracy"]) for e, r in kept[run.info.run_name].items()))
+        assert history == pairs((e, r["val_accuracy"]) for e, r in kept[run.info.run_name].items())
     trial_runs = sorted((sweep_dir / "wandb").glob("offline-run-*-pbt-*"))
     assert len(trial_runs) == len(kept)
     for run_dir in trial_runs:
         trial_id = run_dir.name.split("-pbt-", 1)[1].split("-")[0]
-        assert wandb_history(run_dir, "val_accuracy") == pytest.approx(
-            sorted((e, r["val_accuracy"]) for e, r in kept[trial_id].items())
-        )
+        assert wandb_history(run_dir, "val_accuracy") == pairs((e, r["val_accuracy"]) for e, r in kept[trial_id].items())

@@ -228,12 +228,12 @@ class ParquetSink(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._trials = trials
         self.flush(tables=False)
-        self._show("trial_ended", trial.trial_id, self.trial_status(trial))
+        self._show("trial_ended", trial.trial_id, self._ended_status(trial.trial_id, errored=False))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._trials = trials
         self.flush(tables=False)
-        self._show("trial_ended", trial.trial_id, self.trial_status(trial))
+        self._show("trial_ended", trial.trial_id, self._ended_status(trial.trial_id, errored=True))
 
     def on_experiment_end(self, trials, **info):
         self._trials = trials
@@ -241,6 +241,15 @@ class ParquetSink(Callback):
         self.compact()
 
     # --- the sink itself ------------------------------------------------
+
+    def _ended_status(self, trial_id: str, errored: bool) -> str:
+        # Tune calls the hooks before it marks the trial TERMINATED or ERROR: trial_status would say running.
+        log = self._logs.get(trial_id)
+        if log is not None and log.last_status == "diverged":
+            return "diverged"
+        if errored:
+            return "error"
+        return "done" if log is not None and log.epochs_run >= self.epochs else "stopped_early"
 
     def _show(self, event: str, *args: Any) -> None:
         """Tell every view of ``event``; what a view raises is recorded, not raised into Tune."""
