@@ -182,6 +182,13 @@ def importance(sweep_dir: str, *, metric: str | None = None, evaluator: str = "f
         else f"only {n} configurations for {len(varied)} varied hyperparameters (about {needed} needed): "
         "too few to say which matters; read these shares as a guess"
     )
+    seed_std = sum(stds) / len(stds) if stds else math.nan
+    if math.isfinite(seed_std) and seed_std >= config_std / 2:
+        noise = (
+            f"the seeds' noise (std {seed_std:.3g} within a configuration) is not well below the spread "
+            f"of the configurations' means ({config_std:.3g}): the shares may be splitting noise"
+        )
+        caveat = noise if caveat is None else f"{caveat}; {noise}"
     return Importance(
         metric=ranking.metric,
         evaluator=evaluator,
@@ -189,7 +196,7 @@ def importance(sweep_dir: str, *, metric: str | None = None, evaluator: str = "f
         fixed=tuple(fixed),
         confounded={k: tuple(v) for k, v in confounded.items() if v},
         configurations=n,
-        seed_std=sum(stds) / len(stds) if stds else math.nan,
+        seed_std=seed_std,
         config_std=config_std,
         caveat=caveat,
     )

@@ -3,7 +3,8 @@
 Laid out for ``tensorboard --logdir <sweep folder>``::
 
     <sweep>/events.out.tfevents.*.lrtune-hparams   the HParams experiment: every
-                                                   hyperparameter of the space, the metrics
+                                                   hyperparameter of the space (those
+                                                   that vary first), the metrics
     <sweep>/tensorboard/<trial_id>/events.*        one run per trial: its session start
                                                    (hyperparameters) as it starts, a scalar per
                                                    metric and ``lr`` per epoch (step = epoch),
@@ -81,23 +82,52 @@ def _domain(values: Sequence[Any], bounds: Sequence[tuple[float, float]]):
 
 
 def experiment_hparams(spec) -> list:
-    """Every hyperparameter the space's arms train with, with the domain the space gives it (when one)."""
+    """The space's hyperparameters (and the optimizer and schedule), each with the domain the space gives it.
+
+    Those that vary where they apply come first in the HParams tab, which shows
+    the first few: their ``differs`` is set.
+    """
     from tensorboard.plugins.hparams import summary_v2 as hp
 
-    names: dict[str, None] = {}
+    names: dict[str, None] = {"optimizer": None, "schedule": None}
     values: dict[str, list[Any]] = {}
     bounds: dict[str, list[tuple[float, float]]] = {}
     for arm in spec.space:
         corner = {k: d.values()[0] for k, d in arm.params.items()}
-        for name in trial_hparams(corner, spec.epochs):
-            names[name] = None
+        resolved = trial_hparams(corner, spec.epochs)
+        values.setdefault("optimizer", []).append(resolved.get("optimizer"))
+        values.setdefault("schedule", []).append(resolved.get("schedule"))
         for key, dist in arm.params.items():
+            names[key] = None
             if dist.is_discrete():
                 values.setdefault(key, []).extend(dist.values())
             else:
                 low, high = dist.values()[:2]
                 bounds.setdefault(key, []).append((low, high))
-    return [hp.HParam(name, _domain(values.get(name, []), bounds.get(name, []))) for name in names]
+    varying = {k for k in names if bounds.get(k) or len({repr(v) for v in values.get(k, [])}) > 1}
+    return [
+        (hp.HParam(name, _domain(values.get(name, []), bounds.get(name, []))), name in varying)
+        for name in names
+    ]
+
+
+def _experiment_summary(spec):
+    """The HParams experiment summary; ``differs`` set on the hyperparameters that vary."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+    from tensorboard.plugins.hparams import summary_v2 as hp
+
+    hparams = experiment_hparams(spec)
+    # "lr" is also a hyperparameter (the initial rate): the metric says it is the rate in effect.
+    metrics = [hp.Metric(tag, display_name="lr in effect" if tag == "lr" else tag) for tag in VIEW_METRICS]
+    built = hp.hparams_config_pb([h for h, _ in hparams], metrics, time_created_secs=time.time())
+    experiment = metadata.parse_experiment_plugin_data(built.value[0].metadata.plugin_data.content)
+    for info, (_, differs) in zip(experiment.hparam_infos, hparams, strict=True):
+        info.differs = differs
+    content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(experiment=experiment))
+    summary = Summary()
+    summary.value.add(tag=metadata.EXPERIMENT_TAG, metadata=content, tensor=metadata.NULL_TENSOR)
+    return summary
 
 
 class TensorBoardView(RowView):
@@ -113,7 +143,6 @@ class TensorBoardView(RowView):
         self._write_experiment(spec)
 
     def _write_experiment(self, spec) -> None:
-        from tensorboard.plugins.hparams import summary_v2 as hp
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         os.makedirs(self.sweep_dir, exist_ok=True)
@@ -122,8 +151,7 @@ class TensorBoardView(RowView):
         for name in os.listdir(self.sweep_dir):
             if name.startswith("events.out.tfevents.") and name.endswith(suffix):
                 os.remove(os.path.join(self.sweep_dir, name))
-        metrics = [hp.Metric(tag, display_name=tag) for tag in VIEW_METRICS]
-        summary = hp.hparams_config_pb(experiment_hparams(spec), metrics, time_created_secs=time.time())
+        summary = _experiment_summary(spec)
         writer = EventFileWriter(self.sweep_dir, filename_suffix=suffix)
         writer.add_event(_event(0, time.time(), summary=summary))
         writer.close()
