@@ -218,3 +218,15 @@ def test_a_tracker_whose_package_is_missing_is_refused_with_the_install_command(
         "s.yaml: trackers.mlflow: the mlflow package is not installed; install it with "
         "pip install 'lrtune[mlflow]' (or remove trackers.mlflow)"
     ) in " ".join(done.stderr.split())
+
+
+def test_trackers_can_be_switched_on_with_set(tmp_path):
+    from lrtune.spec import apply_overrides
+
+    raw = apply_overrides(
+        {"name": "s", "space": {"lr": 0.1}},
+        ["trackers.mlflow.tracking_uri=sqlite:///m.db", "trackers.wandb.project=p", "trackers.wandb.mode=offline"],
+        "s.yaml",
+    )
+    trackers = parse_spec(raw, "s.yaml").trackers
+    assert (trackers.mlflow.tracking_uri, trackers.wandb.project, trackers.wandb.mode) == ("sqlite:///m.db", "p", "offline")

@@ -270,14 +270,22 @@ def _pick(sweep_dir: str) -> dict[str, Any] | None:
 def _close_views(views, sink, folder: SweepFolder) -> list[str]:
     """Tell the views the pick, wait for them (bounded), and write what failed to ``trackers.json``."""
     import json
+    import time
+
+    from lrtune.engine.views.trackers import CLOSE_WAIT_S
 
     pick = _pick(folder.path) if views else None
     failures = list(sink.view_failures)
-    for view in views:
+    for view in views:  # the pick is queued on every view before any is waited for
         try:
             view.sweep_ended(pick)
-            failures += view.close()
         except Exception as e:  # noqa: BLE001 - a view never fails the sweep; it is reported
+            failures.append(f"{type(view).__name__}: {type(e).__name__}: {e}")
+    deadline = time.monotonic() + CLOSE_WAIT_S  # one wait for all of them
+    for view in views:
+        try:
+            failures += view.close(max(0.0, deadline - time.monotonic()))
+        except Exception as e:  # noqa: BLE001
             failures.append(f"{type(view).__name__}: {type(e).__name__}: {e}")
     if failures or folder.exists(folder.trackers_path):
         folder.write_text(folder.trackers_path, json.dumps({"failures": failures}, indent=1))

@@ -70,15 +70,19 @@ class Outbox:
                 return
             what, call = item
             waits = () if self._failing else self.waits_s
+            first = None
             for attempt in range(len(waits) + 1):
                 try:
                     call()
                 except Exception as e:  # noqa: BLE001 - any tracker error is reported, never raised
                     error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    first = first or error
                     if attempt < len(waits):
                         time.sleep(waits[attempt])
                         continue
-                    self.failures.append(f"{self.name}: {what}: {error} ({attempt + 1} tries)")
+                    # The first error is the cause; a retry may fail otherwise (W&B: "run ID ... is in use").
+                    errors = error if error == first else f"{first}; last: {error}"
+                    self.failures.append(f"{self.name}: {what}: {errors} ({attempt + 1} tries)")
                     self._failing = True
                 else:
                     self._failing = False
