@@ -295,7 +295,7 @@ class WandbRuns(_TrackerView):
 
         self.wandb = wandb
         self.settings = settings
-        self.dir = settings.dir or sweep_dir
+        self.dir = settings.dir or (os.getcwd() if "://" in sweep_dir else sweep_dir)
         self._open: dict[str, Any] = {}  # trial -> run (outbox thread only)
         self._replaced: dict[str, int] = {}
         self._seen: set[str] = set()  # trials this driver made a run for
