@@ -40,7 +40,10 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No live view; 
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    # Escaped: a message may hold brackets rich would take for markup (pip install 'lrtune[mlflow]').
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -158,6 +161,11 @@ def _print_outcome(spec, outcome) -> None:
     errors = [r for r in rows if r["status"] == "error"]
     for r in errors[:3]:
         out.print(f"[red]error[/] {r['trial_id']}: {r['error']}", highlight=False)
+    failures = getattr(outcome, "view_failures", ())
+    for line in failures[:5]:
+        out.print(f"[yellow]not shown[/] {line}", highlight=False, soft_wrap=True)
+    if failures:
+        out.print(f"{len(failures)} tracker failures in all: {outcome.sweep_dir}/trackers.json", soft_wrap=True)
     out.print(
         f"results: {outcome.sweep_dir}/metrics (Parquet), {outcome.sweep_dir}/trials.parquet", soft_wrap=True
     )
@@ -393,6 +401,30 @@ def confirm(
         verdict += f" ({result.left_out} more within noise were left out by --top {top})"
     err.print(f"confirm {result.sweep_dir}: {ran}; {verdict}", highlight=False, soft_wrap=True)
     sys.stdout.write(format_choice(result.choice, format_))
+
+
+@app.command()
+def importance(
+    sweep_dir: Annotated[str, typer.Argument(help="A sweep's folder: <storage>/<name>.")],
+    metric: Annotated[Optional[str], typer.Option(help="Metric to explain (default: the sweep's).")] = None,
+    evaluator: Annotated[str, typer.Option(help="fanova (variance shares) or ped-anova.")] = "fanova",
+    figure: Annotated[
+        Optional[str], typer.Option(help="PNG to draw the shares in (default: <sweep_dir>/importance.png).")
+    ] = None,
+):
+    """Which hyperparameters matter: each one's share of the metric's variance over the configurations."""
+    from lrtune.results.importance import figure_importance, format_importance
+    from lrtune.results.importance import importance as explain
+
+    try:
+        result = explain(sweep_dir, metric=metric, evaluator=evaluator)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    sys.stdout.write(format_importance(result))
+    path = figure if figure is not None else (None if "://" in sweep_dir else f"{sweep_dir.rstrip('/')}/importance.png")
+    if path is not None:
+        figure_importance(result).savefig(path, dpi=100)
+        sys.stdout.write(f"figure: {path}\n")
 
 
 @app.command()

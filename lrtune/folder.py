@@ -8,6 +8,8 @@ Under ``<storage>/<name>/`` (a local path, an NFS path, or an ``s3://`` /
     metrics/                 Parquet, one row per (trial, epoch)
     trials.parquet           one row per trial
     exploits.parquet         PBT: one row per exploit
+    trackers.json            what TensorBoard or a tracker could not show (when anything)
+    tensorboard/, events.*   TensorBoard's logs (lrtune.engine.views.tensorboard)
     rounds/<k>/round.json    round k (--extend, confirm): its trials
     rounds/<k>/trials.parquet
     <trial_id>/state/        a trial's saved states (lrtune.training.checkpoints)
@@ -124,6 +126,11 @@ class SweepFolder:
     @property
     def exploits_path(self) -> str:
         return self._in("exploits.parquet")
+
+    @property
+    def trackers_path(self) -> str:
+        """``trackers.json``: what TensorBoard or a tracker could not show."""
+        return self._in("trackers.json")
 
     @property
     def lock_path(self) -> str:

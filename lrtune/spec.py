@@ -360,6 +360,60 @@ class Scheduler(_Strict):
         return getattr(self, self.name)
 
 
+class TensorBoardLogs(_Strict):
+    """TensorBoard: lrtune writes its own from the kept rows (:mod:`lrtune.engine.views.tensorboard`).
+
+    ``ray_logs: true`` also keeps Ray Tune's raw per-trial logs, which show
+    every run of a trial, the epochs a restore or PBT exploit discarded included.
+    """
+
+    ray_logs: StrictBool = False
+
+
+class MlflowTracker(_Strict):
+    """One MLflow run per trial; ``experiment`` defaults to the sweep's name, ``tracking_uri`` to MLflow's own default."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+class WandbTracker(_Strict):
+    """One W&B run per trial in ``project``; ``mode: offline`` writes them under ``dir`` (default: the sweep folder)."""
+
+    project: Annotated[str, Field(min_length=1)]
+    entity: str | None = None
+    mode: Literal["online", "offline"] = "online"
+    dir: str | None = None
+
+
+#: Tracker -> (the module it needs, the extra that installs it).
+TRACKER_PACKAGES = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
+
+
+class Trackers(_Strict):
+    """Experiment trackers fed from the kept rows (:mod:`lrtune.engine.views.trackers`)."""
+
+    mlflow: MlflowTracker | None = None
+    wandb: WandbTracker | None = None
+
+    @field_validator("mlflow", "wandb")
+    @classmethod
+    def _installed(cls, value: Any, info) -> Any:
+        import importlib.util
+
+        module, extra = TRACKER_PACKAGES[info.field_name]
+        if value is not None and importlib.util.find_spec(module) is None:
+            raise ValueError(
+                f"the {module} package is not installed; install it with "
+                f"pip install 'lrtune[{extra}]' (or remove trackers.{info.field_name})"
+            )
+        return value
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n in TRACKER_PACKAGES if getattr(self, n) is not None)
+
+
 class Arm(BaseModel):
     """One sub-space: each hyperparameter as a :class:`~lrtune.space.Dist`."""
 
@@ -608,6 +662,8 @@ class SweepSpec(_Strict):
     max_failures: Annotated[int, Field(ge=0, strict=True)] = 2
     xla: StrictBool = False
     mixed_precision: StrictBool = False
+    tensorboard: TensorBoardLogs | None = None
+    trackers: Trackers | None = None
 
     @field_validator("model", mode="before")
     @classmethod
@@ -833,4 +889,4 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     return parse_spec(raw, source)
 
 
-__all__ += ["DataSpec", "Resources", "Scheduler", "PARAMS"]
+__all__ += ["DataSpec", "Resources", "Scheduler", "PARAMS", "Trackers", "TensorBoardLogs"]

@@ -160,9 +160,9 @@ def test_report_writes_html_and_pngs(finished_sweep, tmp_path):
     html = tmp_path / "out" / "report.html"
     result = lrtune("report", finished_sweep, "-o", html)
     assert result.returncode == 0, result.stderr
-    assert html.read_text().count("data:image/png;base64,") == 5
+    assert html.read_text().count("data:image/png;base64,") == 6
     assert sorted(p.name for p in html.parent.glob("*.png")) == sorted(
-        f"{n}.png" for n in ("lr", "curves", "families", "step_heatmap", "early_stopping")
+        f"{n}.png" for n in ("lr", "curves", "families", "step_heatmap", "early_stopping", "importance")
     )
 
 

@@ -17,7 +17,7 @@ from synthetic_results import everything, population, rising, run, sgd, write_sw
 from lrtune.results.report import write_report  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIGURES = ["lr", "curves", "families", "step_heatmap", "early_stopping"]
+FIGURES = ["lr", "curves", "families", "step_heatmap", "early_stopping", "importance"]
 
 
 def embedded_pngs(page: str) -> list[bytes]:
@@ -86,7 +86,9 @@ def test_a_sweep_without_a_step_family_skips_the_heat_map_and_says_why(tmp_path)
     page = Path(files.html).read_text()
     assert "step_heatmap.png" not in [Path(p).name for p in files.pngs]
     assert "Skipped: this sweep has no step-decay family (SGD with schedule: step)" in page
-    assert len(embedded_pngs(page)) == len(FIGURES) - 1
+    # Two configurations are also too few for the importance section, which says so.
+    assert "Skipped: 2 configurations with a val_accuracy to compare: too few to say" in page
+    assert len(embedded_pngs(page)) == len(FIGURES) - 2
 
 
 def test_a_running_sweep_without_trials_parquet_or_sweep_yaml_still_reports(tmp_path):

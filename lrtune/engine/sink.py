@@ -134,6 +134,11 @@ class ParquetSink(Callback):
             shortest time between two writes of ``trials.parquet``.
         round_index: the round of the sweep these trials are (its
             ``trials.parquet`` is in the round's folder; None: the sweep's own).
+        views: what else shows the rows (:class:`lrtune.engine.views.RowView`:
+            TensorBoard, MLflow, W&B): each is told of a row once it is written
+            to Parquet, of every withdrawal once the files no longer hold it,
+            and of each trial's start and end. A view that raises is recorded
+            in ``view_failures``, never passed on to Tune.
 
     Raises:
         SinkError: (from any hook) the storage cannot be written; the
@@ -150,7 +155,10 @@ class ParquetSink(Callback):
         epochs: int,
         flush_seconds: float = 2.0,
         round_index: int | None = None,
+        views: tuple = (),
     ):
+        self.views = tuple(views)
+        self.view_failures: list[str] = []
         self.sweep_dir = sweep_dir.rstrip("/")
         self.sweep = sweep
         self.metric = metric
@@ -205,6 +213,9 @@ class ParquetSink(Callback):
     def setup(self, **info):
         self._start()
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._show("trial_started", trial.trial_id, trial.config)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._trials = trials
         self.add(trial.trial_id, trial.config, result)
@@ -217,10 +228,12 @@ class ParquetSink(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._trials = trials
         self.flush(tables=False)
+        self._show("trial_ended", trial.trial_id, self._ended_status(trial.trial_id, errored=False))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._trials = trials
         self.flush(tables=False)
+        self._show("trial_ended", trial.trial_id, self._ended_status(trial.trial_id, errored=True))
 
     def on_experiment_end(self, trials, **info):
         self._trials = trials
@@ -228,6 +241,23 @@ class ParquetSink(Callback):
         self.compact()
 
     # --- the sink itself ------------------------------------------------
+
+    def _ended_status(self, trial_id: str, errored: bool) -> str:
+        # Tune calls the hooks before it marks the trial TERMINATED or ERROR: trial_status would say running.
+        log = self._logs.get(trial_id)
+        if log is not None and log.last_status == "diverged":
+            return "diverged"
+        if errored:
+            return "error"
+        return "done" if log is not None and log.epochs_run >= self.epochs else "stopped_early"
+
+    def _show(self, event: str, *args: Any) -> None:
+        """Tell every view of ``event``; what a view raises is recorded, not raised into Tune."""
+        for view in self.views:
+            try:
+                getattr(view, event)(*args)
+            except Exception as e:  # noqa: BLE001 - a view never stops the rows
+                self.view_failures.append(f"{type(view).__name__}.{event}: {type(e).__name__}: {e}")
 
     def _fail(self, path: str, error: Exception) -> None:
         raise SinkError(
@@ -397,6 +427,7 @@ class ParquetSink(Callback):
         for epoch in epochs:
             log.forget(epoch, self._changes)
         self.rows_withdrawn += len(epochs)
+        self._show("rows_withdrawn", trial_id, sorted(epochs))
 
     def maybe_flush(self) -> None:
         """Flush if ``flush_seconds`` have passed, or if the first row is waiting."""
@@ -419,7 +450,8 @@ class ParquetSink(Callback):
             keys = {(r["trial_id"], r["epoch"]) for r in self._buffer}
             self._add_part(name, keys, tier=0)
             self.rows_written += len(self._buffer)
-            self._buffer.clear()
+            written, self._buffer = self._buffer, []
+            self._show("rows_kept", written)
             self._flushed_rows = True
             self._merge()
         if tables or time.monotonic() >= self._tables_due:

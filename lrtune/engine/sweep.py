@@ -35,6 +35,7 @@ class SweepOutcome:
     sweep_dir: str
     counts: Mapping[str, int]  # trial status -> number of trials
     trials: Any  # pyarrow.Table of trials.parquet
+    view_failures: tuple[str, ...] = ()  # what TensorBoard or a tracker could not show (trackers.json)
 
     @property
     def all_failed(self) -> bool:
@@ -140,6 +141,7 @@ def run_trials(
     from lrtune.engine.housekeeping import LeaseRenewal, StateRetention
     from lrtune.engine.progress import LiveView
     from lrtune.engine.sink import ParquetSink
+    from lrtune.engine.views import views_for
     from lrtune.training.trial import TrainSettings, TrialStorage
 
     spec, folder = driver.spec, driver.folder
@@ -166,6 +168,9 @@ def run_trials(
         gpu=spec.resources.gpu,
         slot=TRIAL_SLOT in driver.trial_resources(),
     )
+    views = views_for(spec, folder.path, spec.epochs)
+    if restore:
+        _resync(views, folder.path)
     sink = ParquetSink(
         folder.path,
         sweep=spec.name,
@@ -173,10 +178,14 @@ def run_trials(
         mode=spec.metric_mode,
         epochs=spec.epochs,
         round_index=round_index,
+        views=views,
     )
     view = LiveView(spec, folder.path, sink=sink, quiet=quiet, console=console, trials=trials)
     retention = StateRetention(folder.path, pin_clones=spec.scheduler.name == "pbt")
-    callbacks = [sink, retention, LeaseRenewal(driver.lease), view]
+    callbacks = [sink, retention, LeaseRenewal(driver.lease), view, *_ray_loggers(spec)]
+    # Tune adds its CSV, JSON and TensorBoard loggers unless told not to: lrtune names
+    # the ones it keeps (_ray_loggers); Ray's raw TensorBoard logs only on request.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # Tune's checkpoints are pointers of a few bytes (lrtune.training.checkpoints):
     # keep every one, so a lagging experiment snapshot never names a
     # deleted one, and store no metrics with them, so snapshots stay small.
@@ -207,13 +216,81 @@ def run_trials(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             ),
         )
-    with view:
-        driver.fit(tuner, quiet=quiet)
+    try:
+        with view:
+            driver.fit(tuner, quiet=quiet)
+    finally:
+        failures = _close_views(views, sink, folder)
     table = sink.trials_table(view.trials)
     counts: dict[str, int] = {}
     for status in table.column("status").to_pylist():
         counts[status] = counts.get(status, 0) + 1
-    return SweepOutcome(sweep_dir=folder.path, counts=counts, trials=table)
+    return SweepOutcome(sweep_dir=folder.path, counts=counts, trials=table, view_failures=tuple(failures))
+
+
+def _ray_loggers(spec: SweepSpec) -> list:
+    """Tune's CSV and JSON loggers (its experiment analysis reads them), and its TensorBoard one if the file asks."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    keep_tensorboard = spec.tensorboard is not None and spec.tensorboard.ray_logs
+    return [CSVLoggerCallback(), JsonLoggerCallback(), *([TBXLoggerCallback()] if keep_tensorboard else [])]
+
+
+def _resync(views, sweep_dir: str) -> None:
+    """A resumed sweep: every view shows exactly the rows Parquet holds (a killed driver may have died between the writes)."""
+    from lrtune.results.tables import load
+
+    try:
+        rows = load(sweep_dir).to_pylist()
+    except FileNotFoundError:
+        return
+    for view in views:
+        view.resync(rows)
+
+
+def _pick(sweep_dir: str) -> dict[str, Any] | None:
+    """What `lrtune best` picks, for the trackers; None when nothing can be chosen yet."""
+    from lrtune.results.choice import choose
+
+    try:
+        choice = choose(sweep_dir)
+    except (FileNotFoundError, ValueError):
+        return None
+    best = choice.best
+    return {
+        "metric": choice.metric,
+        "mode": choice.mode,
+        "config": best.config,
+        "mean": best.mean,
+        "n": best.n,
+        "trial_ids": list(best.trial_ids),
+        "within_noise": len(choice.within_noise),
+    }
+
+
+def _close_views(views, sink, folder: SweepFolder) -> list[str]:
+    """Tell the views the pick, wait for them (bounded), and write what failed to ``trackers.json``."""
+    import json
+    import time
+
+    from lrtune.engine.views.trackers import CLOSE_WAIT_S
+
+    pick = _pick(folder.path) if views else None
+    failures = list(sink.view_failures)
+    for view in views:  # the pick is queued on every view before any is waited for
+        try:
+            view.sweep_ended(pick)
+        except Exception as e:  # noqa: BLE001 - a view never fails the sweep; it is reported
+            failures.append(f"{type(view).__name__}: {type(e).__name__}: {e}")
+    deadline = time.monotonic() + CLOSE_WAIT_S  # one wait for all of them
+    for view in views:
+        try:
+            failures += view.close(max(0.0, deadline - time.monotonic()))
+        except Exception as e:  # noqa: BLE001
+            failures.append(f"{type(view).__name__}: {type(e).__name__}: {e}")
+    if failures or folder.exists(folder.trackers_path):
+        folder.write_text(folder.trackers_path, json.dumps({"failures": failures}, indent=1))
+    return failures
 
 
 def trainable_for(dataset, settings, storage, *, cpu: float, gpu: float, slot: bool = False):

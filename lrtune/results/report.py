@@ -111,6 +111,7 @@ def write_report(sweep_dir: str, output: str | None = None, *, figures_dir: str 
         ("families", f"{sweep.metric} by family", lambda: figure_families(sweep, picks, colors)),
         ("step_heatmap", "Step decay: lr x drop", lambda: figure_step_heatmap(sweep)),
         ("early_stopping", "Early stopping", lambda: figure_early_stopping(sweep)),
+        ("importance", "Which hyperparameters matter", lambda: _importance_figure(sweep_dir)),
     ]
     pngs, blocks = [], []
     for slug, title, draw in sections:
@@ -127,10 +128,33 @@ def write_report(sweep_dir: str, output: str | None = None, *, figures_dir: str 
         blocks.append(
             f"<h2>{html.escape(title)}</h2>\n<img src='data:image/png;base64,{data}' "
             f"alt='{html.escape(title)}'>"
-            + (_population_caption(sweep, exploits) if slug == "pbt" else _caption(slug, picks, unpicked))
+            + (
+                _population_caption(sweep, exploits)
+                if slug == "pbt"
+                else _importance_caption(drawn)
+                if slug == "importance"
+                else _caption(slug, picks, unpicked)
+            )
         )
     out.write_text(_page(sweep, blocks), encoding="utf-8")
     return ReportFiles(html=str(out), pngs=pngs)
+
+
+def _importance_figure(sweep_dir: str):
+    """The shares of :func:`lrtune.results.importance.importance` as a figure, or why there are none."""
+    from lrtune.results.importance import figure_importance, format_importance, importance
+
+    try:
+        result = importance(sweep_dir)
+    except ValueError as e:
+        return str(e)
+    fig = figure_importance(result)
+    fig.lrtune_text = format_importance(result)  # the caption: the shares, the noise, the caveat
+    return fig
+
+
+def _importance_caption(fig) -> str:
+    return f"<pre>{html.escape(getattr(fig, 'lrtune_text', ''))}</pre>"
 
 
 # --- shared pieces ------------------------------------------------------------
