@@ -157,9 +157,8 @@ class TensorBoardView(RowView):
         writer.close()
 
     def _writer(self, trial_id: str):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
         from tensorboard.compat.proto.event_pb2 import SessionLog
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         writer = self._writers.get(trial_id)
         if writer is None:
