@@ -186,9 +186,9 @@ def test_a_scheduler_killed_at_random_moments_decides_as_a_run_never_killed(
 
 
 PBT = """
-space: {optimizer: sgd, lr: {loguniform: [1.0e-4, 1.0e-2]}, momentum: {uniform: [0.9, 0.95]}}
+space: {optimizer: sgd, lr: {loguniform: [1.0e-5, 1.0e-1]}, momentum: {uniform: [0.9, 0.95]}}
 num_samples: 4
-metric: val_accuracy
+metric: val_loss
 scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.0}}
 """
 
