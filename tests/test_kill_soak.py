@@ -1,16 +1,16 @@
 """Each scheduler takes up its decisions after kills: a kill/resume soak per scheduler.
 
-For sha, hyperband and median, a sweep runs once straight (the reference)
-and once killed at seeded random moments and resumed (some kills at once
-after a new row: between a scheduler's decision and Tune recording it).
-After the last resume every trial has the reference's status, and the
-reference's epochs or one more (a stop decided but not yet recorded when
-the driver died: the trial trains on one epoch and is judged again);
-every (trial, epoch) row is there once and is the history of the state
-the trial ended with; and the epochs trained are the reference's plus at
-most one per kill (one trial slot: one epoch in flight). PBT's members all
-finish, with the same rows check, in a bounded number of exploits. fifo
-and asha have their soaks in ``test_resume.py``.
+For sha, hyperband and median, a sweep is killed at seeded random moments
+and resumed (some kills at once after a new row: between a scheduler's
+decision and Tune recording it). After the last resume every trial has the
+status a run never killed gives it (known by construction, or from a
+straight run first), and its epochs or one more (a stop decided but not
+yet recorded when the driver died: the trial trains on one epoch and is
+judged again); every (trial, epoch) row is there once and is the history
+of the state the trial ended with; and the epochs trained are those of the
+run never killed plus at most one per kill (one trial slot: one epoch in
+flight). PBT's members all finish, with the same rows check, in a bounded
+number of exploits. fifo and asha have their soaks in ``test_resume.py``.
 
 ``LRTUNE_SOAK_SEED`` replays a seed; each test prints its seed and kills.
 """
@@ -42,8 +42,11 @@ batch_size: 8
 max_concurrent: {slots}
 """
 
+#: scheduler -> (epochs, trial slots, the rest of the sweep file, what a run never killed gives:
+#: {trial counter: (status, epochs run)}, or None to run it straight first and see).
 SWEEPS = {
-    # rungs at 1 and 3: one configuration of three goes on from epoch 1.
+    # Rungs at 1 and 3: one configuration of three goes on from epoch 1, the one that learns
+    # (lr 0.05; 1e-6 and 2e-6 barely move); alone from there, it runs to the end.
     "sha": (
         4,
         1,
@@ -51,8 +54,11 @@ SWEEPS = {
 space: {optimizer: sgd, lr: {grid: [0.05, 1.0e-6, 2.0e-6]}, momentum: 0.9}
 scheduler: {sha: {grace_period: 1, reduction_factor: 3}}
 """,
+        {0: ("done", 4), 1: ("stopped_early", 1), 2: ("stopped_early", 1)},
     ),
-    # max_t 4, eta 3: trials 1-2 fill a bracket without halving, trials 3-5 one halved at epoch 1.
+    # max_t 4, eta 3: trials 0-1 fill a bracket that never halves (r = 4); trials 2-4 one of
+    # r = 1, halved to the one that learns (lr 0.04), which stops at the bracket's last
+    # milestone, 3 epochs (Ray's stop_last_trials).
     "hyperband": (
         4,
         1,
@@ -60,8 +66,10 @@ scheduler: {sha: {grace_period: 1, reduction_factor: 3}}
 space: {optimizer: sgd, lr: {grid: [0.05, 0.03, 0.04, 1.0e-6, 2.0e-6]}, momentum: 0.9}
 scheduler: {hyperband: {reduction_factor: 3}}
 """,
+        {0: ("done", 4), 1: ("done", 4), 2: ("stopped_early", 3), 3: ("stopped_early", 1), 4: ("stopped_early", 1)},
     ),
-    # Good trials first, then hopeless ones, one at a time (the issue's sweep, smaller).
+    # Good trials first, then hopeless ones, one at a time (the issue's sweep, smaller). Which
+    # good trial the median stops depends on close values: a straight run says.
     "median": (
         3,
         1,
@@ -71,6 +79,7 @@ space:
   - {optimizer: sgd, lr: {grid: [1.0e-6, 2.0e-6]}}
 scheduler: {median: {grace_period: 1, min_samples_required: 2}}
 """,
+        None,
     ),
 }
 
@@ -160,12 +169,12 @@ def test_a_scheduler_killed_at_random_moments_decides_as_a_run_never_killed(
 ):
     seed = soak_seed()
     rng = random.Random(seed)
-    epochs, slots, rest = SWEEPS[scheduler]
+    epochs, slots, rest, reference = SWEEPS[scheduler]
     sweep_file = tmp_path / f"{scheduler}.yaml"
     sweep_file.write_text(COMMON.format(name=scheduler, epochs=epochs, slots=slots) + rest)
-
-    run_straight(sweep_file, cifar_archive, tmp_path / "straight")
-    reference = outcome(tmp_path / "straight" / scheduler)
+    if reference is None:
+        run_straight(sweep_file, cifar_archive, tmp_path / "straight")
+        reference = outcome(tmp_path / "straight" / scheduler)
     total = sum(e for _, e in reference.values())
 
     storage = tmp_path / "killed"
