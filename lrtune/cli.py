@@ -157,6 +157,8 @@ def _print_outcome(spec, outcome) -> None:
             out.print(reason, highlight=False, soft_wrap=True)
         else:
             out.print(ranking_table(ranking))
+    for note in outcome.notes:
+        out.print(note, highlight=False, soft_wrap=True)
     rows = outcome.trials.to_pylist()
     errors = [r for r in rows if r["status"] == "error"]
     for r in errors[:3]:

@@ -90,9 +90,16 @@ resources: {cpu: 1, gpu: 0.5}
     assert sorted(placed.count(n) for n in worker_ids) == [2, 2]  # gpu: 0.5 -> two per GPU
 
 
-def test_a_dead_node_s_trial_resumes_elsewhere_from_its_checkpoint(cluster, make_cifar_archive, tmp_path):
+def test_a_dead_node_s_trial_resumes_elsewhere_from_its_checkpoint(
+    cluster, make_cifar_archive, tmp_path, monkeypatch
+):
     import ray
 
+    # The trial holds after each epoch while this file exists, so the kill lands while it has
+    # epochs left (under load it once landed after the last: the trial never ran elsewhere).
+    hold = tmp_path / "hold"
+    hold.touch()
+    monkeypatch.setenv("LRTUNE_TEST_HOLD_FILE", str(hold))  # before the nodes start: they inherit it
     archive = make_cifar_archive(tmp_path / "bigger.tar.gz", train_per_batch=300)
     nodes = {n.node_id: n for n in (cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2))}
     ray.init(address=cluster.address, log_to_driver=False)
@@ -110,21 +117,22 @@ max_failures: 2
     sweep_dir = tmp_path / "results" / "nodefail"
     killed = {}
 
-    def kill_node_after_two_epochs():
+    def kill_node_after_the_first_epoch():
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             parts = list((sweep_dir / "metrics").glob("part-*.parquet")) if sweep_dir.exists() else []
-            if parts and ds.dataset([str(p) for p in parts]).count_rows() >= 2:
+            if parts and ds.dataset([str(p) for p in parts]).count_rows() >= 1:
                 # Kill the node the trial runs on; the other one is free.
                 node_id = (
                     ds.dataset([str(p) for p in parts]).to_table(columns=["node_id"])["node_id"][0].as_py()
                 )
                 cluster.remove_node(nodes[node_id], allow_graceful=False)
                 killed["node_id"] = node_id
+                hold.unlink()  # the trial, restarted on the other node, trains on
                 return
             time.sleep(0.2)
 
-    thread = threading.Thread(target=kill_node_after_two_epochs, daemon=True)
+    thread = threading.Thread(target=kill_node_after_the_first_epoch, daemon=True)
     thread.start()
     outcome = run_sweep(spec, storage=str(tmp_path / "results"), data=str(archive), quiet=True)
     thread.join()

@@ -126,3 +126,61 @@ def test_pbt_clones_only_a_strictly_better_member(ray_running, tmp_path, scores,
     ).fit()
     assert [r.metrics["epoch"] for r in results] == [3, 3]
     assert (pbt._num_perturbations > 0) is exploit, pbt.debug_string()
+
+
+def _drifting_member(config):
+    """A TensorFlow-free member: ``epochs`` epochs of 0.3 s, each scoring ``score - slope * epoch``.
+
+    A clone goes on with its donor's ``score`` (the checkpoint holds it), as weights would.
+    """
+    import json
+    import tempfile
+    import time
+
+    from ray import tune
+
+    start, score = 0, config["score"]
+    if (given := tune.get_checkpoint()) is not None:
+        with given.as_directory() as d, open(f"{d}/state.json") as f:
+            start, score = json.load(f)
+    for epoch in range(start + 1, config["epochs"] + 1):
+        time.sleep(0.3)
+        with tempfile.TemporaryDirectory() as d:
+            with open(f"{d}/state.json", "w") as f:
+                json.dump([epoch, score], f)
+            metrics = {"score": score - config["slope"] * epoch, "epoch": epoch, "done": epoch == config["epochs"]}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    ("scores", "slope"),
+    [((0.50, 0.51, 0.52, 0.53), 0.1), ((0.5, 0.5, 0.5, 0.5), 0.0)],
+    ids=["worse-with-training", "tied"],
+)
+def test_pbt_ends_in_a_bounded_number_of_exploits_whatever_the_metric_does(local_ray, tmp_path, scores, slope):
+    # 4 members on 2 slots. Ray's PBT has a bottom member clone a donor whose older score is
+    # better (or tied): the clone takes the donor's time, gets the slot again, clones again.
+    # lrtune's clones only a strictly better donor, later in time than any it cloned before.
+    from ray import tune
+
+    from lrtune.engine.pbt import PopulationBasedTraining
+
+    members, epochs = len(scores), 3
+    pbt = PopulationBasedTraining(
+        time_attr="epoch",
+        perturbation_interval=1,
+        quantile_fraction=0.5,
+        hyperparam_mutations={"x": tune.uniform(0, 1)},
+    )
+    results = tune.Tuner(
+        tune.with_resources(_drifting_member, {"cpu": 1}),
+        param_space={"score": tune.grid_search(list(scores)), "slope": slope, "epochs": epochs, "x": 0.5},
+        # The budget only keeps a regression from hanging the suite: the sweep must end before it.
+        tune_config=tune.TuneConfig(scheduler=pbt, metric="score", mode="max", time_budget_s=240),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    print(pbt.summary())
+    assert [r.metrics["epoch"] for r in results] == [epochs] * members, pbt.summary()
+    assert pbt.exploits <= members * (epochs - 1), pbt.summary()
+    assert pbt.summary().startswith(f"PBT: {pbt.exploits} exploits")

@@ -150,3 +150,22 @@ def test_a_killed_and_resumed_sweep_finishes_every_trial_with_each_row_once(
     for t in trials:
         epochs = sorted(e for trial_id, e in keys if trial_id == t["trial_id"])
         assert epochs == list(range(1, t["epochs_run"] + 1)), (t["trial_id"], epochs)
+
+
+@pytest.mark.parametrize("limit_in", ["file", "argument"])
+def test_tpe_with_sha_and_max_concurrent_is_refused_before_anything_starts(tmp_path, limit_in):
+    # TPE's limit counts live trials, so each trial would be alone at every rung of sha.
+    from lrtune.engine.errors import SweepError
+
+    text = SHA.format(name="tpe-sha").replace("max_concurrent: 2\n", "")
+    text = text.replace("lr: {grid: [1.0e-6, 0.1, 2.0e-6]}", "lr: {loguniform: [1.0e-6, 0.1]}")
+    assert "max_concurrent" not in text
+    text += "search: tpe\nnum_samples: 3\n" + ("max_concurrent: 1\n" if limit_in == "file" else "")
+    spec = parse_spec(parse_yaml(text, "tpe.yaml"), "tpe.yaml")
+    with pytest.raises(
+        SweepError,
+        match=r"search: tpe with scheduler: sha and max_concurrent 1: .*sha would stop nothing\. "
+        r"Use scheduler: asha .*or leave out max_concurrent",
+    ):
+        run_sweep(spec, storage=str(tmp_path), max_concurrent=1 if limit_in == "argument" else None, quiet=True)
+    assert not (tmp_path / "tpe-sha").exists()  # nothing written, nothing started

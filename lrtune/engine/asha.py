@@ -13,7 +13,8 @@ its metric: a sweep killed once kept trials the same sweep run straight
 would have stopped.
 
 On ``--resume`` lrtune gives the scheduler every row the sweep has in
-Parquet (:meth:`AsyncSuccessiveHalving.restore_rungs`); as Tune adds each
+Parquet (:meth:`AsyncSuccessiveHalving.restore_decisions`, a
+:class:`lrtune.engine.record.SweepRecord`); as Tune adds each
 restored trial, its rows are recorded at the rungs exactly as its results
 were when they first arrived. With one bracket (lrtune's default) the rungs
 are then those of a run never killed; with several, a restored trial may
@@ -26,35 +27,31 @@ judged there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
+
+from lrtune.engine.record import SweepRecord
 
 __all__ = ["AsyncSuccessiveHalving"]
 
 
 class AsyncSuccessiveHalving(ASHAScheduler):
-    """Ray Tune's ``ASHAScheduler`` (same arguments), with :meth:`restore_rungs` for a resumed sweep."""
+    """Ray Tune's ``ASHAScheduler`` (same arguments), with :meth:`restore_decisions` for a resumed sweep."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._history: Mapping[str, Mapping[int, float]] = {}
+        self._record = SweepRecord()
 
-    def restore_rungs(self, history: Mapping[str, Mapping[int, float]]) -> None:
-        """Record ``history`` at the rungs as Tune adds each trial.
+    def restore_decisions(self, record: SweepRecord) -> None:
+        """Record ``record.history`` at the rungs as Tune adds each trial.
 
-        Args:
-            history: ``{trial_id: {epoch: metric value}}`` (the value as
-                reported, not sign-adjusted for ``mode``): the rows a sweep
-                left before a kill. Trials Tune does not add (another
-                round's) are ignored.
+        Trials Tune does not add (another round's) are ignored.
         """
-        self._history = history
+        self._record = record
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         super().on_trial_add(tune_controller, trial)
-        rows = self._history.get(trial.trial_id)
+        rows = self._record.history.get(trial.trial_id)
         if not rows:
             return
         bracket = self._trial_info[trial.trial_id]

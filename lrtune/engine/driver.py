@@ -30,7 +30,7 @@ from typing import Any
 
 from lrtune.engine.errors import StorageError, SweepError
 from lrtune.engine.ray_runtime import TRIAL_SLOT, load_while_ray_starts
-from lrtune.engine.translation import Concurrency, concurrency
+from lrtune.engine.translation import Concurrency, check_limit, concurrency
 from lrtune.folder import SweepFolder
 from lrtune.spec import SweepSpec
 
@@ -149,17 +149,30 @@ def check_sweep_model(spec: SweepSpec, data: str | None = None) -> str | None:
         raise SweepError(str(e)) from None
 
 
+#: Ray logs, on the driver, the error of every task whose result nobody fetched
+#: ("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')" and the trial's
+#: traceback): the trials Tune drops when a storage failure ends the sweep.
+_UNHANDLED = "RAY_IGNORE_UNHANDLED_ERRORS"
+
+
 @contextlib.contextmanager
 def quiet_tune_logs(quiet: bool):
-    """With ``quiet``, Tune logs no trial tracebacks: trials.parquet and the final table have them."""
+    """With ``quiet``, Tune logs no trial tracebacks, nor Ray the errors of trials it dropped.
+
+    trials.parquet and the final table have the trials' errors; a storage
+    failure is lrtune's one line.
+    """
     logger = logging.getLogger("ray.tune")
-    level = logger.level
+    level, unhandled = logger.level, os.environ.get(_UNHANDLED)
     if quiet:
         logger.setLevel(logging.CRITICAL)
+        os.environ[_UNHANDLED] = "1"  # read by Ray at each report, in this process
     try:
         yield
     finally:
         logger.setLevel(level)
+        if quiet and unhandled is None:
+            os.environ.pop(_UNHANDLED, None)
 
 
 class Driver:
@@ -203,12 +216,17 @@ class Driver:
         self.data = data
         self.address = address
         self.limit = max_concurrent or spec.max_concurrent
+        try:
+            check_limit(spec, self.limit)
+        except ValueError as e:
+            raise SweepError(str(e)) from None
         self.dataset = None
         self.fingerprint: dict[str, Any] | None = None
         self.model_function = model
         #: What the trials build (set by :meth:`start`, after the model was checked).
         self.model = None
         self.started_ray = False
+        self.quiet = False  # set by fit: also when Ray stops, the errors of dropped trials stay unprinted
         self.concurrency: Concurrency | None = None
         self._lock = SweepLock(folder.path)
         self._locked = False
@@ -228,7 +246,8 @@ class Driver:
             import ray
 
             self.started_ray = False
-            ray.shutdown()
+            with quiet_tune_logs(self.quiet):
+                ray.shutdown()
 
     # --- the folder -----------------------------------------------------------
 
@@ -421,6 +440,7 @@ class Driver:
         # Ray's new console output prints banners whatever the verbosity;
         # the legacy reporter at verbose=0 leaves the terminal to the live view.
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        self.quiet = quiet
         with warnings.catch_warnings(), quiet_tune_logs(quiet):
             warnings.filterwarnings("ignore", message=".*reuse_actors.*")
             return tuner.fit()

@@ -29,9 +29,13 @@ there, with the same top-``max(1, floor(n / reduction_factor))`` rule.
 Results of a (trial, epoch) already seen (a resumed trial replaying its
 epochs) do not count twice, and a replayed result never pauses its trial
 (it carries no checkpoint to resume from): the next trained epoch does.
-Tune keeps no scheduler state across ``--resume``: a restored trial past a
-rung counts as promoted there, and trials paused at a rung when the driver
-died are judged there again, among the trials still live.
+Tune keeps no scheduler state across ``--resume``; the sweep's rows and
+trial statuses are the record (:meth:`SuccessiveHalving.restore_decisions`):
+each restored trial's values go back to the rungs it reached, a trial with
+rows past a rung went on from it, one recorded as stopped early was cut at
+the last rung it reached, and one that had reached a rung and neither went
+on nor stopped waits there, PENDING, to be judged with every configuration
+recorded there, ended ones included, as in a run never killed.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from lrtune.engine.record import SweepRecord
 
 __all__ = ["SuccessiveHalving", "configuration_key", "rungs"]
 
@@ -134,6 +140,11 @@ class SuccessiveHalving(FIFOScheduler):
         # restored_epoch, and everything a restored trial reports before a run's first row.
         self._replay_until: dict[str, float] = {}
         self._restored: set[str] = set()
+        self._record = SweepRecord()
+
+    def restore_decisions(self, record: SweepRecord) -> None:
+        """Take up the rungs' records and verdicts from ``record`` as Tune adds each restored trial."""
+        self._record = record
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         if (self._metric and metric) or (self._mode and mode):
@@ -158,6 +169,33 @@ class SuccessiveHalving(FIFOScheduler):
             # was promoted there; one paused at a rung is judged there again.
             self._restored.add(trial.trial_id)
             self._passed[trial.trial_id] = sum(1 for m in self._rungs if m < last)
+        if trial.trial_id in self._record.history:
+            self._take_up(trial)
+
+    def _take_up(self, trial: Trial) -> None:
+        """The rungs ``trial`` reached by the record: its values there and what was decided."""
+        tid, key = trial.trial_id, self._key[trial.trial_id]
+        rows = self._record.history[tid]
+        last = max(rows)
+        self._restored.add(tid)
+        self._passed[tid] = sum(1 for m in self._rungs if m <= last)
+        reached = [i for i, m in enumerate(self._rungs) if m <= last]
+        for i in reached:
+            m = self._rungs[i]
+            if m in rows:
+                value = float(rows[m]) * (1 if self._mode == "max" else -1)
+                self._recorded[i].setdefault(key, {})[tid] = value if math.isfinite(value) else -math.inf
+        if not reached:
+            return
+        top = reached[-1]
+        for i in reached[:-1]:
+            self._verdict[i][key] = True
+        if self._record.status.get(tid) == "stopped_early":
+            self._verdict[top][key] = False
+        elif last > self._rungs[top] or self._record.over(tid):
+            self._verdict[top][key] = True
+        elif trial.status not in (Trial.TERMINATED, Trial.ERROR) and key not in self._verdict[top]:
+            self._waiting[tid] = top  # at the rung, undecided when the driver died
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         if self._time_attr not in result or self._metric not in result:
@@ -215,8 +253,10 @@ class SuccessiveHalving(FIFOScheduler):
         someone else) runs too; one waiting for its rung's verdict does not.
         """
         trials = tune_controller.get_trials()
+        if self._waiting:
+            self._judge(tune_controller, current=None)  # restored trials may wait on a rung nobody is on the way to
         for trial in trials:
-            if trial.status == Trial.PENDING:
+            if trial.status == Trial.PENDING and trial.trial_id not in self._waiting:
                 return trial
         for trial in trials:
             if trial.status == Trial.PAUSED and trial.trial_id not in self._waiting:

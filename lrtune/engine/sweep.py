@@ -21,6 +21,7 @@ from lrtune.engine import tune_internals
 from lrtune.engine.driver import Driver, with_model_function
 from lrtune.engine.errors import StorageError, SweepError
 from lrtune.engine.ray_runtime import TRIAL_SLOT
+from lrtune.engine.record import read_record
 from lrtune.engine.translation import param_space, tune_config
 from lrtune.folder import SweepFolder
 from lrtune.spec import SweepSpec
@@ -36,6 +37,7 @@ class SweepOutcome:
     counts: Mapping[str, int]  # trial status -> number of trials
     trials: Any  # pyarrow.Table of trials.parquet
     view_failures: tuple[str, ...] = ()  # what TensorBoard or a tracker could not show (trackers.json)
+    notes: tuple[str, ...] = ()  # what the scheduler says of its decisions (PBT: exploits made and declined)
 
     @property
     def all_failed(self) -> bool:
@@ -197,12 +199,13 @@ def run_trials(
         # Tune restores the callbacks pickled with the first run; this run's
         # sink and view (fresh state, this run's --quiet) replace them.
         tune_internals.replace_callbacks(tuner, callbacks)
-        # And the scheduler as it was built, with empty rungs: ASHA's get back
-        # what every trial had recorded there (lrtune.engine.asha).
+        # And the scheduler as it was built, empty: each of lrtune's takes up its
+        # decisions again from the rows, trial statuses and exploits (lrtune.engine.record).
         scheduler = tune_internals.restored_scheduler(tuner)
-        if hasattr(scheduler, "restore_rungs"):
-            scheduler.restore_rungs(_metric_history(folder.path, spec.metric))
+        if hasattr(scheduler, "restore_decisions"):
+            scheduler.restore_decisions(read_record(folder.path, spec.metric))
     else:
+        scheduler = config.scheduler if config is not None else None
         tuner = tune.Tuner(
             trainable,
             param_space=dict(space or {}),
@@ -225,7 +228,10 @@ def run_trials(
     counts: dict[str, int] = {}
     for status in table.column("status").to_pylist():
         counts[status] = counts.get(status, 0) + 1
-    return SweepOutcome(sweep_dir=folder.path, counts=counts, trials=table, view_failures=tuple(failures))
+    notes = (scheduler.summary(),) if hasattr(scheduler, "summary") else ()
+    return SweepOutcome(
+        sweep_dir=folder.path, counts=counts, trials=table, view_failures=tuple(failures), notes=notes
+    )
 
 
 def _ray_loggers(spec: SweepSpec) -> list:
@@ -306,18 +312,6 @@ def trainable_for(dataset, settings, storage, *, cpu: float, gpu: float, slot: b
         tune.with_parameters(tune_trainable, data=dataset, settings=settings, storage=storage),
         {"cpu": cpu, "gpu": gpu, **({TRIAL_SLOT: 1} if slot else {})},
     )
-
-
-def _metric_history(sweep_dir: str, metric: str) -> dict[str, dict[int, float]]:
-    """``{trial_id: {epoch: metric}}`` from the sweep's Parquet rows (every round's)."""
-    from lrtune.results.tables import load
-
-    rows = load(sweep_dir).select(["trial_id", "epoch", metric]).to_pylist()
-    history: dict[str, dict[int, float]] = {}
-    for row in rows:
-        if row[metric] is not None:
-            history.setdefault(row["trial_id"], {})[row["epoch"]] = row[metric]
-    return history
 
 
 def _finished_trials(sweep_dir: str) -> dict[str, dict[str, Any]]:

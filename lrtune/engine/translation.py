@@ -25,6 +25,7 @@ from lrtune.spec import SweepSpec
 __all__ = [
     "ArmSpace",
     "Concurrency",
+    "check_limit",
     "concurrency",
     "make_scheduler",
     "param_space",
@@ -70,9 +71,11 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
 
 def make_scheduler(spec: SweepSpec):
     """The Tune trial scheduler named in ``spec.scheduler``."""
-    from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+    from ray.tune.schedulers import FIFOScheduler
 
     from lrtune.engine.asha import AsyncSuccessiveHalving
+    from lrtune.engine.hyperband import HyperBand
+    from lrtune.engine.median import MedianStopping
     from lrtune.engine.pbt import PopulationBasedTraining
 
     name, s = spec.scheduler.name, spec.scheduler.settings
@@ -94,9 +97,9 @@ def make_scheduler(spec: SweepSpec):
             reduction_factor=s.reduction_factor,
         )
     if name == "hyperband":
-        return HyperBandScheduler(time_attr="epoch", max_t=spec.epochs, reduction_factor=s.reduction_factor)
+        return HyperBand(time_attr="epoch", max_t=spec.epochs, reduction_factor=s.reduction_factor)
     if name == "median":
-        return MedianStoppingRule(
+        return MedianStopping(
             time_attr="epoch", grace_period=s.grace_period, min_samples_required=s.min_samples_required
         )
     if name == "pbt":
@@ -171,6 +174,28 @@ def concurrency(
         )
         return Concurrency(limit, False, None)
     return Concurrency(limit, False, limit)
+
+
+def check_limit(spec: SweepSpec, limit: int | None) -> None:
+    """Refuse a limit on concurrent trials that would leave ``spec``'s scheduler nothing to decide.
+
+    ``search: tpe`` with ``scheduler: sha`` and a limit: TPE's limit counts
+    live trials, so a new trial starts only when one ends, and ``sha``
+    judges a rung among the live trials: each trial is alone at every rung
+    and ``sha`` stops nothing.
+
+    >>> check_limit(SweepSpec.model_construct(search="tpe", scheduler=None), None)
+
+    Raises:
+        ValueError: the combination, why, and what to do instead.
+    """
+    if limit and spec.search == "tpe" and spec.scheduler is not None and spec.scheduler.name == "sha":
+        raise ValueError(
+            f"search: tpe with scheduler: sha and max_concurrent {limit}: TPE starts a trial only when "
+            "another ends, and sha judges a rung among the live trials, so each trial would be alone "
+            "at every rung and sha would stop nothing. Use scheduler: asha (it judges each trial "
+            "against the values recorded at its rung), or leave out max_concurrent."
+        )
 
 
 def tune_config(spec: SweepSpec, live_limit: int | None, trial_prefix: str | None = None):

@@ -346,6 +346,10 @@ def tune_trainable(
         # `done` ends the trial with this result: no scheduler acts on a last
         # epoch (PBT would otherwise replace a finished model with a copy).
         tune.report({**row, "done": row["status"] in ("done", "diverged")}, checkpoint=checkpoint)
+        # Fault injection for tests: hold the trial after an epoch while this file exists
+        # (a node kill must land while the trial still has epochs to train).
+        while (hold := os.environ.get("LRTUNE_TEST_HOLD_FILE")) and os.path.exists(hold):
+            time.sleep(0.1)
 
     @contextlib.contextmanager
     def checkpoint(model, epoch: int, history: list[dict[str, Any]], extra_state: Mapping[str, Any] | None):

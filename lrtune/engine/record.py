@@ -1,0 +1,66 @@
+"""What a sweep's Parquet files record, as a resumed scheduler needs it.
+
+Tune restores a trial scheduler on ``lrtune sweep --resume`` as it was
+built, empty: the rungs, the medians, the brackets and the exploits it had
+decided on are gone. The record of those decisions is the sweep's own:
+every (trial, epoch) row in ``metrics/``, each trial's status in
+``trials.parquet`` and every PBT exploit in ``exploits.parquet``. Each of
+lrtune's schedulers takes a :class:`SweepRecord` in
+``restore_decisions(record)`` and rebuilds its state from it as Tune adds
+the restored trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["SweepRecord", "read_record"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRecord:
+    """A sweep's rows, trial statuses and exploits.
+
+    ``history``: ``{trial_id: {epoch: metric}}``, the metric as reported
+    (not signed for ``mode``). ``status``: ``{trial_id: status}`` from
+    ``trials.parquet`` (``done``, ``stopped_early``, ``diverged``,
+    ``error``, ``running``, ``pending``). ``exploits``: the rows of
+    ``exploits.parquet`` (``trial_id``, ``epoch``, ``donor_trial_id``,
+    ``donor_epoch``).
+    """
+
+    history: Mapping[str, Mapping[int, float]] = dataclasses.field(default_factory=dict)
+    status: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    exploits: tuple[Mapping[str, Any], ...] = ()
+
+    def over(self, trial_id: str) -> bool:
+        """Whether ``trials.parquet`` records the trial as ended (any way but an error)."""
+        return self.status.get(trial_id) in ("done", "stopped_early", "diverged")
+
+
+def read_record(sweep_dir: str, metric: str) -> SweepRecord:
+    """The :class:`SweepRecord` of the sweep at ``sweep_dir`` (every round's rows and trials)."""
+    import pyarrow.parquet as pq
+
+    from lrtune.folder import SweepFolder
+    from lrtune.results.tables import load, load_trials
+
+    try:
+        rows = load(sweep_dir).select(["trial_id", "epoch", metric]).to_pylist()
+    except FileNotFoundError:
+        rows = []
+    history: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if row[metric] is not None:
+            history.setdefault(row["trial_id"], {})[row["epoch"]] = row[metric]
+    try:
+        trials = load_trials(sweep_dir).select(["trial_id", "status"]).to_pylist()
+    except FileNotFoundError:
+        trials = []
+    folder = SweepFolder(sweep_dir)
+    exploits: tuple[Mapping[str, Any], ...] = ()
+    if folder.exists(folder.exploits_path):
+        exploits = tuple(pq.read_table(folder.exploits_path, filesystem=folder.fs).to_pylist())
+    return SweepRecord(history, {t["trial_id"]: t["status"] for t in trials}, exploits)
