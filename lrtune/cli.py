@@ -167,7 +167,9 @@ def _print_outcome(spec, outcome) -> None:
     for line in failures[:5]:
         out.print(f"[yellow]not shown[/] {line}", highlight=False, soft_wrap=True)
     if failures:
-        out.print(f"{len(failures)} tracker failures in all: {outcome.sweep_dir}/trackers.json", soft_wrap=True)
+        out.print(
+            f"{len(failures)} tracker failures in all: {outcome.sweep_dir}/trackers.json", soft_wrap=True
+        )
     out.print(
         f"results: {outcome.sweep_dir}/metrics (Parquet), {outcome.sweep_dir}/trials.parquet", soft_wrap=True
     )
@@ -423,7 +425,11 @@ def importance(
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     sys.stdout.write(format_importance(result))
-    path = figure if figure is not None else (None if "://" in sweep_dir else f"{sweep_dir.rstrip('/')}/importance.png")
+    path = (
+        figure
+        if figure is not None
+        else (None if "://" in sweep_dir else f"{sweep_dir.rstrip('/')}/importance.png")
+    )
     if path is not None:
         figure_importance(result).savefig(path, dpi=100)
         sys.stdout.write(f"figure: {path}\n")

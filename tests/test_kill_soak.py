@@ -66,7 +66,13 @@ scheduler: {sha: {grace_period: 1, reduction_factor: 3}}
 space: {optimizer: sgd, lr: {grid: [0.05, 0.03, 0.04, 1.0e-6, 2.0e-6]}, momentum: 0.9}
 scheduler: {hyperband: {reduction_factor: 3}}
 """,
-        {0: ("done", 4), 1: ("done", 4), 2: ("stopped_early", 3), 3: ("stopped_early", 1), 4: ("stopped_early", 1)},
+        {
+            0: ("done", 4),
+            1: ("done", 4),
+            2: ("stopped_early", 3),
+            3: ("stopped_early", 1),
+            4: ("stopped_early", 1),
+        },
     ),
     # Good trials first, then hopeless ones, one at a time (the issue's sweep, smaller). Which
     # good trial the median stops depends on close values: a straight run says.
@@ -134,7 +140,9 @@ def run_straight(sweep_file: Path, data, storage: Path) -> None:
     assert process.returncode == 0, output
 
 
-def kill_and_resume(sweep_file: Path, data, storage: Path, sweep_dir: Path, rng, kills: int, total: int, kill_group):
+def kill_and_resume(
+    sweep_file: Path, data, storage: Path, sweep_dir: Path, rng, kills: int, total: int, kill_group
+):
     """Run, killing the driver ``kills`` times at row counts drawn from ``rng``; resume to the end.
 
     Returns the kills that landed (the sweep may end before the last).
@@ -202,7 +210,9 @@ scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_pro
 """
 
 
-def test_pbt_killed_at_random_moments_ends_every_member_in_bounded_exploits(cifar_archive, tmp_path, kill_group):
+def test_pbt_killed_at_random_moments_ends_every_member_in_bounded_exploits(
+    cifar_archive, tmp_path, kill_group
+):
     seed = soak_seed()
     rng = random.Random(seed)
     members, epochs, slots = 4, 3, 2
@@ -210,9 +220,13 @@ def test_pbt_killed_at_random_moments_ends_every_member_in_bounded_exploits(cifa
     sweep_file.write_text(COMMON.format(name="pbt", epochs=epochs, slots=slots) + PBT)
     storage = tmp_path / "killed"
     sweep_dir = storage / "pbt"
-    kills = kill_and_resume(sweep_file, cifar_archive, storage, sweep_dir, rng, 2, members * epochs, kill_group)
+    kills = kill_and_resume(
+        sweep_file, cifar_archive, storage, sweep_dir, rng, 2, members * epochs, kill_group
+    )
     exploits = (
-        pq.read_table(sweep_dir / "exploits.parquet").num_rows if (sweep_dir / "exploits.parquet").exists() else 0
+        pq.read_table(sweep_dir / "exploits.parquet").num_rows
+        if (sweep_dir / "exploits.parquet").exists()
+        else 0
     )
     print(f"soak pbt seed={seed} kills={kills} exploits={exploits}")
     statuses = load_trials(str(sweep_dir))["status"].to_pylist()

@@ -148,7 +148,11 @@ def _drifting_member(config):
         with tempfile.TemporaryDirectory() as d:
             with open(f"{d}/state.json", "w") as f:
                 json.dump([epoch, score], f)
-            metrics = {"score": score - config["slope"] * epoch, "epoch": epoch, "done": epoch == config["epochs"]}
+            metrics = {
+                "score": score - config["slope"] * epoch,
+                "epoch": epoch,
+                "done": epoch == config["epochs"],
+            }
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
@@ -158,7 +162,9 @@ def _drifting_member(config):
     [((0.50, 0.51, 0.52, 0.53), 0.1), ((0.5, 0.5, 0.5, 0.5), 0.0)],
     ids=["worse-with-training", "tied"],
 )
-def test_pbt_ends_in_a_bounded_number_of_exploits_whatever_the_metric_does(local_ray, tmp_path, scores, slope):
+def test_pbt_ends_in_a_bounded_number_of_exploits_whatever_the_metric_does(
+    local_ray, tmp_path, scores, slope
+):
     # 4 members on 2 slots. Ray's PBT has a bottom member clone a donor whose older score is
     # better (or tied): the clone takes the donor's time, gets the slot again, clones again.
     # lrtune's clones only a strictly better donor, later in time than any it cloned before.

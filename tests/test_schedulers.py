@@ -167,5 +167,7 @@ def test_tpe_with_sha_and_max_concurrent_is_refused_before_anything_starts(tmp_p
         match=r"search: tpe with scheduler: sha and max_concurrent 1: .*sha would stop nothing\. "
         r"Use scheduler: asha .*or leave out max_concurrent",
     ):
-        run_sweep(spec, storage=str(tmp_path), max_concurrent=1 if limit_in == "argument" else None, quiet=True)
+        run_sweep(
+            spec, storage=str(tmp_path), max_concurrent=1 if limit_in == "argument" else None, quiet=True
+        )
     assert not (tmp_path / "tpe-sha").exists()  # nothing written, nothing started

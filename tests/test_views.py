@@ -126,7 +126,11 @@ def test_an_mlflow_run_per_trial_holds_the_kept_rows_as_its_history(tmp_path):
     run = runs[0]
     history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
     assert sorted(history) == [(e, pytest.approx(v)) for e, v in KEPT]
-    assert (run.info.status, run.data.tags["lrtune.status"], run.data.params["lr"]) == ("FINISHED", "done", "0.05")
+    assert (run.info.status, run.data.tags["lrtune.status"], run.data.params["lr"]) == (
+        "FINISHED",
+        "done",
+        "0.05",
+    )
     assert run.data.tags["lrtune.pick"] == "best"
     assert '"trial_ids": ["t1"]' in experiment.tags["lrtune.pick"]
 
@@ -187,9 +191,14 @@ def test_an_unreachable_mlflow_server_is_retried_reported_and_never_raised(tmp_p
 
 
 def test_trackers_in_a_sweep_file_are_checked_like_every_key(tmp_path):
-    with pytest.raises(SweepFileError, match=r"views.yaml: trackers.mlflow.uri: unknown key; allowed here: tracking_uri, experiment"):
+    with pytest.raises(
+        SweepFileError,
+        match=r"views.yaml: trackers.mlflow.uri: unknown key; allowed here: tracking_uri, experiment",
+    ):
         spec_with(tmp_path, trackers={"mlflow": {"uri": "x"}})
-    with pytest.raises(SweepFileError, match=r"views.yaml: trackers.wandb.mode: Input should be 'online' or 'offline'"):
+    with pytest.raises(
+        SweepFileError, match=r"views.yaml: trackers.wandb.mode: Input should be 'online' or 'offline'"
+    ):
         spec_with(tmp_path, trackers={"wandb": {"project": "p", "mode": "disabled"}})
 
 
@@ -225,8 +234,16 @@ def test_trackers_can_be_switched_on_with_set(tmp_path):
 
     raw = apply_overrides(
         {"name": "s", "space": {"lr": 0.1}},
-        ["trackers.mlflow.tracking_uri=sqlite:///m.db", "trackers.wandb.project=p", "trackers.wandb.mode=offline"],
+        [
+            "trackers.mlflow.tracking_uri=sqlite:///m.db",
+            "trackers.wandb.project=p",
+            "trackers.wandb.mode=offline",
+        ],
         "s.yaml",
     )
     trackers = parse_spec(raw, "s.yaml").trackers
-    assert (trackers.mlflow.tracking_uri, trackers.wandb.project, trackers.wandb.mode) == ("sqlite:///m.db", "p", "offline")
+    assert (trackers.mlflow.tracking_uri, trackers.wandb.project, trackers.wandb.mode) == (
+        "sqlite:///m.db",
+        "p",
+        "offline",
+    )

@@ -90,7 +90,9 @@ class TensorBoardServer:
         return json.loads(urllib.request.urlopen(request, timeout=30).read())
 
     def get(self, path: str, **query):
-        return json.loads(urllib.request.urlopen(f"{self.url}{path}?{urllib.parse.urlencode(query)}", timeout=30).read())
+        return json.loads(
+            urllib.request.urlopen(f"{self.url}{path}?{urllib.parse.urlencode(query)}", timeout=30).read()
+        )
 
     def experiment(self):
         return self.post("/data/plugin/hparams/experiment", {"experimentName": ""})
@@ -107,7 +109,9 @@ class TensorBoardServer:
         return self.post("/data/plugin/hparams/session_groups", body)["sessionGroups"]
 
     def scalars(self, run: str, tag: str) -> list[tuple[int, float]]:
-        return [(step, value) for _, step, value in self.get("/data/plugin/scalars/scalars", run=run, tag=tag)]
+        return [
+            (step, value) for _, step, value in self.get("/data/plugin/scalars/scalars", run=run, tag=tag)
+        ]
 
     def stop(self):
         self.process.terminate()
@@ -178,7 +182,10 @@ def test_after_the_sweep_each_trial_shows_its_hyperparameters_status_and_final_m
     assert set(groups) == set(trials)
     for trial_id, group in groups.items():
         trial = trials[trial_id]
-        assert (group["hparams"]["lr"], group["hparams"]["momentum"]) == (trial["config.lr"], trial["config.momentum"])
+        assert (group["hparams"]["lr"], group["hparams"]["momentum"]) == (
+            trial["config.lr"],
+            trial["config.momentum"],
+        )
         assert group["sessions"][0]["status"] == "STATUS_SUCCESS" and trial["status"] == "done"
         final = final_metric(group)
         assert (final["trainingStep"], final["value"]) == (3, pytest.approx(trial["final_metric"]))
@@ -199,7 +206,9 @@ def test_mlflow_holds_one_run_per_trial_with_the_rows_as_history_and_the_pick(wa
     table = load(str(watched_sweep["dir"])).to_pylist()
     assert set(runs) == {r["trial_id"] for r in table}
     for trial_id, run in runs.items():
-        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+        history = sorted(
+            (m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy")
+        )
         kept = sorted((r["epoch"], r["val_accuracy"]) for r in table if r["trial_id"] == trial_id)
         assert history == pairs(kept)
         assert (run.info.status, run.data.tags["lrtune.status"]) == ("FINISHED", "done")
@@ -215,7 +224,9 @@ def test_wandb_writes_one_offline_run_per_trial_its_reader_loads_back(watched_sw
         trial_id = run_dir.name.rsplit("-views-", 1)[1]
         kept = sorted((r["epoch"], r["val_accuracy"]) for r in table if r["trial_id"] == trial_id)
         assert wandb_history(run_dir, "val_accuracy") == pairs(kept)
-        assert any(r.WhichOneof("record_type") == "exit" and r.exit.exit_code == 0 for r in wandb_records(run_dir))
+        assert any(
+            r.WhichOneof("record_type") == "exit" and r.exit.exit_code == 0 for r in wandb_records(run_dir)
+        )
 
 
 @pytest.mark.soak
@@ -252,10 +263,14 @@ def test_after_pbt_and_a_kill_and_resume_every_view_equals_the_rows(cifar_archiv
     runs = client.search_runs([client.get_experiment_by_name("pbt").experiment_id])
     assert sorted(r.info.run_name for r in runs) == sorted(kept)
     for run in runs:
-        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+        history = sorted(
+            (m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy")
+        )
         assert history == pairs((e, r["val_accuracy"]) for e, r in kept[run.info.run_name].items())
     trial_runs = sorted((sweep_dir / "wandb").glob("offline-run-*-pbt-*"))
     assert len(trial_runs) == len(kept)
     for run_dir in trial_runs:
         trial_id = run_dir.name.split("-pbt-", 1)[1].split("-")[0]
-        assert wandb_history(run_dir, "val_accuracy") == pairs((e, r["val_accuracy"]) for e, r in kept[trial_id].items())
+        assert wandb_history(run_dir, "val_accuracy") == pairs(
+            (e, r["val_accuracy"]) for e, r in kept[trial_id].items()
+        )

@@ -81,7 +81,9 @@ class HyperBand(HyperBandScheduler):
         """Ray's choice, except that a restored trial waiting at its milestone (PENDING) waits on."""
         self._take_up(tune_controller)
         for band in self._hyperbands:
-            for bracket in sorted((b for b in band if b is not None), key=lambda b: b.completion_percentage()):
+            for bracket in sorted(
+                (b for b in band if b is not None), key=lambda b: b.completion_percentage()
+            ):
                 for trial in bracket.current_trials():
                     waiting = trial in bracket.trials_to_unpause or bracket.continue_trial(trial)
                     if (trial.status == Trial.PAUSED and trial in bracket.trials_to_unpause) or (
@@ -153,7 +155,9 @@ class HyperBand(HyperBandScheduler):
                 rows = self._record.history.get(trial.trial_id, {})
                 self._recorded_until[trial.trial_id] = max(rows, default=-1)
                 reached = [e for e in rows if e <= milestone]
-                if (trial.status in _OVER or self._record.over(trial.trial_id)) and max(rows, default=0) < milestone:
+                if (trial.status in _OVER or self._record.over(trial.trial_id)) and max(
+                    rows, default=0
+                ) < milestone:
                     bracket.cleanup_trial(trial)  # ended on its own (diverged, failed) before the milestone
                     continue
                 if reached:

@@ -75,7 +75,9 @@ class PopulationBasedTraining(_RayPopulationBasedTraining):
     def summary(self) -> str:
         """One line: the exploits made and those declined, by reason."""
         declined = "; ".join(f"{n} {why}" for why, n in self.declined.items() if n)
-        return f"PBT: {self.exploits} exploits" + (f", {sum(self.declined.values())} declined ({declined})" if declined else "")
+        return f"PBT: {self.exploits} exploits" + (
+            f", {sum(self.declined.values())} declined ({declined})" if declined else ""
+        )
 
     def _checkpoint_or_exploit(
         self,

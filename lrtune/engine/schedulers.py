@@ -254,7 +254,9 @@ class SuccessiveHalving(FIFOScheduler):
         """
         trials = tune_controller.get_trials()
         if self._waiting:
-            self._judge(tune_controller, current=None)  # restored trials may wait on a rung nobody is on the way to
+            self._judge(
+                tune_controller, current=None
+            )  # restored trials may wait on a rung nobody is on the way to
         for trial in trials:
             if trial.status == Trial.PENDING and trial.trial_id not in self._waiting:
                 return trial

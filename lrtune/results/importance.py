@@ -108,22 +108,34 @@ def _study(candidates: Sequence[Candidate], mode: str, space: Mapping[str, list[
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         if numeric:
             log = any(d.kind in ("loguniform", "qloguniform") for d in space.get(key, []))
-            low = min([float(v) for v in values] + [float(d.args[0]) for d in space.get(key, []) if not d.is_discrete()])
-            high = max([float(v) for v in values] + [float(d.args[1]) for d in space.get(key, []) if not d.is_discrete()])
+            low = min(
+                [float(v) for v in values]
+                + [float(d.args[0]) for d in space.get(key, []) if not d.is_discrete()]
+            )
+            high = max(
+                [float(v) for v in values]
+                + [float(d.args[1]) for d in space.get(key, []) if not d.is_discrete()]
+            )
             distributions[key] = FloatDistribution(low, high, log=log and low > 0)
         else:
             distributions[key] = CategoricalDistribution(sorted({str(v) for v in values}))
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for c in candidates:
         params = {
-            k: (float(c.config[k]) if isinstance(distributions[k], FloatDistribution) else str(c.config.get(k, UNUSED)))
+            k: (
+                float(c.config[k])
+                if isinstance(distributions[k], FloatDistribution)
+                else str(c.config.get(k, UNUSED))
+            )
             for k in varied
         }
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=c.mean))
     return study, varied, fixed, confounded
 
 
-def importance(sweep_dir: str, *, metric: str | None = None, evaluator: str = "fanova", seed: int = 0) -> Importance:
+def importance(
+    sweep_dir: str, *, metric: str | None = None, evaluator: str = "fanova", seed: int = 0
+) -> Importance:
     """Each varied hyperparameter's share of ``metric``'s variance over the sweep's configurations.
 
     Raises:
@@ -159,7 +171,9 @@ def importance(sweep_dir: str, *, metric: str | None = None, evaluator: str = "f
     space = _space(sweep_dir)
     study, varied, fixed, confounded = _study(candidates, ranking.mode, space)
     if not varied:
-        raise ValueError("every configuration has the same hyperparameters: nothing varies to explain the metric")
+        raise ValueError(
+            "every configuration has the same hyperparameters: nothing varies to explain the metric"
+        )
     if evaluator == "fanova":
         try:
             import sklearn  # noqa: F401 - fANOVA's random forest
@@ -173,7 +187,9 @@ def importance(sweep_dir: str, *, metric: str | None = None, evaluator: str = "f
         judge = optuna.importance.PedAnovaImportanceEvaluator()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        shares = optuna.importance.get_param_importances(study, evaluator=judge, params=varied, normalize=True)
+        shares = optuna.importance.get_param_importances(
+            study, evaluator=judge, params=varied, normalize=True
+        )
     stds = [c.std for c in candidates if math.isfinite(c.std)]
     n, needed = len(candidates), max(ENOUGH_MIN, ENOUGH_PER_PARAM * len(varied))
     caveat = (

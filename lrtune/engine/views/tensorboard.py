@@ -174,7 +174,9 @@ class TensorBoardView(RowView):
     def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> None:
         from tensorboard.plugins.hparams import summary_v2 as hp
 
-        summary = hp.hparams_pb(trial_hparams(config, self.epochs), trial_id=trial_id, start_time_secs=time.time())
+        summary = hp.hparams_pb(
+            trial_hparams(config, self.epochs), trial_id=trial_id, start_time_secs=time.time()
+        )
         self._writer(trial_id).add_event(_event(0, time.time(), summary=summary))
         self._writer(trial_id).flush()
 

@@ -160,7 +160,9 @@ class _TrackerView(RowView):
     # --- per tracker, called on the outbox's thread --------------------------
     def _start(self, trial_id: str, params: Mapping[str, Any]) -> None: ...
     def _log(self, trial_id: str, rows: Mapping[int, Mapping[str, Any]]) -> None: ...
-    def _replace(self, trial_id: str, params: Mapping[str, Any], rows: Mapping[int, Mapping[str, Any]]) -> None: ...
+    def _replace(
+        self, trial_id: str, params: Mapping[str, Any], rows: Mapping[int, Mapping[str, Any]]
+    ) -> None: ...
     def _resync(self, trial_id: str, rows: Mapping[int, Mapping[str, Any]]) -> None: ...
     def _end(self, trial_id: str, status: str) -> None: ...
     def _pick(self, pick: Mapping[str, Any] | None) -> None: ...
@@ -194,7 +196,9 @@ class MlflowRuns(_TrackerView):
         if self._experiment_id is None:
             found = self.client.get_experiment_by_name(self.experiment_name)
             self._experiment_id = (
-                found.experiment_id if found is not None else self.client.create_experiment(self.experiment_name)
+                found.experiment_id
+                if found is not None
+                else self.client.create_experiment(self.experiment_name)
             )
         return self._experiment_id
 
@@ -213,7 +217,9 @@ class MlflowRuns(_TrackerView):
         from mlflow.entities import Param, RunTag
 
         run = self.client.create_run(
-            self._experiment(), run_name=trial_id, tags={"lrtune.sweep": self.sweep, "lrtune.trial_id": trial_id}
+            self._experiment(),
+            run_name=trial_id,
+            tags={"lrtune.sweep": self.sweep, "lrtune.trial_id": trial_id},
         )
         run_id = self._runs[trial_id] = run.info.run_id
         self.client.log_batch(
@@ -263,7 +269,9 @@ class MlflowRuns(_TrackerView):
 
     def _history(self, run_id: str) -> set[tuple[str, int, float]]:
         return {
-            (key, m.step, m.value) for key in VIEW_METRICS for m in self.client.get_metric_history(run_id, key)
+            (key, m.step, m.value)
+            for key in VIEW_METRICS
+            for m in self.client.get_metric_history(run_id, key)
         }
 
     def _end(self, trial_id, status):
