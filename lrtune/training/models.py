@@ -203,23 +203,38 @@ def module_path(target: str) -> str | None:
     What Ray's ``runtime_env`` ``py_modules`` must ship so that the trials,
     on any node, import ``target`` as the driver does; None for a module
     installed in this environment (site-packages), which the cluster's
-    machines install as lrtune itself.
+    machines install as lrtune itself. The current working directory is
+    searched first, as :func:`import_builder` does; nothing is imported.
+
+    Raises:
+        ModelError: no top-level module or package of that name is found.
     """
     import importlib.util
     import sysconfig
 
-    top = target.partition(":")[0].split(".")[0]
+    module_name = target.partition(":")[0]
+    top = module_name.split(".")[0]
     module = sys.modules.get(top)
     if module is not None:
         locations = getattr(module, "__path__", None)
         path = list(locations)[0] if locations else getattr(module, "__file__", None)
     else:
+        cwd = os.getcwd()
+        added = cwd not in sys.path
+        if added:
+            sys.path.insert(0, cwd)
         try:
-            spec = importlib.util.find_spec(top)
+            spec = importlib.util.find_spec(top)  # finds, does not import
         except (ImportError, ValueError):
             spec = None
+        finally:
+            if added:
+                sys.path.remove(cwd)
         if spec is None:
-            return None
+            raise ModelError(
+                f"model.import: cannot import module {module_name!r} (No module named {top!r}); run lrtune "
+                "from the folder that holds it, or install it in this environment"
+            )
         path = spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin
     if path is None or not os.path.exists(path):
         return None
