@@ -192,9 +192,11 @@ class SuccessiveHalving(FIFOScheduler):
             self._verdict[i][key] = True
         if self._record.status.get(tid) == "stopped_early":
             self._verdict[top][key] = False
-        elif last > self._rungs[top] or self._record.over(tid):
+        elif last > self._rungs[top]:
             self._verdict[top][key] = True
-        elif trial.status not in (Trial.TERMINATED, Trial.ERROR) and key not in self._verdict[top]:
+        elif self._record.over(tid) or trial.status in (Trial.TERMINATED, Trial.ERROR):
+            return  # ended at the rung (diverged there): its value counts, its end decides nothing
+        elif key not in self._verdict[top]:
             self._waiting[tid] = top  # at the rung, undecided when the driver died
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
