@@ -178,7 +178,7 @@ class _Failing:
 
 @pytest.mark.ray
 @pytest.mark.parametrize("quiet", [False, True], ids=["loud", "quiet"])
-def test_quiet_keeps_ray_from_printing_the_errors_of_dropped_trials(local_ray, capfd, caplog, quiet):
+def test_quiet_keeps_ray_from_printing_the_errors_of_dropped_trials(ray_running, capfd, caplog, quiet):
     # Ray logs the error of every actor task whose result nobody fetched (the trials Tune drops
     # when a storage failure ends the sweep): --quiet leaves lrtune's one line alone.
     import gc

@@ -163,7 +163,7 @@ def _drifting_member(config):
     ids=["worse-with-training", "tied"],
 )
 def test_pbt_ends_in_a_bounded_number_of_exploits_whatever_the_metric_does(
-    local_ray, tmp_path, scores, slope
+    ray_running, tmp_path, scores, slope
 ):
     # 4 members on 2 slots. Ray's PBT has a bottom member clone a donor whose older score is
     # better (or tied): the clone takes the donor's time, gets the slot again, clones again.
