@@ -136,10 +136,18 @@ def watched_sweep(cifar_archive, tmp_path_factory):
     server = TensorBoardServer(sweep_dir)
     sweep_file = tmp / "views.yaml"
     sweep_file.write_text(SWEEP.format(name="views", epochs=3, storage=storage))
-    process = start("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet")
+    # The trials wait after each epoch while this file exists (lrtune's test hook), so the
+    # moment "a trial shown, none done" lasts until the test has seen it, whatever the load.
+    hold = tmp / "hold"
+    hold.touch()
+    process = start(
+        "sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet",
+        env={"LRTUNE_TEST_HOLD_FILE": str(hold)},
+    )  # fmt: skip
     during = []
     try:
         deadline = time.monotonic() + 300
+        released = time.monotonic() + 180  # never hold the sweep past this, seen or not
         while process.poll() is None:
             assert time.monotonic() < deadline, "the sweep did not end"
             groups = server.session_groups()
@@ -147,6 +155,8 @@ def watched_sweep(cifar_archive, tmp_path_factory):
                 statuses = load_trials(str(sweep_dir))["status"].to_pylist()
                 if "done" not in statuses and any(g["metricValues"] for g in groups):
                     during.append((statuses, groups))
+            if hold.exists() and (during or time.monotonic() > released):
+                hold.unlink()
             time.sleep(1)
         output = process.stdout.read()
         assert process.returncode == 0, output
