@@ -67,6 +67,9 @@ def fake_gpu_cluster(monkeypatch):
 
     # The raylets inherit it, and so every worker process.
     monkeypatch.setenv(GPU_MEMORY_ENV, "24000,24000")
+    # The session's embedded Ray (an earlier module's), if up, is this process's own: the test
+    # joins the cluster instead, and the next user of `ray_running` starts the embedded Ray again.
+    ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     cluster.add_node(num_cpus=4, num_gpus=2)
     ray.init(address=cluster.address, log_to_driver=False)
