@@ -24,6 +24,7 @@ from sweep_runs import lrtune  # noqa: E402
 from synthetic_results import run, sgd, write_sweep  # noqa: E402
 
 from lrtune import cli  # noqa: E402
+from lrtune.engine.sweep import SweepOutcome  # noqa: E402
 from lrtune.results.choice import choose  # noqa: E402
 from lrtune.results.choice_text import short_config  # noqa: E402
 from lrtune.results.tables import load_trials  # noqa: E402
@@ -43,7 +44,7 @@ def last_screen(sweep_dir: str, metric: str = "val_accuracy") -> str:
     for status in trials["status"].to_pylist():
         counts[status] = counts.get(status, 0) + 1
     spec = SimpleNamespace(name="synthetic", metric=metric, metric_mode="max")
-    outcome = SimpleNamespace(sweep_dir=sweep_dir, counts=counts, trials=trials)
+    outcome = SweepOutcome(sweep_dir=sweep_dir, counts=counts, trials=trials)
     buffer = io.StringIO()
     saved = cli.out
     cli.out = Console(file=buffer, width=400, color_system=None)
