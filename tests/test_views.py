@@ -109,7 +109,9 @@ from pathlib import Path
 assert feed_a_restored_trial(TensorBoardView({str(tmp_path)!r}, spec_with(Path({str(tmp_path)!r})))) == []
 print("tensorflow" in sys.modules)
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False"], "the view imported TensorFlow"
     events = EventAccumulator(str(tmp_path / TRIALS_DIR / "t1"))
