@@ -136,8 +136,11 @@ resources: {{cpu: 1}}
 """
 
 
-def killed_and_resumed(project, sweep_file, storage, *data_option, kill_group):
-    """``lrtune sweep`` from the user's project folder, killed once rows exist, then ``--resume``."""
+def killed_and_resumed(project, sweep_file, storage, *data_option, kill_group, resume_option=None):
+    """``lrtune sweep`` from the user's project folder, killed once rows exist, then ``--resume``.
+
+    ``resume_option``: the resume's data option (default: the first run's).
+    """
     first = start("sweep", sweep_file, *data_option, "--storage", storage, "--quiet", cwd=project)
     deadline = time.monotonic() + 300
     while not rows(storage / sweep_file.stem) and first.poll() is None:
@@ -150,7 +153,7 @@ def killed_and_resumed(project, sweep_file, storage, *data_option, kill_group):
     again = lrtune(
         "sweep",
         sweep_file,
-        *data_option,
+        *(data_option if resume_option is None else resume_option),
         "--storage",
         storage,
         "--quiet",
@@ -184,24 +187,35 @@ def test_a_users_convnet_on_24x24_grayscale_pngs_survives_a_kill(project, tmp_pa
 @pytest.mark.ray
 @pytest.mark.soak
 def test_a_users_dense_model_on_an_npz_survives_a_kill(project, tmp_path, kill_group):
-    """A model without convolutions, on arrays the user saved with numpy."""
+    """A model without convolutions, on arrays the user saved with numpy, their path given with --data.
+
+    The resume finds the path in data.json; once the arrays change (same
+    shapes, other labels), a resume is refused.
+    """
     import numpy as np
 
-    rng = np.random.default_rng(0)
-    write_npz(
-        tmp_path / "d.npz",
-        x_train=formula_images(range(40)),
-        y_train=rng.permutation(np.arange(40) % 2),
-        x_val=formula_images(range(40, 50)),
-        y_val=np.arange(10) % 2,
-    )
+    def arrays(seed):
+        rng = np.random.default_rng(seed)
+        return dict(
+            x_train=formula_images(range(40)),
+            y_train=rng.permutation(np.arange(40) % 2),
+            x_val=formula_images(range(40, 50)),
+            y_val=np.arange(10) % 2,
+        )
+
+    path = write_npz(tmp_path / "d.npz", **arrays(0))
     sweep_file = project / "flat.yaml"
     sweep_file.write_text(
         SWEEP.format(
-            name="flat", data=f"{{arrays: {tmp_path / 'd.npz'}}}", function="dense", args="{}", epochs=3
+            name="flat", data="{arrays: given-by-data-option.npz}", function="dense", args="{}", epochs=3
         )
     )
-    killed_and_resumed(project, sweep_file, tmp_path / "results", kill_group=kill_group)
+    storage = tmp_path / "results"
+    killed_and_resumed(project, sweep_file, storage, "--data", path, kill_group=kill_group, resume_option=())
+    write_npz(path, **arrays(1))
+    refused = lrtune("sweep", sweep_file, "--storage", storage, "--quiet", "--resume", cwd=project)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--resume: the data differs from the data this sweep started with (40 training" in refused.stderr
 
 
 def test_validate_refuses_a_model_that_does_not_fit_the_data_naming_the_file(project, tmp_path):
