@@ -7,6 +7,10 @@ extended round.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from lrtune.engine import tune_internals
@@ -90,3 +94,40 @@ def test_numpy_rng_draws_as_a_seeded_sweep_does():
 def test_a_generator_without_the_prefix_attribute_is_refused_with_the_ray_version_needed():
     with pytest.raises(RuntimeError, match="rounds need Ray 2.60"):
         tune_internals.set_trial_id_prefix(object(), "r1_")
+
+
+def test_the_callback_usage_tag_is_rays_own_without_importing_wandb_or_mlflow(tmp_path):
+    """Tune's usage tag imported W&B and MLflow into every sweep's driver (1.5-4 s each); not any more."""
+    import inspect
+
+    from ray.tune import tune
+
+    # tune.run looks the function up on the module at each call: the stand-in is seen.
+    assert "air_usage.tag_callbacks(callbacks)" in inspect.getsource(tune.run)
+    script = """
+import json, sys
+from ray.air._internal import usage
+from ray.tune import Callback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback
+from lrtune.engine.tune_internals import callback_usage_without_integrations
+
+class Sink(Callback): pass
+class View(LoggerCallback): pass
+
+tags = []
+usage.record_extra_usage_tag = lambda key, value: tags.append(json.loads(value))
+callbacks = [Sink(), Sink(), View(), CSVLoggerCallback(), JsonLoggerCallback(), "not a callback"]
+with callback_usage_without_integrations():
+    usage.tag_callbacks(callbacks)
+    usage.tag_callbacks([])
+imported = sorted(m for m in ("wandb", "mlflow", "comet_ml") if m in sys.modules)
+usage.tag_callbacks(callbacks)  # Ray's own, restored on leaving the block
+print(json.dumps({"tags": tags, "imported": imported}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["imported"] == [], "the stand-in imported a tracker"
+    ours, rays = seen["tags"]
+    assert ours == rays == {"CustomCallback": 2, "CustomLoggerCallback": 1, "CSVLoggerCallback": 1,
+                            "JsonLoggerCallback": 1}  # fmt: skip

@@ -31,6 +31,7 @@ from typing import Any
 from lrtune.engine.errors import StorageError, SweepError
 from lrtune.engine.ray_runtime import TRIAL_SLOT, load_while_ray_starts
 from lrtune.engine.translation import Concurrency, check_limit, concurrency
+from lrtune.engine.tune_internals import callback_usage_without_integrations
 from lrtune.folder import SweepFolder
 from lrtune.spec import SweepSpec
 
@@ -450,7 +451,7 @@ class Driver:
         # the legacy reporter at verbose=0 leaves the terminal to the live view.
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         self.quiet = quiet
-        with warnings.catch_warnings(), quiet_tune_logs(quiet):
+        with warnings.catch_warnings(), quiet_tune_logs(quiet), callback_usage_without_integrations():
             warnings.filterwarnings("ignore", message=".*reuse_actors.*")
             return tuner.fit()
 

@@ -7,9 +7,18 @@ that an upgrade that changes it fails there, not in a user's sweep.
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["numpy_rng", "replace_callbacks", "restored_scheduler", "set_trial_id_prefix"]
+__all__ = [
+    "callback_usage_without_integrations",
+    "numpy_rng",
+    "replace_callbacks",
+    "restored_scheduler",
+    "set_trial_id_prefix",
+]
 
 
 def replace_callbacks(tuner, callbacks: list[Any]) -> None:
@@ -57,3 +66,58 @@ def numpy_rng(seed: int):
     from ray.tune.search.sample import _BackwardsCompatibleNumpyRng
 
     return _BackwardsCompatibleNumpyRng(seed)
+
+
+#: The modules of Ray's tracker callbacks, whose classes ``tag_callbacks`` imports to compare.
+INTEGRATIONS = ("ray.air.integrations.", "ray.tune.logger.aim")
+
+
+@contextlib.contextmanager
+def callback_usage_without_integrations() -> Iterator[None]:
+    """Within the block, Tune records its callback usage tag without importing W&B and MLflow.
+
+    ``tune.run`` records which callbacks a run passed
+    (``ray.air._internal.usage.tag_callbacks``); to tell Ray's built-in
+    ones apart it imports ``ray.air.integrations.wandb`` and ``.mlflow``,
+    which import ``wandb`` and ``mlflow`` where they are installed: 1.5-4 s
+    of every sweep's driver, for a name check. lrtune passes only its own
+    callbacks and Tune's default loggers, so the block records the tag Ray
+    would (``{"CSVLoggerCallback": 1, "CustomCallback": 4}``: built-in
+    classes by name, the others as custom) from the classes alone; a list
+    holding one of Ray's tracker callbacks goes to Ray's function.
+    The original is put back on leaving the block.
+
+    Raises:
+        RuntimeError: this Ray has no ``tag_callbacks`` to stand in for.
+    """
+    from ray.air._internal import usage
+
+    original = getattr(usage, "tag_callbacks", None)
+    if original is None:
+        raise RuntimeError("this Ray has no ray.air._internal.usage.tag_callbacks: lrtune needs Ray 2.60")
+
+    def tag_callbacks(callbacks) -> bool:
+        from ray.tune import Callback
+        from ray.tune.logger import LoggerCallback
+        from ray.tune.utils.callback import DEFAULT_CALLBACK_CLASSES
+
+        callbacks = [c for c in callbacks or [] if isinstance(c, Callback)]
+        if any(type(c).__module__.startswith(INTEGRATIONS) for c in callbacks):
+            return original(callbacks)  # imported already: Ray's own count costs nothing more
+        if not callbacks:
+            return False
+        defaults = {cls.__name__ for cls in DEFAULT_CALLBACK_CLASSES}
+        counts: dict[str, int] = {}
+        for c in callbacks:
+            name = type(c).__name__
+            if name not in defaults:
+                name = "CustomLoggerCallback" if isinstance(c, LoggerCallback) else "CustomCallback"
+            counts[name] = counts.get(name, 0) + 1
+        usage.record_extra_usage_tag(usage.TagKey.AIR_CALLBACKS, json.dumps(counts))
+        return True
+
+    usage.tag_callbacks = tag_callbacks
+    try:
+        yield
+    finally:
+        usage.tag_callbacks = original
