@@ -78,6 +78,13 @@ def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_onc
     statuses = load_trials(str(sweep_dir))["status"].to_pylist()
     assert statuses == ["done"] * trials, f"seed {seed}: {statuses}"
     assert_rows_are_the_final_models_history(sweep_dir, trials, epochs)
+    # Resumed trials took their optimizer's step count from the checkpoint: the time-based
+    # rate lr0 / (1 + decay * iterations) goes on falling where it stopped, it does not restart.
+    steps_per_epoch = 400 // 8
+    for r in load(str(sweep_dir)).select(["epoch", "lr", "config.lr"]).to_pylist():
+        assert r["lr"] == pytest.approx(
+            r["config.lr"] / (1 + 0.001 * (r["epoch"] * steps_per_epoch - 1)), rel=1e-5
+        ), f"seed {seed}: {r}"
 
 
 ASHA = """

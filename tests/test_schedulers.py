@@ -8,13 +8,8 @@ have nobody to lose to, and go on.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections import defaultdict
 
-import pyarrow.dataset as ds
 import pytest
 
 from lrtune.engine.sweep import run_sweep
@@ -100,56 +95,6 @@ def test_no_trial_trains_past_the_rung_before_every_configuration_reached_it(hal
     # timestamp is the epoch's end: epoch 2 began its length before.
     began = [r["timestamp"].timestamp() - r["epoch_seconds"] for r in after]
     assert min(began) >= last_at_rung, (last_at_rung, began)
-
-
-@pytest.mark.ray
-@pytest.mark.soak
-def test_a_killed_and_resumed_sweep_finishes_every_trial_with_each_row_once(
-    cifar_archive, tmp_path, kill_group
-):
-    sweep_file = tmp_path / "sha.yaml"
-    sweep_file.write_text(SHA.format(name="sha-resume"))
-    storage, sweep_dir = tmp_path / "results", tmp_path / "results" / "sha-resume"
-
-    def start(*extra):
-        return subprocess.Popen(
-            [sys.executable, "-m", "lrtune", "sweep", sweep_file, "--data", cifar_archive, "--storage", storage,
-             "--quiet", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            env=dict(os.environ),
-        )  # fmt: skip
-
-    def count_rows() -> int:
-        try:
-            return ds.dataset(str(sweep_dir / "metrics")).count_rows()
-        except (FileNotFoundError, OSError, ValueError):  # not written yet, or a file replaced while listed
-            return 0
-
-    # 3 rows: the first configuration waits at the rung (paused), the others are on their way.
-    # 7 rows: the rung is judged, the kept configuration trains past it.
-    for threshold, extra in ((3, ()), (7, ("--resume",))):
-        process = start(*extra)
-        deadline = time.monotonic() + 240
-        while count_rows() < threshold and process.poll() is None:
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.1)
-        assert process.poll() is None, process.stdout.read()
-        kill_group(process)
-    last = start("--resume")
-    output, _ = last.communicate(timeout=420)
-    assert last.returncode == 0, output
-    assert "Traceback" not in output, output
-
-    trials = load_trials(str(sweep_dir)).to_pylist()
-    assert len(trials) == 6
-    assert {t["status"] for t in trials} <= {"done", "stopped_early"}, trials
-    assert any(t["status"] == "done" for t in trials)
-    rows = load(str(sweep_dir)).select(["trial_id", "epoch"]).to_pylist()
-    keys = [(r["trial_id"], r["epoch"]) for r in rows]
-    assert len(keys) == len(set(keys)), "a (trial, epoch) row is there twice"
-    for t in trials:
-        epochs = sorted(e for trial_id, e in keys if trial_id == t["trial_id"])
-        assert epochs == list(range(1, t["epochs_run"] + 1)), (t["trial_id"], epochs)
 
 
 @pytest.mark.parametrize("limit_in", ["file", "argument"])
