@@ -178,30 +178,6 @@ max_concurrent: 2
 
 
 @pytest.mark.ray
-def test_pbt_exploits_a_better_trial(ray_running, cifar_archive, tmp_path):
-    text = """
-name: pbt
-data: {classes: [airplane, automobile]}
-epochs: 4
-batch_size: 32
-metric: val_loss  # accuracy ties at 1.0 on this fixture, and Ray's PBT then clones paused donors forever
-space: {optimizer: sgd, lr: {grid: [1.0e-6, 2.0e-6, 0.005, 0.01]}, momentum: {uniform: [0.5, 0.9]}}
-scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.0, mutations: {lr: {loguniform: [0.001, 0.02]}}}}
-"""
-    outcome = sweep(text, tmp_path, cifar_archive)
-    metrics = load(outcome.sweep_dir)
-    changed = [
-        trial_id
-        for trial_id in pc.unique(metrics["trial_id"]).to_pylist()
-        if len(pc.unique(metrics.filter(pc.equal(metrics["trial_id"], trial_id))["config.lr"])) > 1
-    ]
-    assert changed, "no trial's lr changed: PBT never exploited"
-    for trial_id in changed:  # an exploited trial continues its epochs, it does not restart
-        epochs = metrics.filter(pc.equal(metrics["trial_id"], trial_id))["epoch"].to_pylist()
-        assert epochs == list(range(1, len(epochs) + 1))
-
-
-@pytest.mark.ray
 def test_pbt_learned_schedules_trained_from_scratch_replay_the_members_lr(
     ray_running, cifar_archive, tiny_dataset, tmp_path
 ):
@@ -242,6 +218,7 @@ scheduler: {pbt: {perturbation_interval: 1, quantile_fraction: 0.5, mutations: {
     assert {t.status for t in members.values()} == {"done"}
     fragments.update({i: dict(learned_schedule(t).space) for i, t in members.items() if i != winner_id})
     assert any(f["schedule"] == "piecewise" for f in fragments.values()), "no member's lr changed: no exploit"
+    # An exploited member goes on from the donor's epoch: its rows are epochs 1-4 once (below).
 
     metrics = load(outcome.sweep_dir)
     settings = TrainSettings(model="seed-tiny", epochs=4, batch_size=32, threads=1, checkpoint=False)
