@@ -7,6 +7,7 @@ that an upgrade that changes it fails there, not in a user's sweep.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 from collections.abc import Iterator
@@ -107,12 +108,14 @@ def callback_usage_without_integrations() -> Iterator[None]:
         if not callbacks:
             return False
         defaults = {cls.__name__ for cls in DEFAULT_CALLBACK_CLASSES}
-        counts: dict[str, int] = {}
-        for c in callbacks:
-            name = type(c).__name__
-            if name not in defaults:
-                name = "CustomLoggerCallback" if isinstance(c, LoggerCallback) else "CustomCallback"
-            counts[name] = counts.get(name, 0) + 1
+        counts = collections.Counter(
+            type(c).__name__
+            if type(c).__name__ in defaults
+            else "CustomLoggerCallback"
+            if isinstance(c, LoggerCallback)
+            else "CustomCallback"
+            for c in callbacks
+        )
         usage.record_extra_usage_tag(usage.TagKey.AIR_CALLBACKS, json.dumps(counts))
         return True
 
