@@ -102,12 +102,8 @@ def _constant_member(config):
             )
 
 
-@pytest.mark.parametrize(
-    ("scores", "exploit"), [((0.5, 0.5), False), ((0.4, 0.5), True)], ids=["tied", "apart"]
-)
-def test_pbt_clones_only_a_strictly_better_member(ray_running, tmp_path, scores, exploit):
-    # Ray's own PBT has the bottom member clone the top one on a tie too; with more members
-    # than slots the clone takes the donor's time and the slot again, and the sweep stalls.
+def test_pbt_clones_a_strictly_better_member(ray_running, tmp_path):
+    # The tied case (no exploit at all) is the bounded-exploits test's `tied` below.
     from ray import tune
 
     from lrtune.engine.pbt import PopulationBasedTraining
@@ -120,12 +116,12 @@ def test_pbt_clones_only_a_strictly_better_member(ray_running, tmp_path, scores,
     )
     results = tune.Tuner(
         tune.with_resources(_constant_member, {"cpu": 1}),
-        param_space={"score": tune.grid_search(list(scores)), "x": 0.5},
+        param_space={"score": tune.grid_search([0.4, 0.5]), "x": 0.5},
         tune_config=tune.TuneConfig(scheduler=pbt, metric="score", mode="max"),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
     ).fit()
     assert [r.metrics["epoch"] for r in results] == [3, 3]
-    assert (pbt._num_perturbations > 0) is exploit, pbt.debug_string()
+    assert pbt._num_perturbations > 0, pbt.debug_string()
 
 
 def _drifting_member(config):
@@ -190,3 +186,5 @@ def test_pbt_ends_in_a_bounded_number_of_exploits_whatever_the_metric_does(
     assert [r.metrics["epoch"] for r in results] == [epochs] * members, pbt.summary()
     assert pbt.exploits <= members * (epochs - 1), pbt.summary()
     assert pbt.summary().startswith(f"PBT: {pbt.exploits} exploits")
+    if slope == 0.0:  # tied: Ray's own PBT clones on a tie too; a tie is no evidence of a better donor
+        assert pbt.exploits == 0, pbt.summary()
