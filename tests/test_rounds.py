@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -103,12 +104,20 @@ space:
 """
 
 
+@pytest.fixture(scope="module")
+def tied_sweep(ray_running, cifar_archive, tmp_path_factory):
+    """The TIED sweep, run once: each test confirms on a copy of its folder."""
+    storage = tmp_path_factory.mktemp("tied")
+    run_sweep(make_spec(TIED), storage=str(storage), data=str(cifar_archive), quiet=True)
+    return storage / "tied"
+
+
 def test_confirm_adds_rounds_of_new_seeds_until_the_budget_when_the_best_is_not_separated(
-    ray_running, cifar_archive, tmp_path
+    tied_sweep, tmp_path
 ):
     from lrtune.engine.confirm import confirm
 
-    run_sweep(make_spec(TIED), storage=str(tmp_path), data=str(cifar_archive), quiet=True)
+    shutil.copytree(tied_sweep, tmp_path / "tied")
     # Each round: 2 configurations x 1 seed x 2 epochs = 4 epochs; room for two rounds, not three.
     result = confirm(str(tmp_path / "tied"), top=2, repeats=1, budget_epochs=11, quiet=True)
     assert result.stopped == "budget" and [r.index for r in result.rounds] == [1, 2]
@@ -145,16 +154,12 @@ def test_confirm_stops_as_soon_as_the_best_is_separated(ray_running, cifar_archi
 
 
 @pytest.mark.soak
-def test_a_killed_confirm_finishes_its_round_when_run_again(cifar_archive, tmp_path, kill_group):
+def test_a_killed_confirm_finishes_its_round_when_run_again(tied_sweep, tmp_path, kill_group):
     """Kill `lrtune confirm` at a random moment of its first round, run it again: every trial once."""
     seed = int(os.environ.get("LRTUNE_SOAK_SEED", random.SystemRandom().randrange(10**6)))
     rng = random.Random(seed)
-    sweep_file = tmp_path / "tied.yaml"
-    sweep_file.write_text(TIED)
-    storage, sweep_dir = tmp_path / "results", tmp_path / "results" / "tied"
-    first = start("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet")
-    output, _ = first.communicate(timeout=300)
-    assert first.returncode == 0, output
+    sweep_dir = tmp_path / "results" / "tied"
+    shutil.copytree(tied_sweep, sweep_dir)
     args = ("confirm", sweep_dir, "--top", "2", "--repeats", "2", "--budget-epochs", "8", "--quiet")
     process = start(*args)
     threshold = 8 + rng.randrange(8)  # the base sweep's 8 rows, then a row count inside round 1
