@@ -47,7 +47,7 @@ def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_onc
     storage, sweep_dir = tmp_path / "results", tmp_path / "results" / "soak"
     total = trials * epochs
     # Row counts to kill at: one inside the first epoch, one inside the last, the rest anywhere.
-    thresholds = sorted([0, total - rng.randint(1, 3), *(rng.randrange(total) for _ in range(4))])
+    thresholds = sorted([0, total - rng.randint(1, 3), *(rng.randrange(total) for _ in range(2))])
     kills, finished = 0, False
     for threshold in thresholds:
         process = start(
@@ -74,7 +74,7 @@ def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_onc
         output, _ = last.communicate(timeout=420)
         assert last.returncode == 0, f"seed {seed}: {output}"
         assert "Error handling checkpoint" not in output and "Traceback" not in output, output
-    assert kills >= 5, f"seed {seed}: the sweep finished before {len(thresholds)} kills"
+    assert kills >= 3, f"seed {seed}: the sweep finished before {len(thresholds)} kills"
     statuses = load_trials(str(sweep_dir))["status"].to_pylist()
     assert statuses == ["done"] * trials, f"seed {seed}: {statuses}"
     assert_rows_are_the_final_models_history(sweep_dir, trials, epochs)
