@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import yaml
 
 SIM = Path(sys.argv[1])
 REPO = Path(__file__).resolve().parent.parent
@@ -27,7 +28,8 @@ CONFIG = SIM / "cluster-local.yaml"
 DASHBOARD = "http://127.0.0.1:8265"
 STORAGE = SIM / "storage"  # /mnt/lrtune on every host
 SWEEP = STORAGE / "sim"
-EPOCHS, TRIALS = 8, 4
+_SWEEP = yaml.safe_load((REPO / "cluster" / "sim-sweep.yaml").read_text())
+EPOCHS, TRIALS = _SWEEP["epochs"], len(_SWEEP["space"]["lr"]["grid"])
 T0 = time.monotonic()
 timings: dict[str, float] = {}
 
