@@ -146,6 +146,24 @@ def pytest_collection_modifyitems(config, items):
             "tests that start Ray must be marked ray (pytestmark = pytest.mark.ray, or @pytest.mark.ray):\n  "
             + "\n  ".join(wrong)
         )
+    longest_files_first(items)
+
+
+def longest_files_first(items) -> None:
+    """Order the files: those with a ``soak`` test, then those with a ``ray`` test, then the rest.
+
+    Under ``-n 2 --dist loadfile`` a worker takes the next file when it is
+    free, so the long files must come first and the short ones fill the
+    end; xdist's own default order (most tests first, ``--loadscope-reorder``,
+    turned off in pyproject.toml) put the few-test soak files last, where one
+    worker ran them alone. Order within a file, and between files of a kind,
+    is kept.
+    """
+    kind: dict = {}
+    for item in items:
+        rank = 0 if item.get_closest_marker("soak") else 1 if item.get_closest_marker("ray") else 2
+        kind[item.path] = min(kind.get(item.path, 2), rank)
+    items.sort(key=lambda item: kind[item.path])
 
 
 @pytest.fixture(autouse=True)
