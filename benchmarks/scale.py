@@ -299,6 +299,20 @@ def main():
     lr = {k: med("lrtune", k) for k in runs[0]["lrtune"] if k != "counts"}
     each = ", ".join(f"{r['ratio']:.3f}" for r in runs)
     print(f"\nwall lrtune / plain Tune: {ratio:.3f} (per repeat: {each})")
+    print("\nthe spread: each repeat, plain Tune then lrtune in fresh processes")
+    common.table(
+        ["repeat", "plain wall (s)", "lrtune wall (s)", "plain CPU (s)", "lrtune CPU (s)"],
+        [
+            [
+                i + 1,
+                r["plain"]["wall_s"],
+                r["lrtune"]["wall_s"],
+                r["plain"]["driver_cpu_s"],
+                r["lrtune"]["driver_cpu_s"],
+            ]
+            for i, r in enumerate(runs)
+        ],
+    )
     common.table(
         ["lrtune driver", "value"],
         [
@@ -321,6 +335,10 @@ def main():
         epoch_seconds=args.epoch_seconds,
         ratio=ratio,
         ratios=[r["ratio"] for r in runs],
+        per_repeat=[
+            {side: {k: r[side][k] for k in ("wall_s", "driver_cpu_s")} for side in ("plain", "lrtune")}
+            for r in runs
+        ],
         plain={k: med("plain", k) for k in runs[0]["plain"]},
         lrtune=lr,
         counts=runs[-1]["lrtune"]["counts"],
