@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,20 @@ def start(*args, env=None, cwd=None):
         start_new_session=True,  # its own process group: the kill takes Ray's processes too
         env={**os.environ, **(env or {})},
     )
+
+
+def soak_seed(default: int | None = None) -> int:
+    """The seed of a kill soak's random moments, printed so that a failure can be replayed.
+
+    ``LRTUNE_SOAK_SEED``: a number replays that seed, ``random`` draws a fresh
+    one; unset, ``default`` (a fresh one when ``None``).
+    """
+    value = os.environ.get("LRTUNE_SOAK_SEED")
+    if value is None and default is not None:
+        value = str(default)
+    seed = random.SystemRandom().randrange(10**6) if value in (None, "random") else int(value)
+    print(f"LRTUNE_SOAK_SEED={seed}")
+    return seed
 
 
 def rows(sweep_dir: Path) -> list[dict]:

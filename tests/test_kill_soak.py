@@ -17,7 +17,6 @@ an MLflow store, W&B's offline runs) shows those same rows. fifo and asha have t
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
@@ -30,7 +29,7 @@ from lrtune.results.tables import load_trials
 from lrtune.training.checkpoints import StateStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sweep_runs import result_lines, rows, start  # noqa: E402
+from sweep_runs import result_lines, rows, soak_seed, start  # noqa: E402
 from test_views_sweep import assert_every_view_shows_the_rows  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.soak]
@@ -97,14 +96,6 @@ scheduler: {median: {grace_period: 1, min_samples_required: 2}}
 #: (LRTUNE_SOAK_SEED=random) failed the median soak once on a loaded machine, its seed lost
 #: with the run's output: open in issue 28, hunted with LRTUNE_SOAK_SEED=random.
 DEFAULT_SEED = 3
-
-
-def soak_seed() -> int:
-    """``LRTUNE_SOAK_SEED`` (a number, or ``random`` for a fresh one, printed), else :data:`DEFAULT_SEED`."""
-    value = os.environ.get("LRTUNE_SOAK_SEED", str(DEFAULT_SEED))
-    seed = random.SystemRandom().randrange(10**6) if value == "random" else int(value)
-    print(f"LRTUNE_SOAK_SEED={seed}")
-    return seed
 
 
 def trial_order(trial_id: str) -> int:
@@ -182,7 +173,7 @@ def kill_and_resume(
 def test_a_scheduler_killed_at_random_moments_decides_as_a_run_never_killed(
     scheduler, cifar_archive, tmp_path, kill_group
 ):
-    seed = soak_seed()
+    seed = soak_seed(DEFAULT_SEED)
     rng = random.Random(seed)
     epochs, slots, rest, reference = SWEEPS[scheduler]
     sweep_file = tmp_path / f"{scheduler}.yaml"
@@ -220,7 +211,7 @@ trackers:
 def test_pbt_killed_at_random_moments_ends_every_member_in_bounded_exploits_and_views_show_the_rows(
     cifar_archive, tmp_path, kill_group
 ):
-    seed = soak_seed()
+    seed = soak_seed(DEFAULT_SEED)
     rng = random.Random(seed)
     members, epochs, slots = 4, 3, 2
     sweep_file = tmp_path / "pbt.yaml"

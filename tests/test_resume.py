@@ -9,7 +9,6 @@ started), on the tiny archive of ``conftest.py``.
 from __future__ import annotations
 
 import itertools
-import os
 import random
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from lrtune.results.tables import load, load_trials
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sweep_runs import assert_rows_are_the_final_models_history, result_lines, rows, start  # noqa: E402
+from sweep_runs import assert_rows_are_the_final_models_history, result_lines, rows, soak_seed, start  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -39,7 +38,7 @@ space: {{optimizer: sgd, schedule: time, lr: {{grid: [0.01, 0.03]}}, decay: 0.00
 def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_once(
     cifar_archive, tmp_path, kill_group
 ):
-    seed = int(os.environ.get("LRTUNE_SOAK_SEED", random.SystemRandom().randrange(10**6)))
+    seed = soak_seed()
     rng = random.Random(seed)
     trials, epochs = 4, 6
     sweep_file = tmp_path / "soak.yaml"
@@ -106,7 +105,7 @@ def test_early_stopping_rungs_survive_kills_and_resumes(cifar_archive, tmp_path,
     # weak one is judged (the ended trial's 4 s teardown holds the slot), then at a random
     # moment after that: the resumed ASHA must still hold the ended trials' values, or a weak
     # trial meets an empty rung and runs on.
-    seed = int(os.environ.get("LRTUNE_SOAK_SEED", random.SystemRandom().randrange(10**6)))
+    seed = soak_seed()
     rng = random.Random(seed)
     sweep_file = tmp_path / "asha.yaml"
     sweep_file.write_text(ASHA)

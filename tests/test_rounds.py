@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import sys
@@ -18,7 +17,7 @@ from lrtune.results.tables import load, load_trials
 from lrtune.spec import parse_spec, parse_yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sweep_runs import assert_rows_are_the_final_models_history, rows, start  # noqa: E402
+from sweep_runs import assert_rows_are_the_final_models_history, rows, soak_seed, start  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -156,7 +155,7 @@ def test_confirm_stops_as_soon_as_the_best_is_separated(ray_running, cifar_archi
 @pytest.mark.soak
 def test_a_killed_confirm_finishes_its_round_when_run_again(tied_sweep, tmp_path, kill_group):
     """Kill `lrtune confirm` at a random moment of its first round, run it again: every trial once."""
-    seed = int(os.environ.get("LRTUNE_SOAK_SEED", random.SystemRandom().randrange(10**6)))
+    seed = soak_seed()
     rng = random.Random(seed)
     sweep_dir = tmp_path / "results" / "tied"
     shutil.copytree(tied_sweep, sweep_dir)
