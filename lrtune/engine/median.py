@@ -16,15 +16,25 @@ as Tune adds each restored trial, so the medians are those of a run never
 killed. A result at a time the rule already holds for a trial (a resumed
 trial replaying the epochs after its checkpoint, a trial's last result
 given again when it completes) replaces the one held instead of counting
-twice. Still lost, as with ASHA: a stop decided but not yet recorded by
-Tune or ``trials.parquet`` when the driver died; the trial trains one more
-epoch and is judged again there.
+twice.
+
+A stop decided but not yet recorded by Tune or ``trials.parquet`` when the
+driver died is decided again: the resumed trial would otherwise be judged
+only at its next epoch, where fewer trials may have arrived than at the
+one it was stopped at, too few to judge it (in review, seed 508529 of the
+kill soak: a hopeless trial stopped at epoch 1, the driver killed before
+that was recorded, and the trial ran to the end). So as Tune adds a
+restored trial that is not over, the rule is applied to its last recorded
+epoch with the samples it had then: the other trials' rows that ended
+before that row did (their ``timestamp``). If that says stop, the trial
+stops at its next result, one epoch late, as with ASHA.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import MedianStoppingRule
+from ray.tune.schedulers import MedianStoppingRule, TrialScheduler
 
 from lrtune.engine.record import SweepRecord
 
@@ -37,6 +47,8 @@ class MedianStopping(MedianStoppingRule):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._record = SweepRecord()
+        #: restored trial -> the recorded epoch at which its stop was lost with the driver
+        self._lost_stops: dict[str, int] = {}
 
     def restore_decisions(self, record: SweepRecord) -> None:
         """Hold ``record.history`` as each trial's results when Tune adds it."""
@@ -47,9 +59,51 @@ class MedianStopping(MedianStoppingRule):
         rows = self._record.history.get(trial.trial_id)
         if rows:
             self._results[trial] = [{self._time_attr: e, self._metric: rows[e]} for e in sorted(rows)]
+            if not self._record.over(trial.trial_id) and self.stopped_when_recorded(trial.trial_id):
+                self._lost_stops[trial.trial_id] = max(rows)
+
+    def stopped_when_recorded(self, trial_id: str) -> bool:
+        """Whether the rule stops ``trial_id`` at its last epoch in the record, as it stood then.
+
+        Ray's rule at time ``t`` (the trial's last recorded epoch, if
+        ``t >= grace_period``): the samples are the other trials that had a
+        row at ``t`` or later ending before this trial's row at ``t`` did,
+        each contributing the mean of its metric over epochs
+        ``grace_period..t`` (non-finite means left out); with at least
+        ``min_samples_required`` of them, it stops if their median is better
+        than the trial's best value so far. Rows without a timestamp
+        (sweeps written before lrtune recorded one) decide nothing: False.
+        """
+        rows, times = self._record.history.get(trial_id), self._record.times.get(trial_id, {})
+        if not rows:
+            return False
+        t = max(rows)
+        if t < self._grace_period or t not in times:
+            return False
+        means = []
+        for other, values in self._record.history.items():
+            at = self._record.times.get(other, {})
+            seen = {e: v for e, v in values.items() if e in at and at[e] <= times[t]}
+            if other == trial_id or not seen or max(seen) < t:
+                continue
+            window = [v for e, v in seen.items() if self._grace_period <= e <= t]
+            if window and np.isfinite(mean := float(np.mean(window))):
+                means.append(mean)
+        if len(means) < self._min_samples_required:
+            return False
+        best = self._compare_op([rows[e] for e in rows if e <= t])
+        median = float(np.median(means))
+        return self._compare_op(median, best) != best
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         self._forget_from(trial, result)
+        lost = self._lost_stops.get(trial.trial_id)
+        # Not on a row replayed from before that epoch: its values are the trial's own rows again.
+        if lost is not None and self._metric in result and result.get(self._time_attr, -1) >= lost:
+            del self._lost_stops[trial.trial_id]
+            self._results[trial].append(result)
+            self._stopped_trials.add(trial)
+            return TrialScheduler.STOP
         return super().on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:

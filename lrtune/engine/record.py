@@ -28,12 +28,15 @@ class SweepRecord:
     ``trials.parquet`` (``done``, ``stopped_early``, ``diverged``,
     ``error``, ``running``, ``pending``). ``exploits``: the rows of
     ``exploits.parquet`` (``trial_id``, ``epoch``, ``donor_trial_id``,
-    ``donor_epoch``).
+    ``donor_epoch``). ``times``: ``{trial_id: {epoch: t}}``, when each
+    row's epoch ended (POSIX seconds, the row's ``timestamp``): the order in
+    which the driver got them.
     """
 
     history: Mapping[str, Mapping[int, float]] = dataclasses.field(default_factory=dict)
     status: Mapping[str, str] = dataclasses.field(default_factory=dict)
     exploits: tuple[Mapping[str, Any], ...] = ()
+    times: Mapping[str, Mapping[int, float]] = dataclasses.field(default_factory=dict)
 
     def over(self, trial_id: str) -> bool:
         """Whether ``trials.parquet`` records the trial as ended (any way but an error)."""
@@ -48,13 +51,16 @@ def read_record(sweep_dir: str, metric: str) -> SweepRecord:
     from lrtune.results.tables import load, load_trials
 
     try:
-        rows = load(sweep_dir).select(["trial_id", "epoch", metric]).to_pylist()
+        rows = load(sweep_dir).select(["trial_id", "epoch", metric, "timestamp"]).to_pylist()
     except FileNotFoundError:
         rows = []
     history: dict[str, dict[int, float]] = {}
+    times: dict[str, dict[int, float]] = {}
     for row in rows:
         if row[metric] is not None:
             history.setdefault(row["trial_id"], {})[row["epoch"]] = row[metric]
+            if row["timestamp"] is not None:
+                times.setdefault(row["trial_id"], {})[row["epoch"]] = row["timestamp"].timestamp()
     try:
         trials = load_trials(sweep_dir).select(["trial_id", "status"]).to_pylist()
     except FileNotFoundError:
@@ -63,4 +69,4 @@ def read_record(sweep_dir: str, metric: str) -> SweepRecord:
     exploits: tuple[Mapping[str, Any], ...] = ()
     if folder.exists(folder.exploits_path):
         exploits = tuple(pq.read_table(folder.exploits_path, filesystem=folder.fs).to_pylist())
-    return SweepRecord(history, {t["trial_id"]: t["status"] for t in trials}, exploits)
+    return SweepRecord(history, {t["trial_id"]: t["status"] for t in trials}, exploits, times)
