@@ -84,3 +84,21 @@ def test_a_replayed_row_from_before_the_lost_stop_does_not_stop_the_trial():
     assert replay == TrialScheduler.CONTINUE
     again = scheduler.on_trial_result(NoOtherTrials(), trial, {"epoch": 2, "val_accuracy": 0.46})
     assert again == TrialScheduler.STOP
+
+
+def test_the_record_holds_the_epochs_only_an_unfinished_trials_newest_state_has(tmp_path):
+    # Rows a killed driver had not written yet: the trial's saved state (trial.json) holds them.
+    import json
+
+    from lrtune.engine.record import _add_state_history
+
+    state = tmp_path / "t1" / "state" / "epoch-000002-0123456789ab"
+    state.mkdir(parents=True)
+    rows = [{"epoch": e, "val_accuracy": 1.0, "epoch_end": T0 + e} for e in (1, 2)]
+    (state / "trial.json").write_text(json.dumps({"epoch": 2, "history": rows}))
+    history, times = {"t1": {1: 0.9}}, {"t1": {1: T0}}
+    _add_state_history(str(tmp_path), "t1", "val_accuracy", history, times)
+    assert history == {"t1": {1: 0.9, 2: 1.0}}  # a row written already stays as written
+    assert times == {"t1": {1: T0, 2: T0 + 2}}
+    _add_state_history(str(tmp_path), "never-saved", "val_accuracy", history, times)
+    assert "never-saved" not in history

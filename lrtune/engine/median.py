@@ -13,7 +13,11 @@ after one kill).
 
 Here the rule takes the sweep's rows back (:meth:`MedianStopping.restore_decisions`)
 as Tune adds each restored trial, so the medians are those of a run never
-killed. A result at a time the rule already holds for a trial (a resumed
+killed. The rows include the epochs that only an unfinished trial's newest
+saved state holds (a killed driver had not written them yet): without them
+a trial judged before those trials replay their epochs met too few samples
+and was paused, and judged next at a later epoch that fewer trials had
+reached (a hopeless trial ran to the end that way). A result at a time the rule already holds for a trial (a resumed
 trial replaying the epochs after its checkpoint, a trial's last result
 given again when it completes) replaces the one held instead of counting
 twice.
@@ -43,6 +47,11 @@ __all__ = ["MedianStopping"]
 
 class MedianStopping(MedianStoppingRule):
     """Ray Tune's ``MedianStoppingRule`` (same arguments), with :meth:`restore_decisions` for a resumed sweep."""
+
+    #: The record holds the epochs of each unfinished trial's newest state too
+    #: (:func:`lrtune.engine.record.read_record`, ``with_states``): rows lost
+    #: with the driver are samples of the rule before their trials replay them.
+    reads_state_histories = True
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -43,8 +43,15 @@ class SweepRecord:
         return self.status.get(trial_id) in ("done", "stopped_early", "diverged")
 
 
-def read_record(sweep_dir: str, metric: str) -> SweepRecord:
-    """The :class:`SweepRecord` of the sweep at ``sweep_dir`` (every round's rows and trials)."""
+def read_record(sweep_dir: str, metric: str, *, with_states: bool = False) -> SweepRecord:
+    """The :class:`SweepRecord` of the sweep at ``sweep_dir`` (every round's rows and trials).
+
+    ``with_states``: also the epochs that only the newest saved state of an
+    unfinished trial holds (rows a killed driver had not written yet; the
+    trial replays them when it resumes, and the sink keeps them), with the
+    time its epoch ended. A scheduler that compares trials as they arrive
+    (``median``) needs them before the trials replay them.
+    """
     import pyarrow.parquet as pq
 
     from lrtune.folder import SweepFolder
@@ -69,4 +76,26 @@ def read_record(sweep_dir: str, metric: str) -> SweepRecord:
     exploits: tuple[Mapping[str, Any], ...] = ()
     if folder.exists(folder.exploits_path):
         exploits = tuple(pq.read_table(folder.exploits_path, filesystem=folder.fs).to_pylist())
-    return SweepRecord(history, {t["trial_id"]: t["status"] for t in trials}, exploits, times)
+    status = {t["trial_id"]: t["status"] for t in trials}
+    if with_states:
+        for trial_id, state in status.items():
+            if state not in ("done", "stopped_early", "diverged"):
+                _add_state_history(sweep_dir, trial_id, metric, history, times)
+    return SweepRecord(history, status, exploits, times)
+
+
+def _add_state_history(sweep_dir: str, trial_id: str, metric: str, history: dict, times: dict) -> None:
+    """The epochs of ``trial_id``'s newest saved state that ``history`` lacks, into ``history`` and ``times``."""
+    from lrtune.training.checkpoints import StateStore
+
+    store = StateStore(sweep_dir, trial_id)
+    states = store.states()
+    if not states:
+        return
+    for row in store.meta(states[-1].name).get("history", []):
+        epoch, value = row.get("epoch"), row.get(metric)
+        if epoch is None or value is None or epoch in history.get(trial_id, {}):
+            continue
+        history.setdefault(trial_id, {})[epoch] = value
+        if row.get("epoch_end") is not None:
+            times.setdefault(trial_id, {})[epoch] = float(row["epoch_end"])

@@ -203,7 +203,8 @@ def run_trials(
         # decisions again from the rows, trial statuses and exploits (lrtune.engine.record).
         scheduler = tune_internals.restored_scheduler(tuner)
         if hasattr(scheduler, "restore_decisions"):
-            scheduler.restore_decisions(read_record(folder.path, spec.metric))
+            with_states = getattr(scheduler, "reads_state_histories", False)
+            scheduler.restore_decisions(read_record(folder.path, spec.metric, with_states=with_states))
     else:
         scheduler = config.scheduler if config is not None else None
         tuner = tune.Tuner(
