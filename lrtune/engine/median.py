@@ -17,7 +17,9 @@ killed. The rows include the epochs that only an unfinished trial's newest
 saved state holds (a killed driver had not written them yet): without them
 a trial judged before those trials replay their epochs met too few samples
 and was paused, and judged next at a later epoch that fewer trials had
-reached (a hopeless trial ran to the end that way). A result at a time the rule already holds for a trial (a resumed
+reached (a hopeless trial ran to the end that way).
+
+A result at a time the rule already holds for a trial (a resumed
 trial replaying the epochs after its checkpoint, a trial's last result
 given again when it completes) replaces the one held instead of counting
 twice.

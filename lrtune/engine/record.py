@@ -76,12 +76,12 @@ def read_record(sweep_dir: str, metric: str, *, with_states: bool = False) -> Sw
     exploits: tuple[Mapping[str, Any], ...] = ()
     if folder.exists(folder.exploits_path):
         exploits = tuple(pq.read_table(folder.exploits_path, filesystem=folder.fs).to_pylist())
-    status = {t["trial_id"]: t["status"] for t in trials}
+    record = SweepRecord(history, {t["trial_id"]: t["status"] for t in trials}, exploits, times)
     if with_states:
-        for trial_id, state in status.items():
-            if state not in ("done", "stopped_early", "diverged"):
+        for trial_id in record.status:
+            if not record.over(trial_id):
                 _add_state_history(sweep_dir, trial_id, metric, history, times)
-    return SweepRecord(history, status, exploits, times)
+    return record
 
 
 def _add_state_history(sweep_dir: str, trial_id: str, metric: str, history: dict, times: dict) -> None:
