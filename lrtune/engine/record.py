@@ -76,12 +76,13 @@ def read_record(sweep_dir: str, metric: str, *, with_states: bool = False) -> Sw
     exploits: tuple[Mapping[str, Any], ...] = ()
     if folder.exists(folder.exploits_path):
         exploits = tuple(pq.read_table(folder.exploits_path, filesystem=folder.fs).to_pylist())
-    record = SweepRecord(history, {t["trial_id"]: t["status"] for t in trials}, exploits, times)
+    status = {t["trial_id"]: t["status"] for t in trials}
     if with_states:
-        for trial_id in record.status:
-            if not record.over(trial_id):
+        statuses = SweepRecord(status=status)
+        for trial_id in status:
+            if not statuses.over(trial_id):
                 _add_state_history(sweep_dir, trial_id, metric, history, times)
-    return record
+    return SweepRecord(history, status, exploits, times)
 
 
 def _add_state_history(sweep_dir: str, trial_id: str, metric: str, history: dict, times: dict) -> None:
