@@ -172,6 +172,49 @@ def test_a_restored_run_withdraws_rows_that_a_merge_moved(tmp_path):
     assert len(rows) == EPOCHS * MERGE_FAN_IN - 1
 
 
+def save_state_meta(sweep_dir, trial: Trial, history: list[dict], run: str) -> None:
+    """A complete saved state's ``trial.json`` (what the sink reads of a state), as StateStore.save writes it."""
+    epoch = history[-1]["epoch"]
+    state = sweep_dir / trial.trial_id / "state" / f"epoch-{epoch:06d}-{run}"
+    state.mkdir(parents=True)
+    meta = {"trial_id": trial.trial_id, "run": run, "hparams": {**trial.config["arm"], "seed": 1}}
+    (state / "trial.json").write_text(json.dumps({**meta, "epoch": epoch, "history": history}))
+
+
+def test_a_trial_stopped_without_running_again_ends_with_the_rows_of_its_newest_state(tmp_path):
+    # Found by the sha kill soak (seed 678938): a trial trained epoch 2 in a run whose driver was
+    # killed before its row was written; after --resume, sha's restored verdict stopped it while
+    # pending, so it never replayed epoch 2. Its newest state (the model it ends with) holds it.
+    sweep_dir = tmp_path / "s"
+    run1, run2 = "0123456789ab", "ba9876543210"  # run ids as trials make them (hex)
+    trial = make_trial(1)
+    first = make_sink(sweep_dir, flush_seconds=0.0)
+    row1 = result(trial, 1, run=run1, lineage=[])
+    first.on_trial_result(1, [trial], trial, row1)
+    first.flush()  # the first driver wrote epoch 1, then died with epoch 2's row
+    row2 = {**result(trial, 2, run=run2), "hparams": None}
+    clean = [
+        {k: v for k, v in r.items() if k not in ("lineage", "restored_epoch", "restored_from")}
+        for r in (row1, row2)
+    ]
+    save_state_meta(sweep_dir, trial, clean[:1], run1)
+    save_state_meta(sweep_dir, trial, clean, run2)
+
+    resumed = make_sink(sweep_dir)
+    trial.set_status(Trial.PENDING)
+    resumed.on_trial_complete(3, [trial], trial)
+    trial.set_status(Trial.TERMINATED)
+    resumed.on_experiment_end([trial])
+    rows = sorted(load(str(sweep_dir)).to_pylist(), key=lambda r: r["epoch"])
+    assert [(r["epoch"], r["run"], r["accuracy"]) for r in rows] == [
+        (1, run1, row1["accuracy"]),
+        (2, run2, row2["accuracy"]),
+    ]
+    (status,) = pq.read_table(sweep_dir / "trials.parquet").to_pylist()
+    assert (status["status"], status["epochs_run"]) == ("stopped_early", 2)
+    assert resumed.rows_dropped == 0
+
+
 def test_trials_parquet_is_not_rewritten_at_every_trial_end_but_is_right_at_the_end(tmp_path):
     trials = [make_trial(i) for i in range(20)]
     sink = make_sink(tmp_path / "s", flush_seconds=3600)

@@ -227,11 +227,13 @@ class ParquetSink(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._trials = trials
+        self._settle(trial)
         self.flush(tables=False)
         self._show("trial_ended", trial.trial_id, self._ended_status(trial.trial_id, errored=False))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._trials = trials
+        self._settle(trial)
         self.flush(tables=False)
         self._show("trial_ended", trial.trial_id, self._ended_status(trial.trial_id, errored=True))
 
@@ -402,6 +404,26 @@ class ParquetSink(Callback):
                     "timestamp": dt.datetime.now(dt.timezone.utc),
                 }
             )
+
+    def _settle(self, trial) -> None:
+        """Make an ending trial's rows those of the state it ends with, where its newest state is past them.
+
+        A trial can end without running again: after ``--resume``, a
+        scheduler's restored verdict stops it while it is pending. The
+        epochs it trained in a killed driver's run whose rows were lost with
+        that driver are then only in its newest saved state, the model it
+        ends with; a run would have resumed from that state
+        (:func:`lrtune.training.checkpoints.choose_state`) and replayed them.
+        """
+        from lrtune.training.checkpoints import StateStore, choose_state
+
+        store = StateStore(self.sweep_dir, trial.trial_id)
+        chosen = choose_state(store, None, trial_config(trial.config), None)
+        if chosen is None or chosen[1].epoch <= self._log_of(trial.trial_id).epochs_run:
+            return
+        state = chosen[1]
+        history = store.meta(state.name).get("history", [])
+        self._reconcile(trial.trial_id, trial.config, state.epoch, history, trial.trial_id)
 
     def _withdraw(self, trial_id: str, epochs: set[int]) -> None:
         log = self._log_of(trial_id)
