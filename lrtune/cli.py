@@ -184,8 +184,21 @@ def find(
         Optional[str], typer.Option(help="Results subfolder (default: <the file's name:>-lr-range).")
     ] = None,
     steps: Annotated[
-        int, typer.Option(min=2, help="Training steps per test (the lr rises each step).")
+        int,
+        typer.Option(
+            min=2,
+            help="Training steps of the first ramp (the lr rises each step); a curve that cannot be read "
+            "runs again twice as long, up to --max-steps.",
+        ),
     ] = 100,
+    max_steps: Annotated[
+        Optional[int],
+        typer.Option(
+            min=2,
+            help="The longest ramp (default: the steps of one trial of the sweep, epochs x steps per epoch; "
+            "--max-steps equal to --steps: one ramp).",
+        ),
+    ] = None,
     min_lr: Annotated[float, typer.Option(help="The lr at the first step.")] = 1e-7,
     max_lr: Annotated[float, typer.Option(help="The lr at the last step.")] = 10.0,
     repeats: Annotated[
@@ -204,7 +217,7 @@ def find(
     try:
         spec = load_spec(sweep_file, list(set_ or []))
         outcome = run_find(
-            spec, storage=storage, data=data, name=name, steps=steps, min_lr=min_lr, max_lr=max_lr,
+            spec, storage=storage, data=data, name=name, steps=steps, max_steps=max_steps, min_lr=min_lr, max_lr=max_lr,
             repeats=repeats, address=address, max_concurrent=max_concurrent, source=str(sweep_file),
         )  # fmt: skip
     except StorageError as e:

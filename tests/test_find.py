@@ -12,7 +12,14 @@ import pytest
 
 from lrtune.engine.find import range_arms
 from lrtune.engine.sweep import SweepError
-from lrtune.results.lr_range import Suggestion, load_lr_range, lr_bounds, space_fragment, suggest
+from lrtune.results.lr_range import (
+    NOISE_SIGMAS,
+    Suggestion,
+    load_lr_range,
+    lr_bounds,
+    space_fragment,
+    suggest,
+)
 from lrtune.spec import load_spec, parse_spec, parse_yaml
 from lrtune.training.lr_range import RangeSettings, SmoothedLoss, range_schedule, run_range_test, smoothed
 
@@ -20,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sweep_runs import ROOT, lrtune  # noqa: E402
 
 STEPS = 30
+#: Ramps of 30, 60 and 120 steps: a curve that cannot be read at 30 runs again.
+MAX_STEPS = 120
 
 
 def make_spec(text: str):
@@ -111,6 +120,20 @@ def test_bounds_span_the_suggestions_or_a_decade_around_them_capped_at_the_minim
     assert lr_bounds(past_minimum) == (0.01, 0.1)
 
 
+def test_the_steepest_descent_is_searched_on_the_descent_not_on_a_wiggle_of_the_flat_start():
+    # A long ramp (200 steps a decade): a dip of 0.005 at 1e-6, inside the noise, falls faster per
+    # log(lr) than the real descent of 0.3 over two decades (1e-3 to 1e-1).
+    rng = np.random.default_rng(2)
+    lrs = np.logspace(-7, 1, 1601)
+    loss = 0.69 - 0.3 * np.clip(np.log10(lrs / 1e-3) / 2, 0, 1)
+    dip = np.argmin(abs(np.log10(lrs) + 6))
+    loss[dip : dip + 3] -= [0.005, 0.005, 0.0]
+    raw = loss + 0.05 * rng.standard_normal(len(lrs))
+    s = suggest(lrs, loss, raw)
+    assert 1e-3 <= s.steepest <= 1e-1, s
+    assert s.fall > NOISE_SIGMAS * s.noise
+
+
 def test_a_curve_that_falls_less_than_its_noise_gives_no_range():
     import pyarrow as pa
 
@@ -127,7 +150,10 @@ def test_a_curve_that_falls_less_than_its_noise_gives_no_range():
     ]
     arms = {a.arm: a for a in suggest_arms(pa.Table.from_pylist(rows))}
     flat, falls = arms["flat"].repeats[0], arms["falls"].repeats[0]
-    assert flat.noise == pytest.approx(0.05 * math.sqrt(0.02 / 1.98), rel=0.3)  # the EWMA of N(0, 0.05**2)
+    # The fall's sd under N(0, 0.05**2) batch noise: the first value read averages 21 losses.
+    assert flat.noise == pytest.approx(
+        0.05 * math.sqrt(0.0101 * (1 + 0.98**21) / (1 - 0.98**21) + 0.0101), rel=0.3
+    )
     assert arms["flat"].flat and flat.fall < NOISE_SIGMAS * flat.noise
     assert not arms["falls"].flat and falls.fall > 0.25
 
@@ -207,6 +233,83 @@ def test_a_test_that_does_not_diverge_runs_every_step(tiny_dataset):
     assert [r["status"] for r in flat][-2:] == ["running", "done"]
 
 
+def test_a_curve_that_cannot_be_read_runs_again_twice_as_long_from_the_same_start(tiny_dataset):
+    # 1e-6 to 1e-5 in a dozen steps: nothing is learned, no ramp can be read.
+    rows = []
+    settings = RangeSettings(
+        batch_size=16, steps=12, max_steps=40, min_lr=1e-6, max_lr=1e-5, threads=1, report_every=5
+    )
+    assert settings.ramps() == [12, 24, 40]
+    status = run_range_test({"optimizer": "sgd", "seed": 3}, tiny_dataset, settings, rows.append)
+    assert status == "done"
+    flat = [r for chunk in rows for r in chunk]
+    ramps = {n: [r for r in flat if r["length"] == n] for n in (12, 24, 40)}
+    assert [len(ramp) for ramp in ramps.values()] == [12, 24, 40]
+    for n, ramp in ramps.items():
+        assert [r["step"] for r in ramp] == list(range(1, n + 1))
+        np.testing.assert_allclose([r["lr"] for r in ramp], np.logspace(-6, -5, n), rtol=1e-5)
+        assert {r["status"] for r in ramp[:-1]} == {"running"}
+    assert [ramp[-1]["status"] for ramp in ramps.values()] == ["lengthened", "lengthened", "done"]
+    # Each ramp starts from the same model and batches: its first step's loss is the same.
+    assert ramps[24][0]["loss"] == pytest.approx(ramps[12][0]["loss"]) == pytest.approx(ramps[40][0]["loss"])
+    # Each ramp's last chunk is sent when it ends, so the driver sees a ramp whole before the next.
+    assert all(
+        chunk[-1]["status"] == "running" or chunk[-1] is flat[-1] or chunk[-1]["status"] == "lengthened"
+        for chunk in rows
+    )
+
+
+def test_a_readable_curve_is_not_lengthened(tiny_dataset, monkeypatch):
+    from lrtune.training import lr_range
+
+    monkeypatch.setattr(lr_range, "_reads", lambda curve: True)
+    rows = []
+    settings = RangeSettings(batch_size=16, steps=12, max_steps=48, min_lr=1e-6, max_lr=1e-5, threads=1)
+    assert run_range_test({"optimizer": "sgd", "seed": 3}, tiny_dataset, settings, rows.append) == "done"
+    assert {r["length"] for chunk in rows for r in chunk} == {12}
+
+
+def test_suggestions_read_each_trials_last_ramp_and_the_sink_keeps_every_ramp_once(tmp_path):
+    import pyarrow as pa
+    from ray.tune.experiment import Trial
+
+    from lrtune.engine.find import RangeSink
+    from lrtune.results.lr_range import last_ramps, load_lr_range, suggest_arms
+
+    rng = np.random.default_rng(1)
+
+    def ramp(n: int, falls: bool) -> list[dict]:
+        lrs = np.logspace(-5, 1, n)
+        raw = 0.69 - (0.3 * (np.log10(lrs) > -2) if falls else 0) + 0.05 * rng.standard_normal(n)
+        out = [
+            {"length": n, "step": i + 1, "lr": lr, "loss": x, "smoothed_loss": s, "status": "running",
+             "timestamp": 1.0e9 + i}
+            for i, (lr, x, s) in enumerate(zip(lrs, raw, smoothed(raw), strict=True))
+        ]  # fmt: skip
+        out[-1]["status"] = "done" if falls else "lengthened"
+        return out
+
+    sink = RangeSink(str(tmp_path), name="t")
+    sink.setup()
+    config = {"arm": {"optimizer": "sgd", "label": "sgd", "momentum": 0.0}, "repeat": 0}
+    trial = Trial("lrtune_find", config=config, trial_id="t_0", stub=True)  # Tune's own, as in test_sink
+    first, second = ramp(100, falls=False), ramp(200, falls=True)
+    for rows in (first, second, second[-20:]):  # the last report delivered twice
+        sink.on_trial_result(0, [trial], trial, {"rows": rows, "seed": 0, "node": "n"})
+    sink.on_experiment_end([])
+    table = load_lr_range(str(tmp_path))
+    assert table.num_rows == 300
+    assert last_ramps(table)["length"].to_pylist() == [200] * 200
+    (arm,) = suggest_arms(table)
+    assert arm.ramps == ((100, 200),) and not arm.flat
+    # A table written before ramps were lengthened (no length column) reads as one ramp.
+    old = pa.Table.from_pylist(
+        [{k: v for k, v in r.items() if k != "length"} | {"trial_id": "t_0", "arm": "sgd"} for r in first]
+    )
+    (arm,) = suggest_arms(old.append_column("length", pa.nulls(old.num_rows, pa.int32())))
+    assert arm.flat and arm.ramps == ((0,),)
+
+
 # --- the command, on a real local Ray ---------------------------------------------------
 
 
@@ -234,7 +337,7 @@ space:
     )
     result = lrtune(
         "find", sweep, "--data", cifar_archive, "--storage", folder / "results",
-        "--steps", STEPS, "--min-lr", "1e-5", "--max-lr", "1e3",
+        "--steps", STEPS, "--max-steps", MAX_STEPS, "--min-lr", "1e-5", "--max-lr", "1e3",
         env={"LRTUNE_TEST_TEARDOWN_SECONDS": "3"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -259,7 +362,8 @@ def test_max_concurrent_runs_one_range_test_at_a_time(find_run, cifar_archive):
     folder, _, _ = find_run
     result = lrtune(
         "find", folder / "tiny.yaml", "--data", cifar_archive, "--storage", folder / "results",
-        "--name", "serial", "--steps", STEPS, "--min-lr", "1e-5", "--max-lr", "1e3", "--max-concurrent", 1,
+        "--name", "serial", "--steps", STEPS, "--max-steps", STEPS, "--min-lr", "1e-5", "--max-lr", "1e3",
+        "--max-concurrent", 1,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     spans = _spans(folder / "results" / "serial")
@@ -276,22 +380,29 @@ def test_every_trial_step_lands_once(find_run):
     trials = pc.unique(table["trial_id"]).to_pylist()
     assert len(trials) == 4  # 2 arms x 2 repeats
     for trial in trials:
-        steps = table.filter(pc.equal(table["trial_id"], trial))["step"].to_pylist()
-        assert steps == list(range(1, len(steps) + 1))
+        mine = table.filter(pc.equal(table["trial_id"], trial)).to_pylist()
+        lengths = list(dict.fromkeys(r["length"] for r in mine))
+        assert lengths == [STEPS, 2 * STEPS, 4 * STEPS][: len(lengths)]  # each ramp twice the last
+        for length in lengths:
+            ramp = [r for r in mine if r["length"] == length]
+            assert [r["step"] for r in ramp] == list(range(1, len(ramp) + 1))
+            assert ramp[-1]["status"] == ("lengthened" if length != lengths[-1] else ramp[-1]["status"])
     raw = __import__("pyarrow.dataset", fromlist=["dataset"]).dataset(run_dir / "lr_range").to_table()
     assert raw.num_rows == table.num_rows  # no duplicates on disk, not merely dropped when read
 
 
 @pytest.mark.ray
 def test_a_diverging_test_stops_early_and_says_so(find_run):
+    from lrtune.results.lr_range import last_ramps
+
     _, _, run_dir = find_run
-    table = load_lr_range(str(run_dir))
+    table = last_ramps(load_lr_range(str(run_dir)))
     sgd = table.filter(pc.equal(table["optimizer"], "sgd")).to_pylist()
     by_trial: dict[str, list] = {}
     for r in sgd:
         by_trial.setdefault(r["trial_id"], []).append(r)
     for rows in by_trial.values():
-        assert len(rows) < STEPS
+        assert len(rows) < rows[0]["length"]
         assert rows[-1]["status"] == "diverged" and {r["status"] for r in rows[:-1]} == {"running"}
         last = rows[-1]["smoothed_loss"]
         assert not math.isfinite(last) or last > 4 * min(r["smoothed_loss"] for r in rows[:-1])
@@ -319,6 +430,10 @@ def test_the_printed_fragment_passes_validate(find_run):
 def test_suggestions_are_printed_per_arm_and_the_figures_written(find_run):
     _, result, run_dir = find_run
     assert "# sgd momentum=0.9" in result.stdout and "# adam" in result.stdout
+    assert (
+        f"# ramps: {STEPS} steps first; a curve that cannot be read (its smoothed loss fell less than 5 times "
+        f"its noise) runs again twice as long, up to {MAX_STEPS} steps (--max-steps;"
+    ) in result.stdout
     assert (run_dir / "lr_range.png").stat().st_size > 10_000
     page = (run_dir / "lr_range.html").read_text()
     assert "data:image/png;base64," in page and "loguniform" in page

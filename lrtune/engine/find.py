@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import time
 import uuid
@@ -119,9 +120,9 @@ NOT_RANGE_TESTED = ("schedule_free_adamw",)
 
 
 class RangeSink(Callback):
-    """Write each range-test trial's rows to ``<sweep_dir>/lr_range/`` (one row per (trial, step)).
+    """Write each range-test trial's rows to ``<sweep_dir>/lr_range/`` (one row per (trial, ramp length, step)).
 
-    A row whose (trial, step) was written before is dropped, so a result
+    A row whose (trial, length, step) was written before is dropped, so a result
     delivered twice lands once. Rows wait in memory at most
     ``flush_seconds``; a finished trial's rows are written at once.
 
@@ -130,6 +131,7 @@ class RangeSink(Callback):
     """
 
     def __init__(self, sweep_dir: str, *, name: str, flush_seconds: float = 2.0):
+        # A key per row: (trial, ramp length, step).
         self.sweep_dir = sweep_dir.rstrip("/")
         self.name = name
         self.flush_seconds = flush_seconds
@@ -139,7 +141,7 @@ class RangeSink(Callback):
             folder.fs, folder.lr_range_path, LR_RANGE_SCHEMA, session, self._storage_error
         )
         self._fs, self._root = folder.fs, folder.lr_range_path
-        self._seen: set[tuple[str, int]] = set()
+        self._seen: set[tuple[str, int, int]] = set()
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self.errors: dict[str, str] = {}
@@ -176,7 +178,7 @@ class RangeSink(Callback):
         arm = config.get("arm", {})
         settings = {f"config.{k}": arm.get(k) for k in SETTING_COLUMNS}
         for row in result.get("rows", ()):
-            key = (trial_id, int(row["step"]))
+            key = (trial_id, int(row.get("length", 0)), int(row["step"]))
             if key in self._seen:
                 continue
             self._seen.add(key)
@@ -184,6 +186,7 @@ class RangeSink(Callback):
                 {
                     "sweep": self.name,
                     "trial_id": trial_id,
+                    "length": int(row.get("length", 0)),
                     "step": int(row["step"]),
                     "lr": float(row["lr"]),
                     "loss": float(row["loss"]),
@@ -213,7 +216,7 @@ class RangeSink(Callback):
         if len(names) < 2:
             return
         table = pa.concat_tables([self._parts.read(n) for n in names])
-        table = table.sort_by([("trial_id", "ascending"), ("step", "ascending")])
+        table = table.sort_by([("trial_id", "ascending"), ("length", "ascending"), ("step", "ascending")])
         self._parts.add(table, replaces=names, kind="compacted")
 
 
@@ -228,6 +231,8 @@ class FindOutcome:
     html: str | None
     png: str | None
     seconds: float
+    ramps: tuple[int, ...] = ()  # the ramp lengths a test could run (RangeSettings.ramps)
+    max_steps_why: str = ""  # where the longest came from
 
 
 def run_find(
@@ -237,6 +242,7 @@ def run_find(
     data: str | None = None,
     name: str | None = None,
     steps: int = 100,
+    max_steps: int | None = None,
     min_lr: float = 1e-7,
     max_lr: float = 10.0,
     repeats: int | None = None,
@@ -251,7 +257,11 @@ def run_find(
         spec: the validated sweep; its model, batch size, data, seed and
             resources are the test's.
         name: the results folder ``<storage>/<name>``; default ``<spec.name>-lr-range``.
-        steps, min_lr, max_lr: the ramp (:func:`lrtune.training.lr_range.range_schedule`).
+        steps, min_lr, max_lr: the first ramp (:func:`lrtune.training.lr_range.range_schedule`).
+        max_steps: the longest ramp: a test whose curve cannot be read runs again
+            twice as long, up to this (:func:`lrtune.training.lr_range.run_range_test`).
+            Default: as many steps as one trial of the sweep trains,
+            ``epochs * ceil(training images / batch_size)``, and at least ``steps``.
         repeats: trials per configuration, seeds ``spec.seed + r``; default ``spec.repeats``.
         address, max_concurrent: as :func:`lrtune.engine.sweep.run_sweep` (the
             same Ray, the same trial slots: ``max_concurrent`` range tests run at once).
@@ -266,7 +276,13 @@ def run_find(
     from ray import tune
 
     from lrtune.engine.driver import Driver, with_model_function
-    from lrtune.results.lr_range import load_lr_range, space_fragment, suggest_arms, write_lr_range_report
+    from lrtune.results.lr_range import (
+        last_ramps,
+        load_lr_range,
+        space_fragment,
+        suggest_arms,
+        write_lr_range_report,
+    )
     from lrtune.spec import Scheduler
     from lrtune.training.lr_range import RangeSettings, range_schedule, tune_range_trainable
 
@@ -275,6 +291,8 @@ def run_find(
         range_schedule(min_lr, max_lr, steps)
     except ValueError as e:
         raise SweepError(f"--min-lr/--max-lr/--steps: {e}") from None
+    if max_steps is not None and max_steps < steps:
+        raise SweepError(f"--max-steps must be >= --steps ({steps}), got {max_steps}")
     repeats = spec.repeats if repeats is None else repeats
     if repeats < 1:
         raise SweepError(f"--repeats must be >= 1, got {repeats}")
@@ -294,10 +312,17 @@ def run_find(
         driver.check_writable()
         driver.start()
         driver.lock()
+        per_epoch = math.ceil(len(driver.dataset.x_train) / spec.batch_size)
+        if max_steps is None:
+            max_steps = max(steps, spec.epochs * per_epoch)
+            why = f"a trial of the sweep: {spec.epochs} epochs of {per_epoch} steps"
+        else:
+            why = f"--max-steps; a trial of the sweep trains {spec.epochs * per_epoch}"
         settings = RangeSettings(
             model=driver.model,
             batch_size=spec.batch_size,
             steps=steps,
+            max_steps=max_steps,
             min_lr=min_lr,
             max_lr=max_lr,
             threads=max(1, int(spec.resources.cpu)),
@@ -308,6 +333,8 @@ def run_find(
             "sweep": spec.to_yaml_dict(),
             "source": source,
             "steps": steps,
+            "max_steps": max_steps,
+            "ramps": settings.ramps(),
             "min_lr": min_lr,
             "max_lr": max_lr,
             "repeats": repeats,
@@ -352,6 +379,7 @@ def run_find(
     except FileNotFoundError:
         table = LR_RANGE_SCHEMA.empty_table()
     found = suggest_arms(table)
+    table = last_ramps(table)
     by_label = {a.arm: a for a in found}
     ranges: dict[int, tuple[float, float]] = {}
     for arm in arms:
@@ -375,4 +403,6 @@ def run_find(
         html=html,
         png=png,
         seconds=time.monotonic() - started_at,
+        ramps=tuple(settings.ramps()),
+        max_steps_why=why,
     )

@@ -1,10 +1,14 @@
 """Reading a learning-rate range test: its table, the suggested rates, the ``space:`` fragment, the figure.
 
 ``lrtune find`` writes ``<storage>/<name>/lr_range/``, a Parquet dataset
-with one row per (trial, step), schema :data:`LR_RANGE_SCHEMA`; ``lrtune
-results DIR --sql`` reads it as the table ``lr_range``.
+with one row per (trial, ramp length, step), schema :data:`LR_RANGE_SCHEMA`;
+``lrtune results DIR --sql`` reads it as the table ``lr_range``. A trial
+whose curve could not be read ran again on a longer ramp
+(:func:`lrtune.training.lr_range.run_range_test`); the suggestions and the
+figure read each trial's last ramp (:func:`last_ramps`).
 
-Two suggestions per curve (:func:`suggest`), as fastai's ``lr_find``
+Two suggestions per curve (:func:`lrtune.training.lr_range.suggest`, which
+lives with the trial that reads its own curve; re-exported here), as fastai's ``lr_find``
 defines them (``fastai/callback/schedule.py``, ``steep`` and ``minimum``),
 both read off the smoothed loss after dropping its first tenth and last
 five steps (fastai's ``lr_find`` slices ``[num_it//10:-5]``; Lightning's
@@ -40,14 +44,19 @@ import pyarrow as pa
 import yaml
 
 from lrtune.results.tables import CONFIG_COLUMNS
-from lrtune.training.lr_range import BETA
+from lrtune.training.lr_range import NOISE_SIGMAS, SKIP_END, Suggestion, readable, suggest
 from lrtune.training.optimizers import DEFAULTS as OPTIMIZER_DEFAULTS
 
 __all__ = [
     "LR_RANGE_SCHEMA",
+    "NOISE_SIGMAS",
+    "SKIP_END",
     "Suggestion",
     "ArmSuggestions",
     "load_lr_range",
+    "last_ramps",
+    "ramp_lengths",
+    "readable",
     "suggest",
     "suggest_arms",
     "lr_bounds",
@@ -62,14 +71,18 @@ SETTING_COLUMNS: dict[str, pa.DataType] = {
     k: t for k, t in CONFIG_COLUMNS.items() if k != "lr" and any(k in d for d in OPTIMIZER_DEFAULTS.values())
 }
 
-#: One row per (trial, step). ``arm``: the label of the optimizer configuration
+#: One row per (trial, ramp length, step). ``length``: the steps of the ramp the row is on
+#: (a trial whose curve could not be read ran again on a longer one; null in a test
+#: written before ramps were lengthened). ``arm``: the label of the optimizer configuration
 #: (``sgd momentum=0.5``); ``lr``: the rate that step applied; ``loss``: that
 #: step's batch loss; ``smoothed_loss``: :class:`lrtune.training.lr_range.SmoothedLoss`;
-#: ``status``: ``running``, or on a trial's last row ``done`` or ``diverged``.
+#: ``status``: ``running``, or on a ramp's last row ``done``, ``diverged`` or
+#: ``lengthened`` (unreadable: a longer ramp follows).
 LR_RANGE_SCHEMA = pa.schema(
     [
         pa.field("sweep", pa.string(), nullable=False),
         pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("length", pa.int32()),
         pa.field("step", pa.int32(), nullable=False),
         pa.field("lr", pa.float64()),
         pa.field("loss", pa.float64()),
@@ -85,19 +98,11 @@ LR_RANGE_SCHEMA = pa.schema(
     ]
 )
 
-#: Steps dropped before reading suggestions: the first tenth and the last few (fastai's ``[num_it//10:-5]``).
-SKIP_END = 5
-#: lrtune's own rule (fastai and Lightning have none): a curve whose smoothed loss falls
-#: less than this many standard deviations of its own noise below its first value read
-#: found no range; its "suggestions" would be noise. The noise of an exponentially
-#: weighted average of independent values of standard deviation ``sd`` is
-#: ``sd * sqrt((1 - beta) / (1 + beta))`` (0.1 ``sd`` at ``beta = 0.98``); ``sd`` is
-#: estimated from the batch losses' distance to the smoothed curve up to its minimum.
-NOISE_SIGMAS = 5.0
-
 
 def load_lr_range(sweep_dir: str) -> pa.Table:
-    """Every (trial, step) row of the range test at ``sweep_dir``, sorted, duplicates dropped.
+    """Every (trial, ramp length, step) row of the range test at ``sweep_dir``, sorted, duplicates dropped.
+
+    Every ramp's rows, the lengthened ones too; :func:`last_ramps` keeps each trial's last.
 
     Raises:
         FileNotFoundError: no ``lr_range/`` under ``sweep_dir``.
@@ -113,111 +118,62 @@ def load_lr_range(sweep_dir: str) -> pa.Table:
             f"{sweep_dir}: no lr_range/ dataset here; expected the folder of an `lrtune find`"
         )
     table = ds.dataset(path, filesystem=fs_, schema=LR_RANGE_SCHEMA, format="parquet").to_table()
-    table = table.sort_by([("trial_id", "ascending"), ("step", "ascending")])
+    table = table.sort_by([("trial_id", "ascending"), ("length", "ascending"), ("step", "ascending")])
     # A reader that catches a compaction between its new file and the old ones going sees rows twice.
     keep = np.ones(table.num_rows, dtype=bool)
     ids, steps = table["trial_id"].to_numpy(zero_copy_only=False), table["step"].to_numpy()
-    keep[1:] = (ids[1:] != ids[:-1]) | (steps[1:] != steps[:-1])
+    lengths = _lengths(table)
+    keep[1:] = (ids[1:] != ids[:-1]) | (lengths[1:] != lengths[:-1]) | (steps[1:] != steps[:-1])
     return table.filter(pa.array(keep)) if not keep.all() else table
 
 
-@dataclasses.dataclass(frozen=True)
-class Suggestion:
-    """The suggestions from one curve (one trial).
+def _lengths(table: pa.Table) -> np.ndarray:
+    """The ``length`` column as integers, 0 where null (a test written before ramps were lengthened)."""
+    import pyarrow.compute as pc
 
-    ``steepest``, ``minimum_tenth``, ``lr_at_minimum``: learning rates (see
-    :func:`suggest`); ``smoothed_minimum``: the smoothed loss there;
-    ``diverged``: whether the test stopped before its last step (set from
-    the rows' status by :func:`suggest_arms`); ``steps``: the curve's length;
-    ``fall``: ``s_first - s_min`` of the smoothed loss over the steps read;
-    ``noise``: the smoothed loss's standard deviation from batch noise (see
-    :data:`NOISE_SIGMAS`; NaN when no batch losses were given).
-    """
-
-    steepest: float
-    minimum_tenth: float
-    lr_at_minimum: float
-    diverged: bool
-    steps: int
-    smoothed_minimum: float = math.nan
-    fall: float = math.nan
-    noise: float = math.nan
+    if "length" not in table.column_names:
+        return np.zeros(table.num_rows, dtype=np.int64)
+    return pc.fill_null(table["length"], 0).to_numpy(zero_copy_only=False)
 
 
-def suggest(
-    lrs: Sequence[float], smoothed_losses: Sequence[float], losses: Sequence[float] | None = None
-) -> Suggestion:
-    """The steepest-descent rate and the minimum's rate / 10 of one curve (see the module).
+def ramp_lengths(table: pa.Table) -> dict[str, tuple[int, ...]]:
+    """``{trial_id: the lengths of its ramps, in order}``; the last is the one read."""
+    out: dict[str, list[int]] = {}
+    for trial_id, length in zip(table["trial_id"].to_pylist(), _lengths(table).tolist(), strict=True):
+        seen = out.setdefault(trial_id, [])
+        if not seen or seen[-1] != length:
+            seen.append(length)
+    return {k: tuple(v) for k, v in out.items()}
 
-    ``lrs`` and ``smoothed_losses``: shape ``(n,)``, the rate and the
-    smoothed loss of each step, ``lrs`` increasing; ``losses``: the batch
-    losses, for the noise estimate. The first ``n // 10`` and the last
-    :data:`SKIP_END` steps are dropped when at least 3 steps remain, and
-    non-finite losses always. The steepest descent is searched up to the
-    minimum only (lrtune's rule: fastai and Lightning search the whole
-    curve, where the fall back from a spike past the minimum can be steeper).
 
-    Raises:
-        ValueError: fewer than 2 usable steps.
-
-    >>> lrs = np.logspace(-4, 0, 41)                     # 1e-4 .. 1, 10 steps a decade
-    >>> loss = 2 - np.tanh(2 * np.log10(lrs / 1e-2))     # falls fastest at 1e-2
-    >>> loss[lrs > 0.1] = 1.0 + 5 * np.log10(lrs[lrs > 0.1] / 0.1) + (2 - np.tanh(2))
-    >>> s = suggest(lrs, loss)
-    >>> bool(abs(np.log10(s.steepest) + 2) <= 0.1), round(float(np.log10(s.lr_at_minimum)), 1)
-    (True, -1.0)
-    """
-    lrs, smooth = np.asarray(lrs, dtype=float), np.asarray(smoothed_losses, dtype=float)
-    raw = np.full_like(smooth, np.nan) if losses is None else np.asarray(losses, dtype=float)
-    if lrs.shape != smooth.shape or raw.shape != smooth.shape or lrs.ndim != 1:
-        raise ValueError(
-            f"`lrs`, `smoothed_losses` and `losses` must be 1-D of one length, got {lrs.shape}, "
-            f"{smooth.shape} and {raw.shape}"
-        )
-    n = len(lrs)
-    start, end = n // 10, n - SKIP_END
-    if end - start >= 3:
-        lrs, smooth, raw = lrs[start:end], smooth[start:end], raw[start:end]
-    finite = np.isfinite(smooth) & (lrs > 0)
-    lrs, smooth, raw = lrs[finite], smooth[finite], raw[finite]
-    if len(lrs) < 2:
-        raise ValueError(f"a range-test curve needs at least 2 usable steps, got {len(lrs)} of {n}")
-    lowest = int(np.argmin(smooth))
-    slopes = np.diff(smooth[: lowest + 1]) / np.diff(np.log(lrs[: lowest + 1]))
-    steepest = float(lrs[int(np.argmin(slopes))]) if len(slopes) else float(lrs[0])
-    upto = slice(0, max(lowest, 10) + 1)
-    residual = (raw - smooth)[upto]
-    residual = residual[np.isfinite(residual)]
-    noise = float(residual.std() * math.sqrt((1 - BETA) / (1 + BETA))) if len(residual) > 1 else math.nan
-    at_min = float(lrs[lowest])
-    return Suggestion(
-        steepest=steepest,
-        minimum_tenth=at_min / 10,
-        lr_at_minimum=at_min,
-        diverged=False,
-        steps=n,
-        smoothed_minimum=float(smooth[lowest]),
-        fall=float(smooth[0] - smooth[lowest]),
-        noise=noise,
-    )
+def last_ramps(table: pa.Table) -> pa.Table:
+    """The rows of each trial's last (longest) ramp: the curve its suggestions are read from."""
+    if table.num_rows == 0:
+        return table
+    last = {t: lengths[-1] for t, lengths in ramp_lengths(table).items()}
+    ids, lengths = table["trial_id"].to_pylist(), _lengths(table).tolist()
+    keep = [length == last[t] for t, length in zip(ids, lengths, strict=True)]
+    return table if all(keep) else table.filter(pa.array(keep))
 
 
 @dataclasses.dataclass(frozen=True)
 class ArmSuggestions:
-    """One optimizer configuration's suggestions over its repeats, and the range derived from them."""
+    """One optimizer configuration's suggestions over its repeats, and the range derived from them.
+
+    ``ramps``: per repeat, the lengths (steps) of the ramps it ran; the last is the one read.
+    """
 
     arm: str
     trial_ids: tuple[str, ...]
     repeats: tuple[Suggestion, ...]
     low: float
     high: float
+    ramps: tuple[tuple[int, ...], ...] = ()
 
     @property
     def flat(self) -> bool:
         """No repeat's smoothed loss fell :data:`NOISE_SIGMAS` times its noise below its start: no range found."""
-        return not any(
-            s.fall > NOISE_SIGMAS * s.noise or (math.isnan(s.noise) and s.fall > 0) for s in self.repeats
-        )
+        return not any(readable(s) for s in self.repeats)
 
     def spread(self, name: str) -> tuple[float, float, float]:
         """``(geometric mean, min, max)`` of suggestion ``name`` over the repeats."""
@@ -255,8 +211,11 @@ def lr_bounds(suggestions: Sequence[Suggestion]) -> tuple[float, float]:
 def suggest_arms(table: pa.Table) -> list[ArmSuggestions]:
     """Per arm (in the order the table first names them), every trial's :func:`suggest` and :func:`lr_bounds`.
 
-    Trials whose curve has fewer than 2 usable steps are left out.
+    Each trial's curve is its last ramp (:func:`last_ramps`). Trials whose
+    curve has fewer than 2 usable steps are left out.
     """
+    ramps = ramp_lengths(table)
+    table = last_ramps(table)
     rows: dict[str, dict[str, list]] = {}
     arm_of: dict[str, str] = {}
     for r in table.select(["trial_id", "arm", "lr", "loss", "smoothed_loss"]).to_pylist():
@@ -287,6 +246,7 @@ def suggest_arms(table: pa.Table) -> list[ArmSuggestions]:
                 repeats=tuple(s for _, s in found),
                 low=low,
                 high=high,
+                ramps=tuple(ramps[t] for t, _ in found),
             )
         )
     return out
@@ -439,6 +399,14 @@ with repeats, their geometric mean [min, max].</p>
     return RangeReportFiles(html=str(out), png=str(png))
 
 
+def _steps_text(arm: ArmSuggestions) -> str:
+    """The length of the ramps read, ``800`` or ``400-1600`` when repeats differ."""
+    last = sorted({r[-1] for r in arm.ramps if r})
+    if not last:
+        return "?"
+    return f"{last[0]}" if len(last) == 1 else f"{last[0]}-{last[-1]}"
+
+
 def _spread_text(arm: ArmSuggestions, name: str) -> str:
     mean, low, high = arm.spread(name)
     return f"{mean:.3g}" if len(arm.repeats) == 1 else f"{mean:.3g} [{low:.3g}, {high:.3g}]"
@@ -451,6 +419,7 @@ def format_suggestions(outcome) -> str:
     the fragment starts with ``#``, so the whole output pastes into a sweep file.
     """
     width = max([len(a.arm) for a in outcome.arms] + [3])
+    ramps = list(outcome.ramps) or [0]
     lines = [
         f"# lr range test: {len(outcome.arms)} optimizer configurations in {outcome.seconds:.0f} s; "
         "steepest descent of the smoothed loss and its minimum / 10 (fastai's lr_find), "
@@ -459,14 +428,22 @@ def format_suggestions(outcome) -> str:
             if any(len(a.repeats) > 1 for a in outcome.arms)
             else "one run each"
         ),
-        f"# {'arm':<{width}}  {'steepest':<26}  {'minimum / 10':<26}  range for the sweep",
+        (
+            f"# ramps: {ramps[0]} steps first; a curve that cannot be read (its smoothed loss fell less than "
+            f"{NOISE_SIGMAS:g} times its noise) runs again twice as long, up to {ramps[-1]} steps "
+            f"({outcome.max_steps_why})"
+            if len(ramps) > 1
+            else f"# ramps: {ramps[0]} steps, not lengthened (--max-steps {ramps[0]})"
+        ),
+        f"# {'arm':<{width}}  {'steps':<11}  {'steepest':<26}  {'minimum / 10':<26}  range for the sweep",
     ]
     for a in outcome.arms:
         diverged = sum(s.diverged for s in a.repeats)
         found = "none" if a.flat else f"[{a.low:g}, {a.high:g}]"
         lines.append(
-            f"# {a.arm:<{width}}  {_spread_text(a, 'steepest'):<26}  {_spread_text(a, 'minimum_tenth'):<26}  "
-            f"{found}  ({diverged}/{len(a.repeats)} diverged before the last step)"
+            f"# {a.arm:<{width}}  {_steps_text(a):<11}  {_spread_text(a, 'steepest'):<26}  "
+            f"{_spread_text(a, 'minimum_tenth'):<26}  {found}  "
+            f"({diverged}/{len(a.repeats)} diverged before the last step)"
         )
     for a in outcome.arms:
         if a.flat:
@@ -474,7 +451,8 @@ def format_suggestions(outcome) -> str:
             lines.append(
                 f"# no range for {a.arm}: its smoothed loss fell {most.fall:.3g} below its start, "
                 f"{most.fall / most.noise:.1f} times its noise ({most.noise:.2g}; a range needs "
-                f"{NOISE_SIGMAS:g}); the test learned too little to read one: run more --steps"
+                f"{NOISE_SIGMAS:g}) on the longest ramp, {ramps[-1]} steps; the test learned too little "
+                "to read one: give a longer --max-steps, or check the arm trains at all"
             )
     for trial_id, error in list(outcome.errors.items())[:5]:
         lines.append(f"# error {trial_id}: {error}")

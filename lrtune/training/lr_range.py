@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,11 +35,17 @@ if TYPE_CHECKING:
 __all__ = [
     "BETA",
     "DIVERGE_FACTOR",
+    "NOISE_SIGMAS",
     "RangeSettings",
+    "SKIP_END",
+    "Suggestion",
     "SmoothedLoss",
+    "fall_noise",
     "range_schedule",
+    "readable",
     "run_range_test",
     "smoothed",
+    "suggest",
     "tune_range_trainable",
 ]
 
@@ -123,15 +129,146 @@ def smoothed(losses, beta: float = BETA) -> np.ndarray:
     return np.array([s.update(float(x)) for x in losses], dtype=float)
 
 
+#: Steps dropped before reading suggestions: the first tenth and the last few (fastai's ``[num_it//10:-5]``).
+SKIP_END = 5
+#: lrtune's own rule (fastai and Lightning have none): a curve whose smoothed loss falls
+#: less than this many standard deviations of its own noise below its first value read
+#: found no range; its "suggestions" would be noise. The noise is that of the fall, a
+#: difference of two smoothed values (:func:`fall_noise`), under batch noise alone.
+NOISE_SIGMAS = 5.0
+
+
+def fall_noise(sd: float, first: int, beta: float = BETA) -> float:
+    """Standard deviation of ``s_first - s_min`` when the batch losses are independent noise of sd ``sd``.
+
+    The bias-corrected average of ``n`` losses (:class:`SmoothedLoss`) has
+    weights ``w_k = (1 - beta) * beta**k / (1 - beta**n)``, so its variance is
+    ``sd**2 * f(n)`` with ``f(n) = sum w_k**2 = (1 - beta) / (1 + beta) * (1 + beta**n) / (1 - beta**n)``:
+    ``f(1) = 1`` (one loss), falling to ``(1 - beta) / (1 + beta)`` (0.0101 at
+    ``beta = 0.98``) after many. The first value read averages ``first``
+    losses; the minimum lies far enough on to count as independent, with
+    ``f(inf)``: ``sd * sqrt(f(first) + f(inf))``. (Up to lrtune 2026-12-06 the
+    noise was ``sd * sqrt(f(inf))`` alone, which passed a 12-step ramp that
+    learned nothing, at 1e-9 to 1e-8, as a 14-sigma fall.)
+
+    >>> round(fall_noise(1.0, 1), 3), round(fall_noise(1.0, 10**6), 3)
+    (1.005, 0.142)
+    """
+    steady = (1 - beta) / (1 + beta)
+    first_var = steady * (1 + beta**first) / (1 - beta**first)
+    return sd * math.sqrt(first_var + steady)
+
+
+@dataclasses.dataclass(frozen=True)
+class Suggestion:
+    """The suggestions from one curve (one trial).
+
+    ``steepest``, ``minimum_tenth``, ``lr_at_minimum``: learning rates (see
+    :func:`suggest`); ``smoothed_minimum``: the smoothed loss there;
+    ``diverged``: whether the test stopped before its last step (set from
+    the rows' status by :func:`suggest_arms`); ``steps``: the curve's length;
+    ``fall``: ``s_first - s_min`` of the smoothed loss over the steps read;
+    ``noise``: the standard deviation of ``fall`` from batch noise alone
+    (:func:`fall_noise`, with ``sd`` estimated from the batch losses' distance
+    to the smoothed curve up to its minimum; NaN when no batch losses were given).
+    """
+
+    steepest: float
+    minimum_tenth: float
+    lr_at_minimum: float
+    diverged: bool
+    steps: int
+    smoothed_minimum: float = math.nan
+    fall: float = math.nan
+    noise: float = math.nan
+
+
+def suggest(
+    lrs: Sequence[float], smoothed_losses: Sequence[float], losses: Sequence[float] | None = None
+) -> Suggestion:
+    """The steepest-descent rate and the minimum's rate / 10 of one curve (see the module).
+
+    ``lrs`` and ``smoothed_losses``: shape ``(n,)``, the rate and the
+    smoothed loss of each step, ``lrs`` increasing; ``losses``: the batch
+    losses, for the noise estimate. The first ``n // 10`` and the last
+    :data:`SKIP_END` steps are dropped when at least 3 steps remain, and
+    non-finite losses always. The steepest descent is searched over the
+    descent only (lrtune's rule; fastai and Lightning search the whole
+    curve): up to the minimum, where the fall back from a spike past it can
+    be steeper, and from the last step where the smoothed loss was within
+    one ``noise`` of its first value, where a wiggle of the flat start can
+    be steeper than the descent on a long ramp (seen: 8.9e-7 on a
+    1,600-step ramp of SGD whose loss fell from 0.2 on).
+
+    Raises:
+        ValueError: fewer than 2 usable steps.
+
+    >>> lrs = np.logspace(-4, 0, 41)                     # 1e-4 .. 1, 10 steps a decade
+    >>> loss = 2 - np.tanh(2 * np.log10(lrs / 1e-2))     # falls fastest at 1e-2
+    >>> loss[lrs > 0.1] = 1.0 + 5 * np.log10(lrs[lrs > 0.1] / 0.1) + (2 - np.tanh(2))
+    >>> s = suggest(lrs, loss)
+    >>> bool(abs(np.log10(s.steepest) + 2) <= 0.1), round(float(np.log10(s.lr_at_minimum)), 1)
+    (True, -1.0)
+    """
+    lrs, smooth = np.asarray(lrs, dtype=float), np.asarray(smoothed_losses, dtype=float)
+    raw = np.full_like(smooth, np.nan) if losses is None else np.asarray(losses, dtype=float)
+    if lrs.shape != smooth.shape or raw.shape != smooth.shape or lrs.ndim != 1:
+        raise ValueError(
+            f"`lrs`, `smoothed_losses` and `losses` must be 1-D of one length, got {lrs.shape}, "
+            f"{smooth.shape} and {raw.shape}"
+        )
+    n = len(lrs)
+    start, end = n // 10, n - SKIP_END
+    if end - start >= 3:
+        lrs, smooth, raw = lrs[start:end], smooth[start:end], raw[start:end]
+    else:
+        start = 0
+    finite = np.isfinite(smooth) & (lrs > 0)
+    lrs, smooth, raw = lrs[finite], smooth[finite], raw[finite]
+    if len(lrs) < 2:
+        raise ValueError(f"a range-test curve needs at least 2 usable steps, got {len(lrs)} of {n}")
+    lowest = int(np.argmin(smooth))
+    upto = slice(0, max(lowest, 10) + 1)
+    residual = (raw - smooth)[upto]
+    residual = residual[np.isfinite(residual)]
+    noise = fall_noise(float(residual.std()), start + 1) if len(residual) > 1 else math.nan
+    # The descent starts where the smoothed loss was last within one noise of its first value.
+    within = np.nonzero(smooth[: lowest + 1] >= smooth[0] - (0.0 if math.isnan(noise) else noise))[0]
+    first = int(within[-1]) if len(within) else 0
+    slopes = np.diff(smooth[first : lowest + 1]) / np.diff(np.log(lrs[first : lowest + 1]))
+    steepest = float(lrs[first + int(np.argmin(slopes))]) if len(slopes) else float(lrs[first])
+    at_min = float(lrs[lowest])
+    return Suggestion(
+        steepest=steepest,
+        minimum_tenth=at_min / 10,
+        lr_at_minimum=at_min,
+        diverged=False,
+        steps=n,
+        smoothed_minimum=float(smooth[lowest]),
+        fall=float(smooth[0] - smooth[lowest]),
+        noise=noise,
+    )
+
+
+def readable(s: Suggestion) -> bool:
+    """Whether a curve found a range: its smoothed loss fell more than :data:`NOISE_SIGMAS` times its noise.
+
+    A curve without batch losses (``noise`` NaN) found one if it fell at all.
+    """
+    return s.fall > NOISE_SIGMAS * s.noise or (math.isnan(s.noise) and s.fall > 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class RangeSettings:
     """What stays fixed across the trials of one range test.
 
-    ``steps``: iterations per trial (fastai's ``num_it`` and Lightning's
-    ``num_training`` default to 100); ``min_lr``/``max_lr``: the rates at the
-    first and the last step (fastai's defaults 1e-7 and 10);
-    ``report_every``: steps per report to Tune (reporting every step would
-    wait on the driver as long as the step trains).
+    ``steps``: iterations of the first ramp (fastai's ``num_it`` and
+    Lightning's ``num_training`` default to 100); ``max_steps``: the
+    longest ramp (None: ``steps``, no second ramp); ``lengthen``: how much
+    longer each next ramp is; ``min_lr``/``max_lr``: the rates at the first
+    and the last step (fastai's defaults 1e-7 and 10); ``report_every``:
+    steps per report to Tune (reporting every step would wait on the driver
+    as long as the step trains).
     """
 
     model: str | ModelSource = "seed-tiny"
@@ -143,6 +280,22 @@ class RangeSettings:
     xla: bool = False
     seed: int = 0
     report_every: int = 20
+    max_steps: int | None = None
+    lengthen: int = 2
+
+    def ramps(self) -> list[int]:
+        """The ramp lengths a test may run, in order: ``steps * lengthen**k`` up to ``max_steps``, which ends the list.
+
+        >>> RangeSettings(steps=100, max_steps=500).ramps()
+        [100, 200, 400, 500]
+        >>> RangeSettings(steps=100).ramps()
+        [100]
+        """
+        top = max(self.steps, self.max_steps or self.steps)
+        out = [self.steps]
+        while out[-1] < top:
+            out.append(min(top, out[-1] * self.lengthen))
+        return out
 
 
 def run_range_test(
@@ -154,15 +307,43 @@ def run_range_test(
     """Run the range test for one optimizer configuration; returns ``done`` or ``diverged``.
 
     ``config``: ``optimizer``, its settings (``momentum``, ...) and ``seed``.
-    Rows ``{step, lr, loss, smoothed_loss, status}`` (``step`` 1-based,
-    ``lr`` the rate that step applied, ``status`` ``running`` except on the
-    last row) go to ``report`` in chunks of ``settings.report_every``, the
-    last chunk when the test ends.
+    Rows ``{length, step, lr, loss, smoothed_loss, status}`` (``length``
+    the ramp's steps, ``step`` 1-based, ``lr`` the rate that step applied,
+    ``status`` ``running`` except on a ramp's last row) go to ``report`` in
+    chunks of ``settings.report_every``, the last chunk when a ramp ends.
+
+    The length (lrtune's rule; fastai and Lightning run a fixed 100 steps):
+    a ramp whose curve cannot be read (:func:`readable`: the smoothed loss
+    fell less than :data:`NOISE_SIGMAS` times its noise, whether or not it
+    diverged) learned too little for its rate to tell; its last row's status
+    is ``lengthened`` and the test starts again from the same initial model
+    and batch order on a ramp ``settings.lengthen`` times as long, over the
+    same rates, so each decade of rates gets that many times the steps
+    (:meth:`RangeSettings.ramps`). The last ramp's status is the result,
+    readable or not.
 
     Keras's ``fit`` logs, at each batch, the running mean of the epoch's
     losses, not the batch's; ``train_on_batch`` resets the metrics each
     call, so its ``loss`` is the loss of that step's batch.
     """
+    ramps = settings.ramps()
+    for length in ramps:
+        status = _ramp(config, data, settings, length, report, last=length == ramps[-1])
+        if status != "lengthened":
+            return status
+    raise AssertionError("unreachable: the last ramp is never lengthened")
+
+
+def _ramp(
+    config: Mapping[str, Any],
+    data: Dataset,
+    settings: RangeSettings,
+    length: int,
+    report: Callable[[list[dict[str, Any]]], None],
+    *,
+    last: bool,
+) -> str:
+    """One ramp of ``length`` steps from a fresh model; its status (``lengthened`` if not ``last`` and unreadable)."""
     from lrtune.training.trial import configure_tensorflow
 
     configure_tensorflow(settings.threads)
@@ -174,7 +355,7 @@ def run_range_test(
 
     seed = int(config.get("seed", 0))
     keras.utils.set_random_seed(seed)
-    schedule = range_schedule(settings.min_lr, settings.max_lr, settings.steps)
+    schedule = range_schedule(settings.min_lr, settings.max_lr, length)
     optimizer_settings = {k: v for k, v in config.items() if k not in ("optimizer", "seed")}
     model = build_model(settings.model, data.num_classes, tuple(data.x_train.shape[1:]))
     model.compile(
@@ -190,35 +371,50 @@ def run_range_test(
             settings.batch_size,
             seed=seed,
             initial_epoch=0,
-            epochs=math.ceil(settings.steps / steps_per_epoch),
+            epochs=math.ceil(length / steps_per_epoch),
         )
     )
     smooth = SmoothedLoss()
-    rows: list[dict[str, Any]] = []
+    curve: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
     status = "done"
-    for step in range(settings.steps):
+    for step in range(length):
         x, y = next(batches)
         loss = float(model.train_on_batch(x, y, return_dict=True)["loss"])
         value = smooth.update(loss)
-        last = smooth.diverged or step == settings.steps - 1
+        end = smooth.diverged or step == length - 1
         if smooth.diverged:
             status = "diverged"
-        rows.append(
-            {
-                "step": step + 1,
-                "lr": float(schedule(float(step))),
-                "loss": loss,
-                "smoothed_loss": value,
-                "status": status if last else "running",
-                "timestamp": time.time(),
-            }
-        )
-        if last or len(rows) >= settings.report_every:
-            report(rows)
-            rows = []
-        if last:
+        row = {
+            "length": length,
+            "step": step + 1,
+            "lr": float(schedule(float(step))),
+            "loss": loss,
+            "smoothed_loss": value,
+            "status": "running",
+            "timestamp": time.time(),
+        }
+        curve.append(row)
+        pending.append(row)
+        if end:
+            if not last and not _reads(curve):
+                status = "lengthened"
+            row["status"] = status
+        if end or len(pending) >= settings.report_every:
+            report(pending)
+            pending = []
+        if end:
             break
     return status
+
+
+def _reads(curve: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a ramp's rows give a range (:func:`readable` of :func:`suggest`)."""
+    try:
+        s = suggest([r["lr"] for r in curve], [r["smoothed_loss"] for r in curve], [r["loss"] for r in curve])
+    except ValueError:  # fewer than 2 usable steps: diverged at once
+        return False
+    return readable(s)
 
 
 def tune_range_trainable(config: dict[str, Any], data: Dataset, settings: RangeSettings) -> None:
@@ -246,7 +442,7 @@ def tune_range_trainable(config: dict[str, Any], data: Dataset, settings: RangeS
     host = socket.gethostname()
 
     def report(rows: list[dict[str, Any]]) -> None:
-        done = rows[-1]["status"] != "running"
+        done = rows[-1]["status"] in ("done", "diverged")
         tune.report({"step": rows[-1]["step"], "rows": rows, "node": host, "seed": arm["seed"], "done": done})
 
     try:
