@@ -228,12 +228,12 @@ def test_configurations_within_noise_are_all_listed_and_the_note_says_so(tmp_pat
         "t-test vs the best, alpha 0.05 each). There is no single winner; rerun these with more repeats"
     ) in choice.note
     comments = [line for line in format_choice(choice).splitlines() if line.startswith("#")]
-    assert comments[3] == (
+    assert comments[4] == (
         "# test: Welch's two-sided t-test on the difference of means, each configuration vs the best, "
         "alpha 0.05 each"
     )
-    assert comments[4] == "# within noise of the best (not significantly worse, or untested):"
-    assert "lr: 0.01" in comments[5] and comments[5].endswith(f"0.7500 ± 0.0141 (n=2)  p={p:.3f}")
+    assert comments[5] == "# within noise of the best (not significantly worse, or untested):"
+    assert "lr: 0.01" in comments[6] and comments[6].endswith(f"0.7500 ± 0.0141 (n=2)  p={p:.3f}")
 
 
 def test_within_noise_is_capped_at_top_and_the_note_says_how_many(tmp_path):
@@ -355,7 +355,8 @@ def test_one_run_per_configuration_is_never_separated_and_says_the_spread_is_unk
     ) in choice.note
     text = format_choice(choice)
     assert "95% CI of the mean: none (one run: spread unknown)" in text
-    assert text.splitlines()[5].endswith("0.3000 ± n/a (n=1)  one run each: spread unknown")
+    assert "95% prediction interval for a rerun's mean: none (one run: spread unknown)" in text
+    assert text.splitlines()[6].endswith("0.3000 ± n/a (n=1)  one run each: spread unknown")
     data = json.loads(text := format_choice(choice, "json"))
     assert data["best"]["std"] is None and data["best"]["ci"] is None
     assert data["within_noise"][0]["vs_best"] == {
@@ -371,7 +372,7 @@ def test_a_single_run_far_below_the_best_is_listed_within_noise_with_the_reason(
     choice = choose(write_sweep(tmp_path, finals(A, [0.80, 0.81, 0.79]) + finals(B, [0.2]), epochs=3))
     assert [c.config["lr"] for c in choice.within_noise] == [0.01] and not choice.test.clear_winner
     assert "1 configuration has one run: spread unknown, never called separated from the best." in choice.note
-    assert format_choice(choice).splitlines()[5].endswith("0.2000 ± n/a (n=1)  one run: spread unknown")
+    assert format_choice(choice).splitlines()[6].endswith("0.2000 ± n/a (n=1)  one run: spread unknown")
 
 
 def test_a_best_whose_runs_agree_exactly_is_flagged_as_understating_the_noise(tmp_path):
@@ -472,6 +473,12 @@ def test_yaml_output_is_a_space_fragment_of_plain_values_that_a_sweep_file_accep
     assert "val_accuracy 0.7600 ± 0.0566 (n=2)" in comments[1]
     low = 0.76 - 12.706 * np.std([0.80, 0.72], ddof=1) / math.sqrt(2)  # high 1.27: clipped to 1
     assert f"95% CI of the mean [{low:.4f}, 1.0000] (Student's t, within [0, 1])" in comments[1]
+    # A rerun's mean over 2 new seeds: sqrt(1/2 + 1/2) = 1 standard deviation per t, not 1/sqrt(2).
+    pi_low = 0.76 - 12.706 * np.std([0.80, 0.72], ddof=1) * math.sqrt(1 / 2 + 1 / 2)
+    assert comments[2] == (
+        f"# 95% prediction interval for a rerun's mean over 2 new seeds [{max(0.0, pi_low):.4f}, 1.0000] "
+        "(where the next sweep's mean lands; the CI bounds the true mean)"
+    )
     spec = parse_spec({"name": "again", "epochs": 3, **data}, "best.yaml")
     assert spec.space[0].params["lr"].args == (0.05,)
 
@@ -490,6 +497,8 @@ def test_json_output_has_the_documented_keys(tmp_path):
     }
     assert data["best"]["config"]["lr"] == 0.05 and data["best"]["n"] == 2 and data["best"]["vs_best"] is None
     assert data["best"]["ci"] == pytest.approx([choice.best.ci_low, 1.0])
+    assert data["best"]["prediction_interval"] == pytest.approx([choice.best.pi_low, 1.0])
+    assert choice.best.pi_low < choice.best.ci_low  # wider: it holds a rerun's mean, not the true mean
     assert [c["config"]["lr"] for c in data["within_noise"]] == [0.01]
     other = data["ranked"][1]
     assert other["n"] == 2 and other["vs_best"]["p_value"] == pytest.approx(

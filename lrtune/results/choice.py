@@ -78,7 +78,10 @@ class Candidate:
     Python values. ``std`` is the sample standard deviation (``ddof=1``),
     NaN for one run; ``ci_low``/``ci_high`` bound the 95% confidence
     interval of the mean, Student's t clipped to the metric's range (NaN
-    for one run: its spread is unknown). ``comparison`` is its Welch's
+    for one run: its spread is unknown); ``pi_low``/``pi_high`` the 95%
+    prediction interval for the mean of a rerun with as many seeds
+    (:func:`lrtune.results.stats.prediction_interval`), where the next
+    sweep's mean lands, which the confidence interval is not built to hold. ``comparison`` is its Welch's
     t-test against the best (None for the best itself and under PBT).
     ``left_out`` counts, by status, this configuration's runs that are
     not in its mean (stopped early, diverged, failed, still running).
@@ -95,6 +98,8 @@ class Candidate:
     trial_ids: tuple[str, ...]
     comparison: stats.Comparison | None = None
     left_out: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    pi_low: float = math.nan
+    pi_high: float = math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +176,7 @@ def _candidate(
 ) -> Candidate:
     x = np.asarray(values, dtype=float)
     low, high = stats.mean_confidence_interval(x, bounds=METRIC_RANGE[metric])
+    pi_low, pi_high = stats.prediction_interval(x, bounds=METRIC_RANGE[metric])
     return Candidate(
         config=applied_config(config),
         family=family,
@@ -179,6 +185,8 @@ def _candidate(
         n=len(x),
         ci_low=low,
         ci_high=high,
+        pi_low=pi_low,
+        pi_high=pi_high,
         values=tuple(float(v) for v in x),
         trial_ids=tuple(ids),
         left_out=dict(left_out or {}),

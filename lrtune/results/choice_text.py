@@ -48,6 +48,16 @@ def _interval(c: Candidate, metric: str) -> str:
     return f"95% CI of the mean [{c.ci_low:.4f}, {c.ci_high:.4f}] (Student's t, within {_range(metric)})"
 
 
+def _prediction(c: Candidate) -> str:
+    """The prediction interval's comment line: where a rerun's mean lands."""
+    if math.isnan(c.pi_low):
+        return "95% prediction interval for a rerun's mean: none (one run: spread unknown)"
+    return (
+        f"95% prediction interval for a rerun's mean over {c.n} new seeds [{c.pi_low:.4f}, {c.pi_high:.4f}] "
+        "(where the next sweep's mean lands; the CI bounds the true mean)"
+    )
+
+
 def _p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
@@ -83,6 +93,7 @@ def _as_json(c: Candidate) -> dict[str, Any]:
         "std": None if math.isnan(c.std) else c.std,
         "n": c.n,
         "ci": None if math.isnan(c.ci_low) else [c.ci_low, c.ci_high],
+        "prediction_interval": None if math.isnan(c.pi_low) else [c.pi_low, c.pi_high],
         "values": list(c.values),
         "trial_ids": list(c.trial_ids),
         "left_out": dict(c.left_out),
@@ -110,6 +121,7 @@ def format_choice(choice: Choice, fmt: Literal["yaml", "json"] = "yaml") -> str:
     ``within_noise`` and ``ranked`` (every configuration, best first; under
     PBT ``population`` instead), each with ``config``, ``family``, ``mean``,
     ``std`` (null for one run), ``n``, ``ci`` (null for one run),
+    ``prediction_interval`` (for a rerun's mean over ``n`` seeds; null for one run),
     ``values``, ``trial_ids``, ``left_out`` (runs not in the mean, by
     status) and ``vs_best`` (``statistic``, ``df``, ``p_value`` (null when
     untested), ``significant``, ``reason``; null for the best), and ``note``.
@@ -138,6 +150,7 @@ def format_choice(choice: Choice, fmt: Literal["yaml", "json"] = "yaml") -> str:
     lines = [
         f"# best {choice.metric} ({choice.mode}) at each trial's {choice.at} epoch: {best.family}",
         f"# {choice.metric} {_spread(best)}: mean ± sample std over repeats, {_interval(best, choice.metric)}",
+        f"# {_prediction(best)}",
         f"# trials: {', '.join(best.trial_ids)}"
         + (f" (+ not in mean: {counted(best.left_out)})" if best.left_out else ""),
     ]

@@ -59,6 +59,7 @@ __all__ = [
     "Comparison",
     "compare_with_best",
     "mean_confidence_interval",
+    "prediction_interval",
 ]
 
 #: The default significance level of each comparison with the best.
@@ -132,6 +133,54 @@ def mean_confidence_interval(
     mean = float(x.mean())
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(x.std(ddof=1)) / math.sqrt(n)
     return max(low, mean - half), min(high, mean + half)
+
+
+def prediction_interval(
+    values: Sequence[float],
+    *,
+    future: int | None = None,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> tuple[float, float]:
+    """Where the mean of a rerun with ``future`` seeds lands, from ``values``: a prediction interval.
+
+    The confidence interval of :func:`mean_confidence_interval` bounds the
+    true mean; a rerun's mean scatters around it as well, so an interval
+    meant to hold it is wider. For ``n`` values with mean ``m`` and sample
+    standard deviation ``s`` (``ddof=1``), and a rerun of ``k = future``
+    seeds (default ``n``)::
+
+        m -/+ t_{(1 + confidence) / 2, n - 1} * s * sqrt(1 / n + 1 / k),   intersected with bounds
+
+    (the normal-theory prediction interval for the mean of ``k`` future
+    observations: Hahn & Meeker 1991, *Statistical Intervals*, ch. 4). For
+    ``k = n`` it is ``sqrt(2)`` times the confidence interval's width.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` for one value.
+
+    Raises:
+        ValueError: as :func:`mean_confidence_interval`, or ``future`` below 1.
+
+    >>> low, high = prediction_interval([0.80, 0.81, 0.79])  # 0.80 -/+ 4.303 * 0.01 * sqrt(2 / 3)
+    >>> round(low, 4), round(high, 4)
+    (0.7649, 0.8351)
+    """
+    x = _sample(values, "values")
+    n = len(x)
+    k = n if future is None else future
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"`future` must be an integer >= 1. Received: future={future!r}")
+    low, high = mean_confidence_interval(x, confidence=confidence, bounds=bounds)  # checks the rest
+    if n == 1:
+        return low, high
+    mean = float(x.mean())
+    half = (
+        float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1))
+        * float(x.std(ddof=1))
+        * math.sqrt(1 / n + 1 / k)
+    )
+    return max(bounds[0], mean - half), min(bounds[1], mean + half)
 
 
 @dataclasses.dataclass(frozen=True)
