@@ -31,8 +31,10 @@ epochs) do not count twice, and a replayed result never pauses its trial
 (it carries no checkpoint to resume from): the next trained epoch does.
 Tune keeps no scheduler state across ``--resume``; the sweep's rows and
 trial statuses are the record (:meth:`SuccessiveHalving.restore_decisions`):
-each restored trial's values go back to the rungs it reached, a trial with
-rows past a rung went on from it, one recorded as stopped early was cut at
+each restored trial's values go back to the rungs it reached (with the epochs
+only its newest saved state holds), a trial with rows more than one epoch past
+a rung went on from it (one epoch past is what a restored trial waiting there
+trains before it can pause: it waits there again), one recorded as stopped early was cut at
 the last rung it reached, and one that had reached a rung and neither went
 on nor stopped waits there, PENDING, to be judged with every configuration
 recorded there, ended ones included, as in a run never killed.
@@ -111,6 +113,11 @@ class SuccessiveHalving(FIFOScheduler):
     # One result at a time: a PAUSE must take effect at the rung, not epochs later.
     _supports_buffered_results = False
 
+    #: The record holds the epochs of each unfinished trial's newest state too
+    #: (:func:`lrtune.engine.record.read_record`, ``with_states``): a value at a rung
+    #: whose row was lost with the driver still counts when the rung is ranked.
+    reads_state_histories = True
+
     def __init__(
         self,
         *,
@@ -173,31 +180,43 @@ class SuccessiveHalving(FIFOScheduler):
             self._take_up(trial)
 
     def _take_up(self, trial: Trial) -> None:
-        """The rungs ``trial`` reached by the record: its values there and what was decided."""
+        """The rungs ``trial`` reached by the record: its values there and what was decided.
+
+        Rows more than one epoch past a rung prove the trial went on from it. Rows
+        exactly one epoch past do not: a restored trial waiting at a rung trains one
+        epoch on before it can pause (its replayed result carries no checkpoint), so it
+        waits there again, to be judged with the values recorded at the rung; a trial
+        that had gone on gets the same verdict again (found by the sha kill soak, seed
+        267072: a hopeless trial's extra epoch read as a promotion let it run to the
+        next rung).
+        """
         tid, key = trial.trial_id, self._key[trial.trial_id]
         rows = self._record.history[tid]
         last = max(rows)
         self._restored.add(tid)
-        self._passed[tid] = sum(1 for m in self._rungs if m <= last)
         reached = [i for i, m in enumerate(self._rungs) if m <= last]
-        for i in reached:
+        done = self._record.status.get(tid) == "done"  # ran to max_t: it went on from every rung
+        proven = [i for i in reached if done or last > self._rungs[i] + 1]
+        top = reached[len(proven)] if len(proven) < len(reached) else None  # reached, not proven passed
+        counted = proven + ([top] if top is not None else [])
+        self._passed[tid] = len(counted)
+        for i in counted:
             m = self._rungs[i]
             if m in rows:
                 value = float(rows[m]) * (1 if self._mode == "max" else -1)
                 self._recorded[i].setdefault(key, {})[tid] = value if math.isfinite(value) else -math.inf
-        if not reached:
-            return
-        top = reached[-1]
-        for i in reached[:-1]:
-            self._verdict[i][key] = True
         if self._record.status.get(tid) == "stopped_early":
-            self._verdict[top][key] = False
-        elif last > self._rungs[top]:
-            self._verdict[top][key] = True
-        elif self._record.over(tid) or trial.status in (Trial.TERMINATED, Trial.ERROR):
-            return  # ended at the rung (diverged there): its value counts, its end decides nothing
-        elif key not in self._verdict[top]:
-            self._waiting[tid] = top  # at the rung, undecided when the driver died
+            if counted:
+                self._verdict[counted[-1]][key] = False
+            for i in counted[:-1]:
+                self._verdict[i][key] = True
+            return
+        for i in proven:
+            self._verdict[i][key] = True
+        if top is None or self._record.over(tid) or trial.status in (Trial.TERMINATED, Trial.ERROR):
+            return  # between rungs; or ended at the rung (diverged there): its value counts, its end decides nothing
+        if key not in self._verdict[top]:
+            self._waiting[tid] = top  # at the rung (or one epoch past it), undecided when the driver died
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         if self._time_attr not in result or self._metric not in result:
