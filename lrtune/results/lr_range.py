@@ -260,9 +260,10 @@ def space_fragment(space: Sequence[Mapping[str, Any]], ranges: Mapping[int, tupl
     """The sweep file's ``space:`` with each tested arm's ``lr`` as ``{loguniform: [low, high]}``.
 
     ``space``: the arms as a sweep file writes them (``SweepSpec.to_yaml_dict()["space"]``);
-    ``ranges``: arm index -> ``(low, high)``. Arms without a range (their
-    schedule takes no ``lr``, their test failed or its loss did not fall) stay as they were,
-    with a comment saying so. The result passes ``lrtune validate``.
+    ``ranges``: arm index -> ``(low, high)``. Arms without a range stay as they were,
+    with a comment saying why: their schedule takes no ``lr`` (``one_cycle``,
+    ``piecewise``), their optimizer is left out of the test
+    (``schedule_free_adamw``), or their test failed or its loss did not fall. The result passes ``lrtune validate``.
 
     >>> print(space_fragment([{"optimizer": "adam", "lr": 0.001}], {0: (1e-4, 0.01)}), end="")
     space:
@@ -276,6 +277,10 @@ def space_fragment(space: Sequence[Mapping[str, Any]], ranges: Mapping[int, tupl
             low, high = ranges[index]
             arm["lr"] = {"loguniform": [low, high]}
             arm = {k: arm[k] for k in ("optimizer", "schedule", "lr") if k in arm} | arm
+        elif arm.get("optimizer") == "schedule_free_adamw":
+            note = "  # unchanged: schedule_free_adamw is left out of the range test (docs/find.md)"
+        elif "lr" not in arm:
+            note = "  # unchanged: its schedule sets its own rates (no lr); left out of the range test"
         else:
             note = "  # unchanged: the range test found no range for this arm"
         text = yaml.dump(
