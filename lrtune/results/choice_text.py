@@ -45,7 +45,7 @@ def _range(metric: str) -> str:
 def _interval(c: Candidate, metric: str) -> str:
     if math.isnan(c.ci_low):
         return "95% CI of the mean: none (one run: spread unknown)"
-    return f"95% CI of the mean [{c.ci_low:.4f}, {c.ci_high:.4f}] (Student's t, within {_range(metric)})"
+    return f"95% CI of the mean [{c.ci_low:.4f}, {c.ci_high:.4f}] (Student's t, seed spread pooled over the configurations, within {_range(metric)})"
 
 
 def _prediction(c: Candidate) -> str:
