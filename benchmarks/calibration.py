@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 
 import common
 
@@ -127,6 +128,11 @@ def main() -> None:
     p.add_argument("--identical", type=int, default=None, help="k: configurations in the identical sweep")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read the two sweeps already under --storage (a finished run) instead of running them",
+    )
+    p.add_argument(
         "--classes", default="cat,dog", help="CIFAR-10 classes (default: the article's cats and dogs)"
     )
     args = common.parse(
@@ -148,9 +154,17 @@ def main() -> None:
             f"calibration-{name}", space, epochs=args.epochs, repeats=groups * args.seeds, classes=classes
         )
         start = time.time()
-        outcome = run_sweep(spec, storage=args.storage, data=args.data, max_concurrent=args.cores, quiet=True)
+        if args.reuse:
+            if not args.storage:
+                raise SystemExit("--reuse reads the sweeps of an earlier run: give its --storage")
+            sweep_dir = str(Path(args.storage) / spec.name)
+        else:
+            outcome = run_sweep(
+                spec, storage=args.storage, data=args.data, max_concurrent=args.cores, quiet=True
+            )
+            sweep_dir = outcome.sweep_dir
         seconds[name] = time.time() - start
-        results[name] = read_results(outcome.sweep_dir)
+        results[name] = read_results(sweep_dir)
         done = sum(t.status == "done" for t in results[name].trials)
         print(
             f"{name}: {len(results[name].trials)} trials ({done} done) in {seconds[name]:.0f} s", flush=True
