@@ -195,8 +195,9 @@ class SuccessiveHalving(FIFOScheduler):
         last = max(rows)
         self._restored.add(tid)
         reached = [i for i, m in enumerate(self._rungs) if m <= last]
-        done = self._record.status.get(tid) == "done"  # ran to max_t: it went on from every rung
-        proven = [i for i in reached if done or last > self._rungs[i] + 1]
+        status = self._record.status.get(tid)
+        # A trial that ran to max_t went on from every rung.
+        proven = [i for i in reached if status == "done" or last > self._rungs[i] + 1]
         top = reached[len(proven)] if len(proven) < len(reached) else None  # reached, not proven passed
         counted = proven + ([top] if top is not None else [])
         self._passed[tid] = len(counted)
@@ -205,7 +206,7 @@ class SuccessiveHalving(FIFOScheduler):
             if m in rows:
                 value = float(rows[m]) * (1 if self._mode == "max" else -1)
                 self._recorded[i].setdefault(key, {})[tid] = value if math.isfinite(value) else -math.inf
-        if self._record.status.get(tid) == "stopped_early":
+        if status == "stopped_early":
             if counted:
                 self._verdict[counted[-1]][key] = False
             for i in counted[:-1]:
