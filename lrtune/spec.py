@@ -147,8 +147,8 @@ class DataSpec(_Strict):
                 "data", f"names {len(given)} sources ({', '.join(given)}); give exactly one: {options}"
             )
         kind = given[0] if given and given[0] != "dataset" else value.get("dataset") or "cifar10"
-        if kind not in _DATA_KEYS:
-            return value  # an unknown dataset: its Literal says what is allowed
+        if not isinstance(kind, str) or kind not in _DATA_KEYS:
+            return value  # an unknown dataset, or not a name: its Literal says what is allowed
         for key, item in value.items():
             if item is None or key in _DATA_KEYS[kind] or key not in cls.model_fields:
                 continue

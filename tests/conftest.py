@@ -20,6 +20,12 @@ import tarfile
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (CI stays deterministic);
+# LRTUNE_HYPOTHESIS=random draws fresh ones to look for new failures.
+settings.register_profile("lrtune", derandomize=os.environ.get("LRTUNE_HYPOTHESIS") != "random")
+settings.load_profile("lrtune")
 
 # Trials and tests share 2 cores: keep every TensorFlow small and quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

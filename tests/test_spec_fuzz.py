@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lrtune.spec import SweepFileError, SweepSpec, apply_overrides, parse_spec, parse_yaml
@@ -154,6 +154,9 @@ ALL_PATHS = [p for p in paths(VALID) if p]
 
 @settings(max_examples=400, deadline=None)
 @given(st.sampled_from(ALL_PATHS), st.sampled_from(["delete", "replace", "add"]), VALUES, KEYS)
+@example(
+    ("data", "dataset"), "replace", [None], "name"
+)  # found by a fresh draw: a TypeError, not a clean error
 def test_mutations_of_a_valid_file_are_accepted_or_rejected_cleanly(path, action, value, key):
     document = copy.deepcopy(VALID)
     parent = document
