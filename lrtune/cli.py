@@ -131,11 +131,25 @@ def sweep(
     except (SweepFileError, DataError, SweepError) as e:
         _fail(str(e))
     _print_outcome(spec, outcome)
+    if outcome.interrupted:
+        _interrupted(outcome)
     if outcome.all_failed:
         _fail(
             f"every trial failed ({outcome.counts.get('error', 0)}); see the error column of {outcome.sweep_dir}/trials.parquet",
             code=1,
         )
+
+
+def _interrupted(outcome) -> None:
+    """Exit 130 (as a shell does after Ctrl-C), naming the unfinished trials and the command that finishes them."""
+    import shlex
+
+    unfinished = outcome.counts.get("running", 0) + outcome.counts.get("pending", 0)
+    again = shlex.join(["lrtune", *sys.argv[1:], *([] if "--resume" in sys.argv else ["--resume"])])
+    _fail(
+        f"interrupted: {unfinished} trials unfinished, their progress kept; finish them with: {again}",
+        code=130,
+    )
 
 
 def _print_outcome(spec, outcome) -> None:
@@ -374,6 +388,8 @@ def confirm(
     (at most `top` in all) to the same sweep; it stops when the best is separated from the
     rest, or before a round that would pass --budget-epochs. Then prints the pick as `best` does.
     """
+    import shlex
+
     from lrtune.data import DataError
     from lrtune.engine.confirm import confirm as run_confirm
     from lrtune.engine.errors import StorageError, SweepError
@@ -406,6 +422,12 @@ def confirm(
         if result.rounds
         else f"ran no round (budget {result.budget_epochs} epochs)"
     )
+    if result.stopped == "interrupted":
+        again = shlex.join(["lrtune", *sys.argv[1:]])
+        err.print(f"confirm {result.sweep_dir}: {ran}", highlight=False, soft_wrap=True)
+        _fail(
+            f"interrupted: round {result.rounds[-1].index} did not finish; finish it with: {again}", code=130
+        )
     if result.stopped == "separated":
         verdict = "the best is separated from every other configuration"
     else:

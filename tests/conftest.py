@@ -111,7 +111,11 @@ def kill_process_group(process) -> None:
     import signal
     import time
 
-    os.killpg(process.pid, signal.SIGKILL)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group is gone already (a driver that exited after Ctrl-C)
+        process.wait(timeout=30)
+        return
     process.wait(timeout=30)  # reap the leader: a zombie still counts as a member
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

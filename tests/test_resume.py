@@ -9,7 +9,9 @@ started), on the tiny archive of ``conftest.py``.
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +22,14 @@ import pytest
 from lrtune.results.tables import load, load_trials
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sweep_runs import assert_rows_are_the_final_models_history, result_lines, rows, soak_seed, start  # noqa: E402
+from sweep_runs import (  # noqa: E402
+    assert_rows_are_the_final_models_history,
+    lrtune,
+    result_lines,
+    rows,
+    soak_seed,
+    start,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -47,7 +56,7 @@ def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_onc
     total = trials * epochs
     # Row counts to kill at: one inside the first epoch, one inside the last, the rest anywhere.
     thresholds = sorted([0, total - rng.randint(1, 3), *(rng.randrange(total) for _ in range(2))])
-    kills, finished = 0, False
+    kills, interrupts, finished = 0, 0, False
     for threshold in thresholds:
         process = start(
             "sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet",
@@ -63,9 +72,25 @@ def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_onc
             assert process.returncode == 0, f"seed {seed}: {output}"
             finished = True
             break
-        kill_group(process)
+        # Half the kills are Ctrl-C (SIGINT to the group, as a terminal sends it): Tune stops the
+        # trials it runs and the driver exits 130; the others SIGKILL the driver and its Ray.
+        if rng.random() < 0.5:
+            os.killpg(process.pid, signal.SIGINT)
+            output, _ = process.communicate(timeout=120)
+            kill_group(process)  # what the driver left of its Ray, if anything
+            if process.returncode == 0:  # the interrupt came after the last trial's end
+                finished = True
+                break
+            # 130, or -11: Ctrl-C while Ray starts can end the driver with SIGSEGV (nothing written yet).
+            assert process.returncode in (130, -11), f"seed {seed}: {process.returncode} {output}"
+            if (sweep_dir / "trials.parquet").exists():  # else it was interrupted before any trial existed
+                statuses = load_trials(str(sweep_dir))["status"].to_pylist()
+                assert "stopped_early" not in statuses, f"seed {seed}: an interrupt ended a trial: {statuses}"
+            interrupts += 1
+        else:
+            kill_group(process)
         kills += 1
-    print(f"soak seed={seed} kills={kills} thresholds={thresholds}")
+    print(f"soak seed={seed} kills={kills} (Ctrl-C {interrupts}) thresholds={thresholds}")
     if not finished:
         last = start(
             "sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet", "--resume"
@@ -210,3 +235,47 @@ def test_a_second_driver_on_a_running_sweep_is_refused(
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "--resume: the data differs from the data this sweep started with (400 training" in refused.stderr
     assert "now 200 / 100" in refused.stderr
+
+
+def test_ctrl_c_leaves_unfinished_trials_unfinished_and_resume_finishes_them(
+    cifar_archive, tmp_path, kill_group
+):
+    """Ctrl-C (SIGINT to the sweep's process group, as a terminal sends it) mid-sweep, then ``--resume``.
+
+    Tune's interrupt ends the running trials and those waiting on resources
+    (TERMINATED) without telling the callbacks they ended: lrtune recorded
+    them ``stopped_early``, and ``--resume`` then ended a FIFO trial at 6 of 10
+    epochs. They are unfinished: ``running`` or ``pending`` until they finish.
+    """
+    trials, epochs = 4, 12
+    sweep_file = tmp_path / "ctrl-c.yaml"
+    sweep_file.write_text(SWEEP.format(name="ctrl-c", epochs=epochs))
+    storage, sweep_dir = tmp_path / "results", tmp_path / "results" / "ctrl-c"
+    process = start("sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet")
+    try:
+        deadline = time.monotonic() + 240
+        while len(rows(sweep_dir)) < 3:
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        kill_group(process)  # what the driver left of its Ray, if anything
+    assert process.returncode == 130, output
+    assert "interrupted" in output and "--resume" in output, output
+    first = {t["trial_id"]: (t["status"], t["epochs_run"]) for t in load_trials(str(sweep_dir)).to_pylist()}
+    assert len(first) == trials, first
+    assert not any(status == "stopped_early" for status, _ in first.values()), first
+    assert any(status == "running" for status, _ in first.values()), (
+        f"no trial was interrupted mid-way: {first}"
+    )
+    for status, run in first.values():  # an unfinished trial is running from its first recorded epoch on
+        assert status == ("done" if run == epochs else "running" if run else "pending"), first
+    print(first, output.splitlines()[-1])
+    resumed = lrtune(
+        "sweep", sweep_file, "--data", cifar_archive, "--storage", storage, "--quiet", "--resume", timeout=420
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    statuses = load_trials(str(sweep_dir))["status"].to_pylist()
+    assert statuses == ["done"] * trials, statuses
+    assert_rows_are_the_final_models_history(sweep_dir, trials, epochs)

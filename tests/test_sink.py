@@ -261,6 +261,9 @@ def test_a_trials_row_follows_its_trials_status_rows_and_config(tmp_path):
     assert sink.trial_rows([trial])[0]["epochs_run"] == 2
     trial.set_config({"arm": {**trial.config["arm"], "lr": 0.2}})  # PBT replaces the config
     assert sink.trial_rows([trial])[0]["config.lr"] == 0.2
+    sink.on_trial_complete(
+        2, [trial], trial
+    )  # a scheduler stopped it: Tune ends it, then marks it TERMINATED
     trial.set_status(Trial.TERMINATED)
     assert sink.trial_rows([trial])[0]["status"] == "stopped_early"
 
@@ -281,3 +284,65 @@ def test_the_best_table_keeps_the_first_of_tied_trials_like_a_stable_sort():
     assert list(top.columns[0].cells) == ["t1", "t2"]
     low = trial_progress_table(rows, "val_accuracy", "min", top=2)
     assert list(low.columns[0].cells) == ["t0", "t4"]
+
+
+def _cleanup_of_an_interrupt(sink: ParquetSink, tmp_path, budget=None):
+    """A finished trial, one 2 epochs in, one waiting on resources; Tune's interrupt marks the last two TERMINATED."""
+    done, running, waiting = make_trial(0), make_trial(1), make_trial(2)
+    waiting.set_status(Trial.PENDING)
+    trials = [done, running, waiting]
+    sink.on_step_begin(0, trials)
+    run_trials(sink, [done], end=False)
+    for epoch in (1, 2):
+        sink.on_trial_result(
+            epoch, trials, running, result(running, epoch, lineage=[] if epoch == 1 else None)
+        )
+    sink.on_step_end(2, trials)
+    # TuneController._cleanup_trials: _schedule_trial_stop, no on_trial_complete.
+    running.set_status(Trial.TERMINATED)
+    waiting.set_status(Trial.TERMINATED)
+    sink.on_experiment_end(trials)
+    return {
+        t["trial_id"]: (t["status"], t["epochs_run"])
+        for t in pq.read_table(tmp_path / "trials.parquet").to_pylist()
+    }
+
+
+def test_trials_an_interrupt_stopped_stay_unfinished(tmp_path):
+    sink = make_sink(tmp_path)
+    statuses = _cleanup_of_an_interrupt(sink, tmp_path)
+    assert statuses == {"t_00000": ("done", 3), "t_00001": ("running", 2), "t_00002": ("pending", 0)}
+    assert sink.interrupted
+
+
+def test_trials_the_time_budget_stopped_are_stopped_early(tmp_path):
+    from lrtune.engine.budget import TimeBudget
+
+    budget = TimeBudget(0.001)
+    budget.stop_all()
+    time.sleep(0.01)
+    assert budget.stop_all() and budget.spent
+    sink = make_sink(tmp_path)
+    sink.budget = budget
+    statuses = _cleanup_of_an_interrupt(sink, tmp_path)
+    assert statuses == {
+        "t_00000": ("done", 3),
+        "t_00001": ("stopped_early", 2),
+        "t_00002": ("stopped_early", 0),
+    }
+    assert not sink.interrupted
+
+
+def test_a_trial_stopped_early_before_a_resume_stays_stopped_early(tmp_path):
+    first = make_sink(tmp_path)
+    trial = make_trial(0)
+    first.on_step_begin(0, [trial])
+    first.on_trial_result(1, [trial], trial, result(trial, 1, lineage=[]))
+    first.on_trial_complete(1, [trial], trial)  # a scheduler's stop: Tune ends it through the callbacks
+    trial.set_status(Trial.TERMINATED)
+    first.on_experiment_end([trial])
+    resumed = make_sink(tmp_path)  # Tune restores it TERMINATED and never calls its hooks again
+    resumed.on_step_begin(0, [trial])
+    resumed.on_experiment_end([trial])
+    assert pq.read_table(tmp_path / "trials.parquet").to_pylist()[0]["status"] == "stopped_early"
+    assert not resumed.interrupted

@@ -178,6 +178,28 @@ max_concurrent: 2
 
 
 @pytest.mark.ray
+def test_a_spent_time_budget_stops_the_trials_early_and_is_no_interrupt(ray_running, cifar_archive, tmp_path):
+    text = """
+name: budget
+data: {classes: [airplane, automobile]}
+epochs: 400
+batch_size: 32
+space: {optimizer: sgd, lr: {grid: [0.01, 0.02, 0.03]}}
+max_concurrent: 1
+time_budget_s: 6
+"""
+    started = time.monotonic()
+    outcome = sweep(text, tmp_path, cifar_archive)
+    assert time.monotonic() - started < 120
+    trials = load_trials(outcome.sweep_dir).to_pylist()
+    # The budget's trials are over (a resume does not run them), unlike those an interrupt leaves;
+    # with one trial at a time Tune had created no other when the budget ran out.
+    assert [t["status"] for t in trials] == ["stopped_early"] * len(trials), trials
+    assert 0 < trials[0]["epochs_run"] < 400
+    assert not outcome.interrupted
+
+
+@pytest.mark.ray
 def test_pbt_learned_schedules_trained_from_scratch_replay_the_members_lr(
     ray_running, cifar_archive, tiny_dataset, tmp_path
 ):

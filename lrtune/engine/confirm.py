@@ -43,7 +43,8 @@ class Confirmation:
     ``rounds`` are the rounds it ran (a resumed one included), ``epochs_spent``
     their epochs (trials x epochs), ``stopped`` why it stopped: ``separated``
     (no configuration within noise of the best), ``budget`` (the next round
-    would pass ``budget_epochs``). ``choice`` is ``best``'s choice over the
+    would pass ``budget_epochs``), ``interrupted`` (Ctrl-C stopped a round;
+    the same call finishes it). ``choice`` is ``best``'s choice over the
     whole sweep afterwards; ``left_out`` counts configurations within noise
     that ``top`` kept out of the rounds.
     """
@@ -146,13 +147,17 @@ def confirm(
         driver.start(same_data=True)
         ran: list[Round] = []
         spent = 0
+        interrupted = False
         if pending is not None:  # an interrupted confirm: finish its round first
-            run_round(driver, pending, resume=True, **run)
+            interrupted = run_round(driver, pending, resume=True, **run).interrupted
             ran.append(pending)
             spent += len(pending.trials) * spec.epochs
         index = rounds[-1].index + 1 if rounds else 1
         while True:
             choice = choose(sweep_dir)
+            if interrupted:  # Ctrl-C: the round is left for the same command to finish
+                stopped = "interrupted"
+                break
             contenders = [choice.best, *choice.within_noise]
             if len(contenders) == 1:
                 stopped = "separated"
@@ -172,7 +177,7 @@ def confirm(
                 spec=spec.to_yaml_dict(),
                 trials=tuple(confirm_trials(configs, range(first, first + repeats))),
             )
-            run_round(driver, planned, **run)
+            interrupted = run_round(driver, planned, **run).interrupted
             ran.append(planned)
             spent += cost
             index += 1

@@ -134,6 +134,9 @@ class ParquetSink(Callback):
             shortest time between two writes of ``trials.parquet``.
         round_index: the round of the sweep these trials are (its
             ``trials.parquet`` is in the round's folder; None: the sweep's own).
+        budget: the sweep's :class:`~lrtune.engine.translation.TimeBudget`
+            (None: none), to tell the trials it stopped (``stopped_early``)
+            from those an interrupt left (``running``, ``pending``).
         views: what else shows the rows (:class:`lrtune.engine.views.RowView`:
             TensorBoard, MLflow, W&B): each is told of a row once it is written
             to Parquet, of every withdrawal once the files no longer hold it,
@@ -156,8 +159,15 @@ class ParquetSink(Callback):
         flush_seconds: float = 2.0,
         round_index: int | None = None,
         views: tuple = (),
+        budget=None,
     ):
         self.views = tuple(views)
+        self.budget = budget
+        # Trials Tune ended (complete, error) in this run or before it: Tune's
+        # interrupt (Ctrl-C) marks the trials it stops TERMINATED without telling
+        # the callbacks, and those are unfinished, not stopped early.
+        self._ended: set[str] = set()
+        self._ended_before_known = False
         self.view_failures: list[str] = []
         self.sweep_dir = sweep_dir.rstrip("/")
         self.sweep = sweep
@@ -213,6 +223,10 @@ class ParquetSink(Callback):
     def setup(self, **info):
         self._start()
 
+    def on_step_begin(self, iteration, trials, **info):
+        if not self._ended_before_known:
+            self._note_ended_before(trials)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self._show("trial_started", trial.trial_id, trial.config)
 
@@ -227,22 +241,39 @@ class ParquetSink(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._trials = trials
+        self._ended.add(trial.trial_id)
         self._settle(trial)
         self.flush(tables=False)
         self._show("trial_ended", trial.trial_id, self._ended_status(trial.trial_id, errored=False))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._trials = trials
+        self._ended.add(trial.trial_id)
         self._settle(trial)
         self.flush(tables=False)
         self._show("trial_ended", trial.trial_id, self._ended_status(trial.trial_id, errored=True))
 
     def on_experiment_end(self, trials, **info):
+        # No step ran: Tune started no trial, so its cleanup stopped none either.
+        if not self._ended_before_known:
+            self._note_ended_before(trials)
         self._trials = trials
         self.flush()
         self.compact()
 
     # --- the sink itself ------------------------------------------------
+
+    def _note_ended_before(self, trials) -> None:
+        """The trials over when this run began (a restored experiment's finished ones)."""
+        self._ended.update(t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR"))
+        self._ended_before_known = True
+
+    @property
+    def interrupted(self) -> bool:
+        """Tune's run ended with trials unfinished, and not because the time budget was spent."""
+        if self.budget is not None and self.budget.spent:
+            return False
+        return any(self.trial_status(t) in ("running", "pending") for t in self._trials)
 
     def _ended_status(self, trial_id: str, errored: bool) -> str:
         # Tune calls the hooks before it marks the trial TERMINATED or ERROR: trial_status would say running.
@@ -528,14 +559,23 @@ class ParquetSink(Callback):
     # --- trials.parquet ---------------------------------------------------
 
     def trial_status(self, trial) -> str:
-        """``done``, ``stopped_early``, ``diverged``, ``error``, ``running`` or ``pending``."""
+        """``done``, ``stopped_early``, ``diverged``, ``error``, ``running`` or ``pending``.
+
+        A trial Tune marked TERMINATED without ending it (an interrupt's
+        cleanup) is ``running`` if it recorded an epoch, else ``pending``;
+        one the time budget stopped is ``stopped_early``.
+        """
         log = self._logs.get(trial.trial_id)
         if log is not None and log.last_status == "diverged":
             return "diverged"
         if trial.status == "ERROR":
             return "error"
         if trial.status == "TERMINATED":
-            return "done" if log is not None and log.epochs_run >= self.epochs else "stopped_early"
+            if log is not None and log.epochs_run >= self.epochs:
+                return "done"
+            if trial.trial_id in self._ended or (self.budget is not None and self.budget.spent):
+                return "stopped_early"
+            return "running" if log is not None and log.epochs_run else "pending"
         if trial.status in ("RUNNING", "PAUSED"):
             return "running"
         return "pending"
@@ -551,7 +591,12 @@ class ParquetSink(Callback):
 
     def _trial_row(self, trial) -> dict[str, Any]:
         log = self._logs.get(trial.trial_id)
-        key = (log.version if log is not None else -1, trial.status, getattr(trial, "num_failures", 0))
+        key = (
+            log.version if log is not None else -1,
+            trial.status,
+            getattr(trial, "num_failures", 0),
+            trial.trial_id in self._ended,
+        )
         cached = self._rows.get(trial.trial_id)
         if cached is not None and cached[0] == key and cached[1] is trial.config:
             return cached[2]

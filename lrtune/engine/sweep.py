@@ -38,6 +38,7 @@ class SweepOutcome:
     trials: Any  # pyarrow.Table of trials.parquet
     view_failures: tuple[str, ...] = ()  # what TensorBoard or a tracker could not show (trackers.json)
     notes: tuple[str, ...] = ()  # what the scheduler says of its decisions (PBT: exploits made and declined)
+    interrupted: bool = False  # Tune's run was interrupted (Ctrl-C): trials are left unfinished for --resume
 
     @property
     def all_failed(self) -> bool:
@@ -140,6 +141,7 @@ def run_trials(
     """
     from ray import tune
 
+    from lrtune.engine.budget import TimeBudget
     from lrtune.engine.housekeeping import LeaseRenewal, StateRetention
     from lrtune.engine.progress import LiveView
     from lrtune.engine.sink import ParquetSink
@@ -173,8 +175,10 @@ def run_trials(
     views = views_for(spec, folder.path, spec.epochs)
     if restore:
         _resync(views, folder.path)
+    budget = TimeBudget(spec.time_budget_s) if spec.time_budget_s is not None else None
     sink = ParquetSink(
         folder.path,
+        budget=budget,
         sweep=spec.name,
         metric=spec.metric,
         mode=spec.metric_mode,
@@ -199,6 +203,7 @@ def run_trials(
         # Tune restores the callbacks pickled with the first run; this run's
         # sink and view (fresh state, this run's --quiet) replace them.
         tune_internals.replace_callbacks(tuner, callbacks)
+        tune_internals.replace_stopper(tuner, budget)
         # And the scheduler as it was built, empty: each of lrtune's takes up its
         # decisions again from the rows, trial statuses and exploits (lrtune.engine.record).
         scheduler = tune_internals.restored_scheduler(tuner)
@@ -215,6 +220,7 @@ def run_trials(
                 name=experiment.name,
                 storage_path=experiment.storage,
                 callbacks=callbacks,
+                stop=budget,
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
@@ -231,7 +237,12 @@ def run_trials(
         counts[status] = counts.get(status, 0) + 1
     notes = (scheduler.summary(),) if hasattr(scheduler, "summary") else ()
     return SweepOutcome(
-        sweep_dir=folder.path, counts=counts, trials=table, view_failures=tuple(failures), notes=notes
+        sweep_dir=folder.path,
+        counts=counts,
+        trials=table,
+        view_failures=tuple(failures),
+        notes=notes,
+        interrupted=sink.interrupted,
     )
 
 

@@ -236,7 +236,7 @@ def tune_config(spec: SweepSpec, live_limit: int | None, trial_prefix: str | Non
         num_samples=spec.num_samples * spec.repeats if spec.search == "tpe" else 1,
         # TPE: a ConcurrencyLimiter, so it suggests from finished trials.
         max_concurrent_trials=live_limit if spec.search == "tpe" else None,
-        time_budget_s=spec.time_budget_s,
+        # time_budget_s: a TimeBudget stopper in the run's RunConfig (lrtune.engine.budget).
         scheduler=make_scheduler(spec),
         search_alg=search_alg,
         # A finished trial's process takes the next trial: TensorFlow is

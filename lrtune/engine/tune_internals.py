@@ -17,6 +17,7 @@ __all__ = [
     "callback_usage_without_integrations",
     "numpy_rng",
     "replace_callbacks",
+    "replace_stopper",
     "restored_scheduler",
     "set_trial_id_prefix",
 ]
@@ -32,10 +33,25 @@ def replace_callbacks(tuner, callbacks: list[Any]) -> None:
     Raises:
         RuntimeError: this Ray's ``Tuner`` has no local tuner to set them on.
     """
+    _local_tuner(tuner).get_run_config().callbacks = callbacks
+
+
+def replace_stopper(tuner, stopper) -> None:
+    """Give a restored ``Tuner`` this run's stopper (None: none), and drop a pickled ``time_budget_s``.
+
+    Raises:
+        RuntimeError: this Ray's ``Tuner`` has no local tuner to set it on.
+    """
+    local = _local_tuner(tuner)
+    local.get_run_config().stop = stopper
+    local._tune_config.time_budget_s = None
+
+
+def _local_tuner(tuner):
     local = getattr(tuner, "_local_tuner", None)
     if local is None:
         raise RuntimeError("this Ray's Tuner has no _local_tuner: lrtune's resume needs Ray 2.60")
-    local.get_run_config().callbacks = callbacks
+    return local
 
 
 def restored_scheduler(tuner):
