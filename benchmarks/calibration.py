@@ -19,10 +19,13 @@ independent reruns of it.
   95% prediction interval from ``g`` holds ``c``'s mean in ``h`` (what a
   user reads an interval as: "if I run this again, where will it land?"),
   and, for comparison, whether the CI does; (c) when ``g`` names a clear
-  winner, whether it has the best mean in each other group.
+  winner, whether it has the best mean in each other group, on the whole
+  sweep and on every sweep of 2 or more of its configurations (the same
+  trials: :func:`subset_winners`).
 - **identical**: ``k`` configurations that differ only by ``1e-9`` in ``lr``
   (identical training, up to seeds): (d) how often a group names a clear
-  winner; nominal at most ``alpha`` (0.05).
+  winner, on the whole sweep and on every sweep of 2 or more of them;
+  nominal at most ``alpha`` (0.05).
 
 Each figure comes with its count, and a 95% Wilson interval for the rate
 (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``), so a shortfall
@@ -69,6 +72,60 @@ def group_choices(sweep, n: int) -> dict[int, object]:
         g: choose_from(dataclasses.replace(sweep, trials=tuple(trials)), top=100)
         for g, trials in groups_of(sweep, n).items()
     }
+
+
+def subsweeps(sweep):
+    """Every sweep of 2 or more of ``sweep``'s configurations, with their trials.
+
+    A user's sweep of some of the configurations is the same trials (each
+    repeat's seed depends on the repeat, not on the other arms), so every
+    subset is a sweep that was run. Checks over them share trials across
+    subsets and groups: they are not independent, and their Wilson interval
+    overstates the precision.
+    """
+    import itertools
+
+    keys = sorted({_key(t.config) for t in sweep.trials})
+    for size in range(2, len(keys) + 1):
+        for subset in itertools.combinations(keys, size):
+            yield dataclasses.replace(
+                sweep, trials=tuple(t for t in sweep.trials if _key(t.config) in subset)
+            )
+
+
+def subset_winners(sweep, n: int) -> list[bool]:
+    """(c) over :func:`subsweeps`: for each subset and group naming a clear winner, is it the best in each other group?"""
+    return [
+        hit
+        for part in subsweeps(sweep)
+        for hit in coverage(group_choices(part, n))["clear_winner_stays_best"]
+    ]
+
+
+def false_winners(sweep, n: int) -> list[bool]:
+    """(d): per group of ``sweep``, whether its choice names a clear winner."""
+    return [c.test is not None and c.test.clear_winner for c in group_choices(sweep, n).values()]
+
+
+def false_winners_unshared(sweep, n: int) -> list[bool]:
+    """(d) with no seed shared between configurations: sweep ``g`` takes configuration ``i``'s trials of group ``g + i``.
+
+    Within a sweep every arm runs on the same seeds (lrtune.training.trial.trial_seed),
+    so identical configurations differ less from each other than from a rerun: this
+    variant shows the rate where they share none (different ``num_samples``, or runs apart).
+    """
+    from lrtune.results.choice import choose_from
+
+    keys = sorted({_key(t.config) for t in sweep.trials})
+    groups = groups_of(sweep, n)
+    out = []
+    for g in groups:
+        trials = [
+            t for i, key in enumerate(keys) for t in groups[(g + i) % len(groups)] if _key(t.config) == key
+        ]
+        choice = choose_from(dataclasses.replace(sweep, trials=tuple(trials)), top=100)
+        out.append(choice.test is not None and choice.test.clear_winner)
+    return out
 
 
 def candidates(choice) -> dict[tuple, object]:
@@ -172,10 +229,16 @@ def main() -> None:
 
     distinct = group_choices(results["distinct"], args.seeds)
     checks = coverage(distinct)
-    same = group_choices(results["identical"], args.seeds)
-    false_winner = [c.test is not None and c.test.clear_winner for c in same.values()]
+    false_winner = false_winners(results["identical"], args.seeds)
+    false_subsets = [w for part in subsweeps(results["identical"]) for w in false_winners(part, args.seeds)]
+    checks["clear_winner_stays_best_subsets"] = subset_winners(results["distinct"], args.seeds)
     figures = {name: rate(hits) for name, hits in checks.items()}
     figures["false_clear_winner"] = rate(false_winner)
+    figures["false_clear_winner_subsets"] = rate(false_subsets)
+    figures["false_clear_winner_unshared"] = rate(false_winners_unshared(results["identical"], args.seeds))
+    figures["false_clear_winner_unshared_subsets"] = rate(
+        [w for part in subsweeps(results["identical"]) for w in false_winners_unshared(part, args.seeds)]
+    )
     winners = [bool(c.test and c.test.clear_winner) for c in distinct.values()]
 
     print()
@@ -188,7 +251,11 @@ def main() -> None:
         "pi_holds_rerun_mean": "(b) 95% prediction interval holds a rerun's mean",
         "ci_holds_rerun_mean": "    95% CI holds a rerun's mean (what it is not built for)",
         "clear_winner_stays_best": "(c) a clear winner is still the best in another group",
+        "clear_winner_stays_best_subsets": "    (c) over every sweep of 2+ of the configurations",
         "false_clear_winner": "(d) a clear winner among identical configurations",
+        "false_clear_winner_subsets": "    (d) over every sweep of 2+ of them",
+        "false_clear_winner_unshared": "    (d) with no seed shared between the configurations",
+        "false_clear_winner_unshared_subsets": "    (d) no seed shared, over every sweep of 2+",
     }
     common.table(
         ["check", "rate", "count", "Wilson 95%"],
