@@ -192,10 +192,11 @@ time_budget_s: 6
     outcome = sweep(text, tmp_path, cifar_archive)
     assert time.monotonic() - started < 120
     trials = load_trials(outcome.sweep_dir).to_pylist()
-    # The budget's trials are over (a resume does not run them), unlike those an interrupt leaves;
-    # with one trial at a time Tune had created no other when the budget ran out.
+    # The budget's trials are over (a resume does not run them), unlike those an interrupt leaves
+    # (running, pending); with one trial at a time Tune had created no other when the budget ran
+    # out. On a loaded machine the first trial may not have finished an epoch in 6 s.
     assert [t["status"] for t in trials] == ["stopped_early"] * len(trials), trials
-    assert 0 < trials[0]["epochs_run"] < 400
+    assert trials[0]["epochs_run"] < 400
     assert not outcome.interrupted
 
 
