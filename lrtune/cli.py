@@ -224,7 +224,7 @@ def find(
 ):
     """The learning-rate range test for every arm of SWEEP_FILE: suggested lr ranges as a space: fragment."""
     from lrtune.data import DataError
-    from lrtune.engine.errors import StorageError, SweepError
+    from lrtune.engine.errors import Interrupted, StorageError, SweepError
     from lrtune.engine.find import run_find
     from lrtune.spec import SweepFileError, load_spec
 
@@ -236,6 +236,8 @@ def find(
         )  # fmt: skip
     except StorageError as e:
         _fail(str(e), code=3)
+    except Interrupted as e:
+        _fail(str(e), code=130)
     except (SweepFileError, DataError, SweepError) as e:
         _fail(str(e))
     from lrtune.results.lr_range import format_suggestions

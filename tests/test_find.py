@@ -478,3 +478,46 @@ def test_bad_ramp_is_refused_before_anything_starts(tmp_path):
     assert result.returncode == 2
     assert "Argument `max_lr` must be > min_lr" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_the_sink_counts_the_range_tests_an_interrupt_left_unfinished(tmp_path):
+    from ray.tune.experiment import Trial
+
+    from lrtune.engine.find import RangeSink
+
+    sink = RangeSink(str(tmp_path), name="t")
+    sink.setup()
+    done, cut, waiting = (Trial("lrtune_find", config={}, trial_id=f"t_{i}", stub=True) for i in range(3))
+    sink.on_trial_complete(0, [done, cut, waiting], done)
+    for trial in (done, cut, waiting):  # Tune's interrupt marks the rest TERMINATED without the hooks
+        trial.set_status(Trial.TERMINATED)
+    sink.on_experiment_end([done, cut, waiting])
+    assert sink.unfinished == 2
+
+
+@pytest.mark.ray
+def test_ctrl_c_suggests_nothing_from_curves_cut_short(find_run, cifar_archive, kill_group):
+    import os
+    import signal
+    import time
+
+    from sweep_runs import start
+
+    folder, _, _ = find_run
+    run_dir = folder / "results" / "cut"
+    process = start(
+        "find", folder / "tiny.yaml", "--data", cifar_archive, "--storage", folder / "results", "--name", "cut",
+        "--steps", 5000, "--max-steps", 5000, "--min-lr", "1e-6", "--max-lr", "1e-3",
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not (run_dir / "lr_range").is_dir() or not any((run_dir / "lr_range").glob("*.parquet")):
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        kill_group(process)
+    assert process.returncode == 130, output
+    assert "range tests did not finish" in output and "nothing is suggested" in output, output
+    assert not (run_dir / "suggestions.yaml").exists()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StorageError", "SweepError"]
+__all__ = ["Interrupted", "StorageError", "SweepError"]
 
 
 class SweepError(RuntimeError):
@@ -11,3 +11,7 @@ class SweepError(RuntimeError):
 
 class StorageError(SweepError):
     """The results storage cannot be read or written (``lrtune sweep`` exits 3)."""
+
+
+class Interrupted(SweepError):
+    """Ctrl-C stopped the command before its trials ended; the message says what was kept (exit 130)."""

@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 from ray.tune import Callback
 
-from lrtune.engine.errors import StorageError, SweepError
+from lrtune.engine.errors import Interrupted, StorageError, SweepError
 from lrtune.engine.parquet_parts import PartFiles
 from lrtune.folder import SweepFolder
 from lrtune.results.lr_range import LR_RANGE_SCHEMA, SETTING_COLUMNS
@@ -145,6 +145,8 @@ class RangeSink(Callback):
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self.errors: dict[str, str] = {}
+        self.ended: set[str] = set()  # trials Tune ended (complete or error); Ctrl-C ends none
+        self.trials: list[Any] = []
 
     def _storage_error(self, path: str, error: Exception) -> None:
         raise StorageError(f"cannot write the range test's results to {path}: {error}")
@@ -161,17 +163,25 @@ class RangeSink(Callback):
             self.flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.ended.add(trial.trial_id)
         self.flush()
 
     def on_trial_error(self, iteration, trials, trial, **info):
         from lrtune.engine.sink import trial_error_message
 
+        self.ended.add(trial.trial_id)
         self.errors[trial.trial_id] = trial_error_message(trial) or "error (no trace recorded)"
         self.flush()
 
     def on_experiment_end(self, trials, **info):
+        self.trials = list(trials)
         self.flush()
         self._compact()
+
+    @property
+    def unfinished(self) -> int:
+        """Range tests the run left unfinished: Tune's interrupt (Ctrl-C) stops them without ending them."""
+        return sum(t.trial_id not in self.ended for t in self.trials)
 
     def add(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> None:
         """Queue the rows of one report (``result["rows"]``) of trial ``trial_id``."""
@@ -270,7 +280,8 @@ def run_find(
     Raises:
         SweepError: bad arguments, an existing folder of that name, a
             continuous optimizer setting, trials that fit on no node (a
-            :class:`~lrtune.engine.sweep.StorageError` when the storage fails).
+            :class:`~lrtune.engine.sweep.StorageError` when the storage fails;
+            :class:`~lrtune.engine.errors.Interrupted` after Ctrl-C).
         lrtune.data.DataError: the data cannot be read.
     """
     from ray import tune
@@ -367,6 +378,12 @@ def run_find(
             ),
         )  # fmt: skip
         grid = driver.fit(tuner, quiet=True)
+        if sink.unfinished:
+            raise Interrupted(
+                f"interrupted: {sink.unfinished} of {len(sink.trials)} range tests did not finish, and a "
+                f"curve cut short is not read for a range: nothing is suggested. Their rows are in "
+                f"{sweep_dir}/lr_range/; run the test again with another --name, or remove {sweep_dir} first"
+            )
         errors = dict(sink.errors)
         for (
             result
