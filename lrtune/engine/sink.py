@@ -134,7 +134,7 @@ class ParquetSink(Callback):
             shortest time between two writes of ``trials.parquet``.
         round_index: the round of the sweep these trials are (its
             ``trials.parquet`` is in the round's folder; None: the sweep's own).
-        budget: the sweep's :class:`~lrtune.engine.translation.TimeBudget`
+        budget: the sweep's :class:`~lrtune.engine.budget.TimeBudget`
             (None: none), to tell the trials it stopped (``stopped_early``)
             from those an interrupt left (``running``, ``pending``).
         views: what else shows the rows (:class:`lrtune.engine.views.RowView`:
