@@ -487,11 +487,3 @@ def report(
     out.print(f"wrote {files.html}")
     for png in files.pngs:
         out.print(f"      {png}")
-
-
-def main() -> None:  # pragma: no cover - console-script entry
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

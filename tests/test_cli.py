@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,6 +10,37 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sweep_runs import lrtune  # noqa: E402
+
+
+def test_importing_lrtune_imports_none_of_its_heavy_dependencies():
+    script = (
+        "import sys, lrtune\n"
+        "heavy = ('scipy', 'pyarrow', 'numpy', 'typer', 'ray', 'tensorflow', 'keras')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "print(lrtune.load_spec.__module__, lrtune.results.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["[]", "lrtune.spec lrtune.results"]
+
+
+@pytest.mark.parametrize("module", ["typer", "scipy"])
+def test_ctrl_c_while_the_command_imports_exits_130_without_a_traceback(module):
+    # A real SIGINT, delivered while `module` is being imported: the window a user's Ctrl-C
+    # hits in the first second of any command (CI's soak hit it inside scipy's import).
+    # typer: before the command line is parsed; scipy: inside the command, which Typer ends.
+    script = (
+        "import os, signal, sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r}:\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from lrtune.__main__ import main\n"
+        "sys.exit(main(['best', 'nowhere']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
 
 
 def test_validate_counts_the_trials_of_a_library_sweep():
