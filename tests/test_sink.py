@@ -68,7 +68,11 @@ def make_sink(sweep_dir, flush_seconds: float = 3600.0) -> ParquetSink:
 
 
 def run_trials(sink: ParquetSink, trials: list[Trial], *, end: bool = True) -> None:
-    """Each trial reports EPOCHS epochs and completes, one after the other, as under Tune."""
+    """Each trial reports EPOCHS epochs and completes, one after the other, as under Tune.
+
+    Tune saves its experiment snapshot (``get_state``) after each trial's end here: a
+    flush per trial, the most a sweep of short trials makes.
+    """
     seen: list[Trial] = []
     for trial in trials:
         seen.append(trial)
@@ -76,8 +80,9 @@ def run_trials(sink: ParquetSink, trials: list[Trial], *, end: bool = True) -> N
             r = result(trial, epoch, lineage=[] if epoch == 1 else None)
             sink.on_trial_result(epoch, seen, trial, r)
             sink.on_step_end(epoch, seen)
-        trial.set_status(Trial.TERMINATED)
         sink.on_trial_complete(EPOCHS, seen, trial)
+        trial.set_status(Trial.TERMINATED)
+        sink.get_state()
     if end:
         sink.on_experiment_end(seen)
 
@@ -215,6 +220,63 @@ def test_a_trial_stopped_without_running_again_ends_with_the_rows_of_its_newest_
     assert resumed.rows_dropped == 0
 
 
+class EventLog:
+    """A view (lrtune.engine.views.RowView's hooks) that records what it is told, in order."""
+
+    def __init__(self):
+        self.events: list[tuple] = []
+
+    def __getattr__(self, event):
+        return lambda *args: self.events.append((event, *args))
+
+
+def test_a_trials_end_waits_for_the_next_flush_and_views_hear_of_it_after_its_last_row(tmp_path):
+    # At thousands of short trials a flush per trial end (a small file each) was most of
+    # lrtune's driver time (benchmarks/scale.py at 5,000 trials: 5,005 flushes).
+    views = EventLog()
+    sink = make_sink(tmp_path / "s")
+    sink.views = (views,)
+    trial = make_trial(0)
+    for epoch in range(1, EPOCHS + 1):
+        sink.on_trial_result(epoch, [trial], trial, result(trial, epoch, lineage=[] if epoch == 1 else None))
+    sink.on_trial_complete(EPOCHS, [trial], trial)
+    trial.set_status(Trial.TERMINATED)
+    metrics = ds.dataset(tmp_path / "s" / "metrics", format="parquet", schema=METRICS_SCHEMA)
+    assert metrics.to_table().num_rows == 1  # the first row went at once; the rest wait
+    assert [e[0] for e in views.events] == ["rows_kept"]
+
+    assert sink.get_state() is None  # Tune saves its snapshot: the rows go first
+    metrics = ds.dataset(tmp_path / "s" / "metrics", format="parquet", schema=METRICS_SCHEMA)
+    assert sorted(keys(metrics.to_table())) == [("t_00000", e) for e in range(1, EPOCHS + 1)]
+    assert [e[0] for e in views.events] == ["rows_kept", "rows_kept", "trial_ended"]
+    assert views.events[-1] == ("trial_ended", "t_00000", "done")
+
+
+def test_a_snapshot_that_ended_a_trial_ahead_of_its_rows_gets_them_from_the_state_it_ended_with(tmp_path):
+    # Tune may upload a snapshot early (an upload still running when the next is saved):
+    # the restored snapshot ends a trial whose last rows died with the driver's buffer.
+    sweep_dir = tmp_path / "s"
+    trial = make_trial(0)
+    first = make_sink(sweep_dir)
+    rows = [result(trial, e, run="0123456789ab", lineage=[] if e == 1 else None) for e in (1, 2, 3)]
+    for epoch, row in enumerate(rows, 1):
+        first.on_trial_result(epoch, [trial], trial, row)  # epoch 1 is written, 2 and 3 wait
+    history = [
+        {k: v for k, v in r.items() if k not in ("lineage", "restored_epoch", "restored_from")} for r in rows
+    ]
+    save_state_meta(sweep_dir, trial, history, "0123456789ab")  # the trial saved its state, then ended
+
+    trial.set_status(Trial.TERMINATED)
+    trial.update_last_result(dict(rows[-1]))
+    resumed = make_sink(sweep_dir)
+    resumed.on_step_begin(0, [trial])
+    resumed.on_experiment_end([trial])
+    kept = sorted(load(str(sweep_dir)).to_pylist(), key=lambda r: r["epoch"])
+    assert [(r["epoch"], r["accuracy"]) for r in kept] == [(r["epoch"], r["accuracy"]) for r in rows]
+    (status,) = pq.read_table(sweep_dir / "trials.parquet").to_pylist()
+    assert (status["status"], status["epochs_run"]) == ("done", EPOCHS)
+
+
 def test_trials_parquet_is_not_rewritten_at_every_trial_end_but_is_right_at_the_end(tmp_path):
     trials = [make_trial(i) for i in range(20)]
     sink = make_sink(tmp_path / "s", flush_seconds=3600)
@@ -224,7 +286,7 @@ def test_trials_parquet_is_not_rewritten_at_every_trial_end_but_is_right_at_the_
     early = pq.read_table(tmp_path / "s" / "trials.parquet").to_pylist()
     assert [(r["trial_id"], r["epochs_run"]) for r in early] == [("t_00000", 1)]
     rows = ds.dataset(tmp_path / "s" / "metrics", format="parquet", schema=METRICS_SCHEMA).to_table()
-    assert rows.num_rows == 20 * EPOCHS  # a trial's rows are written when it ends
+    assert rows.num_rows == 20 * EPOCHS  # a trial's rows are written before Tune's snapshot
     sink.on_experiment_end(trials)
     final = pq.read_table(tmp_path / "s" / "trials.parquet").to_pylist()
     assert [(r["trial_id"], r["status"], r["epochs_run"]) for r in final] == [

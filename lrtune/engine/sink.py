@@ -16,10 +16,17 @@ How rows land exactly once, across retries, kills, restores and PBT:
   trained them) and makes its earlier rows equal that history (under PBT
   the history of the weights the trial inherited), so for every epoch the
   row that stays is that of the model the trial went on with.
-- Buffered rows are flushed at once when the first row exists and when a
-  trial ends, else every ``flush_seconds``. Rows lost with a killed driver
-  come back with the history of the state each unfinished trial resumes
-  from.
+- Buffered rows are flushed at once when the first row exists, else every
+  ``flush_seconds``, and always before Tune's experiment snapshot is
+  uploaded to storage (:meth:`ParquetSink.get_state`): a snapshot that marks
+  a trial ended never reaches storage ahead of that trial's rows. Rows lost
+  with a killed driver come back with the history of the state each
+  unfinished trial resumes from; a trial a restored snapshot marks ended
+  with fewer rows than its last result gets them from the state it ended
+  with (:meth:`ParquetSink._settle`), whatever reached storage first.
+- A trial's end is not a flush of its own (at thousands of short trials that
+  was a small file per trial, most of the driver's time in lrtune): the
+  views hear of the end after the flush that writes its last row.
 
 What a flush costs must not grow with the number of trials (a cluster runs
 thousands): a flush writes only the buffered rows, as one small file, and
@@ -130,8 +137,8 @@ class ParquetSink(Callback):
         epochs: the epoch budget of a trial, to tell ``done`` from
             ``stopped_early``.
         flush_seconds: longest time a row waits in memory (the first row
-            of a run, and a trial's last, wait for no period), and the
-            shortest time between two writes of ``trials.parquet``.
+            written waits for no period; Tune's snapshot flushes too), and
+            the shortest time between two writes of ``trials.parquet``.
         round_index: the round of the sweep these trials are (its
             ``trials.parquet`` is in the round's folder; None: the sweep's own).
         budget: the sweep's :class:`~lrtune.engine.budget.TimeBudget`
@@ -168,6 +175,8 @@ class ParquetSink(Callback):
         # the callbacks, and those are unfinished, not stopped early.
         self._ended: set[str] = set()
         self._ended_before_known = False
+        # (trial, status) of the trials ended since the last flush: views hear of them after it.
+        self._ending: list[tuple[str, str]] = []
         self.view_failures: list[str] = []
         self.sweep_dir = sweep_dir.rstrip("/")
         self.sweep = sweep
@@ -227,6 +236,23 @@ class ParquetSink(Callback):
         if not self._ended_before_known:
             self._note_ended_before(trials)
 
+    def get_state(self) -> None:
+        """Flush; Tune calls this while it saves its experiment snapshot. Keeps no state (None).
+
+        Tune (``TuneController.save_to_dir``, Ray 2.60) writes the trial
+        statuses to its driver staging folder, then asks every callback for
+        its state, then uploads the folder to storage, where ``--resume``
+        reads it. Flushing here puts the rows of every trial that snapshot
+        marks ended in Parquet before the snapshot can reach storage.
+        (Should an upload still be running when the next snapshot is saved,
+        Tune may upload it early; :meth:`_note_ended_before` repairs that.)
+
+        Raises:
+            SinkError: the storage cannot be written.
+        """
+        self.flush(tables=False)
+        return None
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self._show("trial_started", trial.trial_id, trial.config)
 
@@ -241,17 +267,11 @@ class ParquetSink(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._trials = trials
-        self._ended.add(trial.trial_id)
-        self._settle(trial)
-        self.flush(tables=False)
-        self._show("trial_ended", trial.trial_id, self._ended_status(trial.trial_id, errored=False))
+        self._end(trial, errored=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._trials = trials
-        self._ended.add(trial.trial_id)
-        self._settle(trial)
-        self.flush(tables=False)
-        self._show("trial_ended", trial.trial_id, self._ended_status(trial.trial_id, errored=True))
+        self._end(trial, errored=True)
 
     def on_experiment_end(self, trials, **info):
         # No step ran: Tune started no trial, so its cleanup stopped none either.
@@ -263,9 +283,26 @@ class ParquetSink(Callback):
 
     # --- the sink itself ------------------------------------------------
 
+    def _end(self, trial, errored: bool) -> None:
+        self._ended.add(trial.trial_id)
+        self._settle(trial)
+        self._ending.append((trial.trial_id, self._ended_status(trial.trial_id, errored)))
+        self.maybe_flush()
+
     def _note_ended_before(self, trials) -> None:
-        """The trials over when this run began (a restored experiment's finished ones)."""
-        self._ended.update(t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR"))
+        """The trials over when this run began (a restored experiment's finished ones).
+
+        One whose rows stop short of its last result (the snapshot reached
+        storage, its last rows did not) gets them from its newest saved state.
+        """
+        self._start()
+        for trial in trials:
+            if trial.status not in ("TERMINATED", "ERROR"):
+                continue
+            self._ended.add(trial.trial_id)
+            last = (trial.last_result or {}).get("epoch")
+            if isinstance(last, int) and last > self._log_of(trial.trial_id).epochs_run:
+                self._settle(trial)
         self._ended_before_known = True
 
     @property
@@ -507,6 +544,9 @@ class ParquetSink(Callback):
             self._show("rows_kept", written)
             self._flushed_rows = True
             self._merge()
+        ending, self._ending = self._ending, []
+        for trial_id, status in ending:
+            self._show("trial_ended", trial_id, status)
         if tables or time.monotonic() >= self._tables_due:
             self.write_tables()
 
