@@ -399,4 +399,7 @@ class WandbRuns(_TrackerView):
         run.finish()
 
     def close(self, timeout_s: float = CLOSE_WAIT_S) -> list[str]:
+        # W&B's own service process writes the runs' files and uploads them; teardown waits
+        # until it has (a run file read right after finish() once lacked its run record).
+        self.outbox.send("W&B's last writes", lambda: self.wandb.teardown())
         return self.outbox.close(timeout_s)
