@@ -136,11 +136,8 @@ resources: {{cpu: 1}}
 """
 
 
-def killed_and_resumed(project, sweep_file, storage, *data_option, kill_group, resume_option=None):
-    """``lrtune sweep`` from the user's project folder, killed once rows exist, then ``--resume``.
-
-    ``resume_option``: the resume's data option (default: the first run's).
-    """
+def killed_and_resumed(project, sweep_file, storage, *data_option, kill_group):
+    """``lrtune sweep`` from the user's project folder, killed once rows exist, then ``--resume``."""
     first = start("sweep", sweep_file, *data_option, "--storage", storage, "--quiet", cwd=project)
     deadline = time.monotonic() + 300
     while not rows(storage / sweep_file.stem) and first.poll() is None:
@@ -153,7 +150,7 @@ def killed_and_resumed(project, sweep_file, storage, *data_option, kill_group, r
     again = lrtune(
         "sweep",
         sweep_file,
-        *(data_option if resume_option is None else resume_option),
+        *data_option,
         "--storage",
         storage,
         "--quiet",
@@ -185,12 +182,12 @@ def test_a_users_convnet_on_24x24_grayscale_pngs_survives_a_kill(project, tmp_pa
 
 
 @pytest.mark.ray
-@pytest.mark.soak
-def test_a_users_dense_model_on_an_npz_survives_a_kill(project, tmp_path, kill_group):
+def test_a_users_dense_model_on_an_npz_trains_and_a_resume_on_changed_arrays_is_refused(project, tmp_path):
     """A model without convolutions, on arrays the user saved with numpy, their path given with --data.
 
-    The resume finds the path in data.json; once the arrays change (same
-    shapes, other labels), a resume is refused.
+    A resume finds the path in data.json; once the arrays change (same
+    shapes, other labels), it is refused. (Killed and resumed sweeps of a
+    user's model: the PNG test above, and CIFAR-100 in test_data_sweeps.py.)
     """
     import numpy as np
 
@@ -211,7 +208,13 @@ def test_a_users_dense_model_on_an_npz_survives_a_kill(project, tmp_path, kill_g
         )
     )
     storage = tmp_path / "results"
-    killed_and_resumed(project, sweep_file, storage, "--data", path, kill_group=kill_group, resume_option=())
+    done = lrtune(
+        "sweep", sweep_file, "--data", path, "--storage", storage, "--quiet", cwd=project, timeout=420
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_rows_are_the_final_models_history(storage / "flat", trials=2, epochs=3)
+    again = lrtune("sweep", sweep_file, "--storage", storage, "--quiet", "--resume", cwd=project)
+    assert again.returncode == 0, again.stdout + again.stderr  # the path from data.json; nothing to run
     write_npz(path, **arrays(1))
     refused = lrtune("sweep", sweep_file, "--storage", storage, "--quiet", "--resume", cwd=project)
     assert refused.returncode == 2, refused.stdout + refused.stderr
