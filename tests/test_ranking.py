@@ -148,3 +148,24 @@ def test_with_every_trial_failed_the_summaries_say_there_is_nothing_to_rank(tmp_
     assert "no ranking:" in results.stdout and "no trial to choose from" in results.stdout
     screen = last_screen(sweep_dir)
     assert "no ranking:" in screen and "no trial to choose from" in screen and "━" not in screen
+
+
+def test_ranking_reads_each_trials_configuration_a_bounded_number_of_times(tmp_path, monkeypatch):
+    # Matching every configuration against every trial made the pick quadratic: at the end
+    # of a 5,000-trial sweep (benchmarks/scale.py) it ran for minutes.
+    from lrtune.results.trials import Trial
+
+    runs = [run(sgd("constant", lr=0.001 * (i + 1)), [0.5, 0.6 + i / 1000]) for i in range(300)]
+    sweep_dir = write_sweep(tmp_path / "many", runs, epochs=2)
+    reads = 0
+    key = Trial.key.fget
+
+    def counted(trial):
+        nonlocal reads
+        reads += 1
+        return key(trial)
+
+    monkeypatch.setattr(Trial, "key", property(counted))
+    choice = choose(sweep_dir)
+    assert choice.best.config["lr"] == pytest.approx(0.3)
+    assert reads <= 3 * len(runs), f"{reads} reads of Trial.key for {len(runs)} trials"

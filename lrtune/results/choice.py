@@ -296,6 +296,11 @@ def rank(
         ranked = tuple(_candidate(t.config, t.family, [v], [t.trial_id], metric) for t, v in scored)
         return Ranking(ranked=ranked, compared=tuple(t for t, _ in scored), population=True, **common)
 
+    # Each trial's key once: matching every group against the whole pool was quadratic
+    # (a 5,000-trial sweep's pick took minutes).
+    by_key: dict[tuple, list[Trial]] = {}
+    for t in pool:
+        by_key.setdefault(t.key, []).append(t)
     groups: dict[tuple, list[tuple[Trial, float]]] = {}
     for t, v in scored:
         groups.setdefault(t.key, []).append((t, v))
@@ -306,9 +311,10 @@ def rank(
     candidates = []
     for key, members in groups.items():
         ids = [t.trial_id for t, _ in members]
+        counted_ids = set(ids)
         # Runs of this configuration not in its mean: early stopping, divergence and failures
         # leave the survivors, which may flatter it (pending ones simply have not run).
-        missing = [t for t in pool if t.key == key and t.trial_id not in ids and t.status != "pending"]
+        missing = [t for t in by_key[key] if t.trial_id not in counted_ids and t.status != "pending"]
         left_out = {s: sum(t.status == s for t in missing) for s in sorted({t.status for t in missing})}
         candidates.append(
             _candidate(
