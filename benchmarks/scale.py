@@ -22,8 +22,10 @@ checkpoint, so StateRetention has nothing to prune.
 Figures: wall time of each (from the call to the return, Ray start and
 stop included), their ratio, the driver's peak RSS (VmHWM), the longest
 flush, the longest live-view redraw, the time spent in lrtune's callbacks
-per result over the first and the last tenth of the results (it must not
-grow with the trials seen), and trial errors (must be 0).
+per result over the first and the last tenth of the results, without the
+periodic flushes that run inside them (it must not grow with the trials
+seen), the mean flush and trials.parquet write over the first and last
+tenth of them, and trial errors (must be 0).
 """
 
 from __future__ import annotations
@@ -165,21 +167,25 @@ def run_lrtune(args) -> dict:
     sweep.trainable_for = lambda dataset, settings, storage, *, cpu, gpu, slot=False: trainable(
         args.epochs, args.epoch_seconds, cpu, slot
     )
-    flushes, redraws, per_result = [], [], []
+    flushes, redraws, per_result, tables = [], [], [], []
+    per_hook: dict[str, list[float]] = {}
     spent = {"s": 0.0}
+    in_flush = {"s": 0.0}
 
-    def timed(cls, name, record=None):
+    def timed(cls, name):
         original = getattr(cls, name)
+        record = per_hook.setdefault(f"{cls.__name__}.{name}", []) if name == "on_trial_result" else None
 
         def wrapper(self, *a, **kw):
-            t = time.perf_counter()
+            t, f = time.perf_counter(), in_flush["s"]
             try:
                 return original(self, *a, **kw)
             finally:
                 d = time.perf_counter() - t
                 spent["s"] += d
                 if record is not None:
-                    record(self, d)
+                    # The periodic flush runs inside the hook: its share is timed apart.
+                    record.append(d - (in_flush["s"] - f))
 
         setattr(cls, name, wrapper)
 
@@ -192,17 +198,24 @@ def run_lrtune(args) -> dict:
             "on_experiment_end",
         ):
             if hook in cls.__dict__:
-                timed(
-                    cls, hook, (lambda self, d: per_result.append(d)) if hook == "on_trial_result" else None
-                )
+                timed(cls, hook)
     original_flush = ParquetSink.flush
+    original_tables = ParquetSink.write_tables
 
     def flush(self, *a, **kw):
         t = time.perf_counter()
         original_flush(self, *a, **kw)
-        flushes.append(time.perf_counter() - t)
+        d = time.perf_counter() - t
+        flushes.append(d)
+        in_flush["s"] += d
+
+    def write_tables(self):
+        t = time.perf_counter()
+        original_tables(self)
+        tables.append(time.perf_counter() - t)
 
     ParquetSink.flush = flush
+    ParquetSink.write_tables = write_tables
     original_render = LiveView.render
 
     def render(self):
@@ -223,7 +236,8 @@ def run_lrtune(args) -> dict:
 
     metrics = load(outcome.sweep_dir)
     keys = set(zip(metrics["trial_id"].to_pylist(), metrics["epoch"].to_pylist(), strict=True))
-    tenth = max(1, len(per_result) // 10)
+    # Each result runs every class's hook once, in the same order: sum them per result.
+    per_result = [sum(ds) for ds in zip(*per_hook.values(), strict=True)]
     return {
         "wall_s": wall,
         "trials": sum(outcome.counts.values()),
@@ -233,13 +247,27 @@ def run_lrtune(args) -> dict:
         "rows": metrics.num_rows,
         "rows_unique": len(keys),
         "flushes": len(flushes),
+        "flush_s": sum(flushes),
         "flush_max_s": max(flushes, default=float("nan")),
+        "flush_ms_first_last_tenth": tenths(flushes),
+        "tables_written": len(tables),
+        "tables_s": sum(tables),
+        "tables_ms_first_last_tenth": tenths(tables),
         "redraws": len(redraws),
         "redraw_max_s": max(redraws, default=float("nan")),
         "callbacks_s": spent["s"],
-        "on_result_first_tenth_ms": 1000 * sum(per_result[:tenth]) / tenth,
-        "on_result_last_tenth_ms": 1000 * sum(per_result[-tenth:]) / tenth,
+        "on_result_first_tenth_ms": tenths(per_result)[0],
+        "on_result_last_tenth_ms": tenths(per_result)[1],
+        "on_result_by_class_ms": {name: tenths(ds) for name, ds in per_hook.items()},
     }
+
+
+def tenths(seconds: list[float]) -> list[float]:
+    """Mean of the first and of the last tenth of ``seconds``, in ms."""
+    if not seconds:
+        return [float("nan"), float("nan")]
+    n = max(1, len(seconds) // 10)
+    return [1000 * sum(seconds[:n]) / n, 1000 * sum(seconds[-n:]) / n]
 
 
 def child(args) -> None:
@@ -296,7 +324,8 @@ def main():
         ],
     )
     ratio = common.median(r["ratio"] for r in runs)
-    lr = {k: med("lrtune", k) for k in runs[0]["lrtune"] if k != "counts"}
+    scalar = lambda side: [k for k, v in runs[0][side].items() if isinstance(v, int | float)]  # noqa: E731
+    lr = {k: med("lrtune", k) for k in scalar("lrtune")}
     each = ", ".join(f"{r['ratio']:.3f}" for r in runs)
     print(f"\nwall lrtune / plain Tune: {ratio:.3f} (per repeat: {each})")
     print("\nthe spread: each repeat, plain Tune then lrtune in fresh processes")
@@ -322,8 +351,24 @@ def main():
             ["live-view redraws", lr["redraws"]],
             ["longest redraw (s)", lr["redraw_max_s"]],
             ["time in lrtune callbacks (s)", lr["callbacks_s"]],
-            ["on_trial_result, first tenth (ms)", lr["on_result_first_tenth_ms"]],
-            ["on_trial_result, last tenth (ms)", lr["on_result_last_tenth_ms"]],
+            ["time in flushes (s)", lr["flush_s"]],
+            ["trials.parquet writes", lr["tables_written"]],
+            ["time in trials.parquet writes (s)", lr["tables_s"]],
+            ["on_trial_result without flushes, first tenth (ms)", lr["on_result_first_tenth_ms"]],
+            ["on_trial_result without flushes, last tenth (ms)", lr["on_result_last_tenth_ms"]],
+        ],
+    )
+    print("\nper repeat, mean ms over the first -> the last tenth")
+    common.table(
+        ["repeat", "what", "first tenth (ms)", "last tenth (ms)"],
+        [
+            [i + 1, what, *values]
+            for i, r in enumerate(runs)
+            for what, values in [
+                ("flush", r["lrtune"]["flush_ms_first_last_tenth"]),
+                ("trials.parquet write", r["lrtune"]["tables_ms_first_last_tenth"]),
+                *r["lrtune"]["on_result_by_class_ms"].items(),
+            ]
         ],
     )
     common.emit(
@@ -339,8 +384,9 @@ def main():
             {side: {k: r[side][k] for k in ("wall_s", "driver_cpu_s")} for side in ("plain", "lrtune")}
             for r in runs
         ],
-        plain={k: med("plain", k) for k in runs[0]["plain"]},
+        plain={k: med("plain", k) for k in scalar("plain")},
         lrtune=lr,
+        lrtune_per_repeat=[r["lrtune"] for r in runs],
         counts=runs[-1]["lrtune"]["counts"],
     )
 
