@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -279,8 +280,19 @@ def child(args) -> None:
 
 
 def run_child(args, variant: str, repeat: int) -> dict:
+    """One child's figures: kept in ``STORAGE/runs.jsonl`` as it finishes, or taken from there (``--reuse``)."""
+    log = os.path.join(args.storage, "runs.jsonl")
+    sizes = {k: getattr(args, k) for k in ("trials", "epochs", "concurrent", "epoch_seconds", "cores")}
+    if args.reuse and os.path.exists(log):
+        with open(log) as f:
+            for line in f:
+                kept = json.loads(line)
+                if (kept["variant"], kept["repeat"], kept["sizes"]) == (variant, repeat, sizes):
+                    print(f"{variant} repeat {repeat + 1}: kept from {kept['finished']}", file=sys.stderr)
+                    return kept["out"]
     storage = f"{args.storage}/{variant}-{repeat}"
-    os.makedirs(storage, exist_ok=True)
+    shutil.rmtree(storage, ignore_errors=True)
+    os.makedirs(storage)
     command = [sys.executable, os.path.abspath(__file__), "--child", variant, "--storage", storage]
     command += ["--trials", str(args.trials), "--epochs", str(args.epochs), "--data", args.data]
     command += ["--concurrent", str(args.concurrent), "--epoch-seconds", str(args.epoch_seconds)]
@@ -288,7 +300,16 @@ def run_child(args, variant: str, repeat: int) -> dict:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{variant} run failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    finished = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with open(log, "a") as f:
+        f.write(
+            json.dumps(
+                {"variant": variant, "repeat": repeat, "sizes": sizes, "finished": finished, "out": out}
+            )
+            + "\n"
+        )
+    return out
 
 
 def main():
@@ -297,6 +318,12 @@ def main():
     p.add_argument("--epochs", type=int, help="reports per trial (default 10; quick 3)")
     p.add_argument("--concurrent", type=int, default=8, help="trials at once (default %(default)s)")
     p.add_argument("--epoch-seconds", type=float, default=0.0, help="sleep before each report (default 0)")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take each repeat's figures kept in STORAGE/runs.jsonl by an earlier run of the same sizes "
+        "(a run stopped part-way goes on where it stopped)",
+    )
     p.add_argument("--child", choices=["plain", "lrtune"], help=None)
     args = common.parse(p, full=dict(trials=5000, epochs=10), quick=dict(trials=50, epochs=3))
     if args.child:
@@ -308,7 +335,8 @@ def main():
     for i in range(args.repeats):
         plain, lrtune = run_child(args, "plain", i), run_child(args, "lrtune", i)
         runs.append({"plain": plain, "lrtune": lrtune, "ratio": lrtune["wall_s"] / plain["wall_s"]})
-    med = lambda side, key: common.median(r[side][key] for r in runs)  # noqa: E731
+    # A repeat kept by an earlier version of this script may lack a figure: the medians are over those that have it.
+    med = lambda side, key: common.median(r[side].get(key) for r in runs)  # noqa: E731
     print(
         f"{args.trials} trials x {args.epochs} reports, {args.concurrent} at once, report-only trainable "
         f"(no TensorFlow, no checkpoints); medians over {args.repeats} repeat(s)"
@@ -324,7 +352,9 @@ def main():
         ],
     )
     ratio = common.median(r["ratio"] for r in runs)
-    scalar = lambda side: [k for k, v in runs[0][side].items() if isinstance(v, int | float)]  # noqa: E731
+    scalar = lambda side: list(  # noqa: E731
+        dict.fromkeys(k for r in runs for k, v in r[side].items() if isinstance(v, int | float))
+    )
     lr = {k: med("lrtune", k) for k in scalar("lrtune")}
     each = ", ".join(f"{r['ratio']:.3f}" for r in runs)
     print(f"\nwall lrtune / plain Tune: {ratio:.3f} (per repeat: {each})")
@@ -365,9 +395,9 @@ def main():
             [i + 1, what, *values]
             for i, r in enumerate(runs)
             for what, values in [
-                ("flush", r["lrtune"]["flush_ms_first_last_tenth"]),
-                ("trials.parquet write", r["lrtune"]["tables_ms_first_last_tenth"]),
-                *r["lrtune"]["on_result_by_class_ms"].items(),
+                ("flush", r["lrtune"].get("flush_ms_first_last_tenth", ["-", "-"])),
+                ("trials.parquet write", r["lrtune"].get("tables_ms_first_last_tenth", ["-", "-"])),
+                *r["lrtune"].get("on_result_by_class_ms", {}).items(),
             ]
         ],
     )
