@@ -50,4 +50,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The module's names, the lazily loaded public ones included (PEP 562)."""
     return sorted([*globals(), *__all__])

@@ -34,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="lrtune")
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)  # sys.exit("message"): Python prints it and exits 1
+        return 1
     return 0
 
 

@@ -43,6 +43,23 @@ def test_ctrl_c_while_the_command_imports_exits_130_without_a_traceback(module):
     assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize(
+    ("code", "status", "stderr"),
+    [(None, 0, ""), (0, 0, ""), (2, 2, ""), ("lrtune: gone", 1, "lrtune: gone\n")],
+)
+def test_the_entry_point_exits_as_python_would(code, status, stderr, monkeypatch, capsys):
+    # sys.exit("message") prints the message and exits 1 in Python; main() must do the same.
+    import lrtune.cli
+    from lrtune.__main__ import main
+
+    def app(args, prog_name):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(lrtune.cli, "app", app)
+    assert main([]) == status
+    assert capsys.readouterr().err == stderr
+
+
 def test_validate_counts_the_trials_of_a_library_sweep():
     result = lrtune("validate", "sweeps/seed-article.yaml")
     assert result.returncode == 0, result.stderr
