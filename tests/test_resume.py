@@ -81,8 +81,9 @@ def test_a_sweep_killed_at_random_moments_finishes_every_trial_with_each_row_onc
             if process.returncode == 0:  # the interrupt came after the last trial's end
                 finished = True
                 break
-            # 130, or -11: Ctrl-C while Ray starts can end the driver with SIGSEGV (nothing written
-            # yet); -2 with no output: the SIGINT came before Python had installed its handler.
+            # 130, or -11: Ctrl-C just after Ray starts can end the driver with SIGSEGV in Ray's
+            # shutdown (nothing written yet); -2 with no output: the SIGINT came before Python had
+            # installed its handler.
             assert process.returncode in (130, -11) or (process.returncode == -2 and not output), (
                 f"seed {seed}: {process.returncode} {output}"
             )
