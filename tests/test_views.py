@@ -159,6 +159,36 @@ def test_an_mlflow_run_per_trial_holds_the_kept_rows_as_its_history(tmp_path):
     assert '"trial_ids": ["t1"]' in experiment.tags["lrtune.pick"]
 
 
+def test_a_resumed_sweep_empties_the_mlflow_run_of_a_trial_whose_rows_parquet_no_longer_holds(tmp_path):
+    # A driver showed t1's epoch 1, withdrew it (PBT) and died before the run was replaced: Parquet
+    # holds no row of t1, MLflow still shows the old one. The resumed driver's resync must take it
+    # back, or t1's history ends with two values at epoch 1 (the PBT kill soak, seed 3, 2026-12-07).
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = spec_with(tmp_path, trackers={"mlflow": {"tracking_uri": uri}})
+    killed = MlflowRuns(spec, spec.trackers.mlflow)
+    killed.trial_started("t1", CONFIG)
+    killed.trial_started("t2", CONFIG)
+    killed.rows_kept([row("t1", 1, 0.42), row("t2", 1, 1.0)])
+    assert killed.close(30) == []
+    resumed = MlflowRuns(spec, spec.trackers.mlflow)
+    resumed.resync([row("t2", 1, 1.0)])
+    resumed.trial_started("t1", CONFIG)
+    resumed.rows_kept([row("t1", 1, 1.0, "t2")])
+    assert resumed.close(30) == []
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("views").experiment_id])
+    history = {
+        r.info.run_name: sorted(
+            (m.step, m.value) for m in client.get_metric_history(r.info.run_id, "val_accuracy")
+        )
+        for r in runs
+    }
+    assert history == {"t1": [(1, pytest.approx(1.0))], "t2": [(1, pytest.approx(1.0))]}
+    assert runs[0].data.params["lr"] == "0.05"
+
+
 def wandb_records(run_dir: Path) -> list:
     """The records of an offline W&B run, read with W&B's own reader."""
     from wandb.proto import wandb_internal_pb2

@@ -147,6 +147,10 @@ class _TrackerView(RowView):
         for trial_id, kept in by_trial.items():
             self._rows[trial_id] = kept
             self.outbox.send(f"resync {trial_id}", lambda t=trial_id, k=dict(kept): self._resync(t, k))
+        # A trial with no row left in Parquet may still show some: an earlier driver withdrew
+        # them and died before its run was replaced.
+        with_rows = set(by_trial)
+        self.outbox.send("resync the runs of trials without rows", lambda: self._resync_rowless(with_rows))
 
     def trial_ended(self, trial_id: str, status: str) -> None:
         self.outbox.send(f"end {trial_id}", lambda: self._end(trial_id, status))
@@ -164,6 +168,7 @@ class _TrackerView(RowView):
         self, trial_id: str, params: Mapping[str, Any], rows: Mapping[int, Mapping[str, Any]]
     ) -> None: ...
     def _resync(self, trial_id: str, rows: Mapping[int, Mapping[str, Any]]) -> None: ...
+    def _resync_rowless(self, with_rows: set[str]) -> None: ...
     def _end(self, trial_id: str, status: str) -> None: ...
     def _pick(self, pick: Mapping[str, Any] | None) -> None: ...
 
@@ -266,6 +271,26 @@ class MlflowRuns(_TrackerView):
             dict(self.client.get_run(run_id).data.params) if run_id is not None else {}
         )
         self._replace(trial_id, params, rows)
+
+    def _resync_rowless(self, with_rows):
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self._experiment()],
+                filter_string=f"tags.`lrtune.sweep` = '{self.sweep}'",
+                max_results=1000,
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        for run in runs:
+            trial_id = run.data.tags.get("lrtune.trial_id")
+            if trial_id is None or trial_id in with_rows or not self._history(run.info.run_id):
+                continue
+            self._runs[trial_id] = run.info.run_id
+            self._replace(trial_id, self._params.get(trial_id) or dict(run.data.params), {})
 
     def _history(self, run_id: str) -> set[tuple[str, int, float]]:
         return {
@@ -371,6 +396,11 @@ class WandbRuns(_TrackerView):
         self._replaced[trial_id] = int(time.time())
         self._open[trial_id] = self._init(trial_id, self._params.get(trial_id, {}))
         self._log(trial_id, rows)
+
+    def _resync_rowless(self, with_rows):
+        # Offline, an earlier driver's run folders of a trial go when this driver first makes a
+        # run for it (_init). Online runs of trials without rows are left as they are.
+        pass
 
     def _end(self, trial_id, status):
         run = self._run(trial_id)
