@@ -168,17 +168,18 @@ def run_lrtune(args) -> dict:
     sweep.trainable_for = lambda dataset, settings, storage, *, cpu, gpu, slot=False: trainable(
         args.epochs, args.epoch_seconds, cpu, slot
     )
-    flushes, redraws, per_result, tables = [], [], [], []
+    flushes, redraws, tables = [], [], []
     per_hook: dict[str, list[float]] = {}
-    spent = {"s": 0.0}
     per_hook_cpu: dict[str, list[float]] = {}
+    spent = {"s": 0.0}
     in_flush = {"s": 0.0, "cpu": 0.0}
 
     def timed(cls, name):
         original = getattr(cls, name)
-        record = per_hook.setdefault(f"{cls.__name__}.{name}", []) if name == "on_trial_result" else None
-
-        cpu_record = per_hook_cpu.setdefault(f"{cls.__name__}.{name}", []) if record is not None else None
+        record = cpu_record = None
+        if name == "on_trial_result":
+            record = per_hook.setdefault(f"{cls.__name__}.{name}", [])
+            cpu_record = per_hook_cpu.setdefault(f"{cls.__name__}.{name}", [])
 
         def wrapper(self, *a, **kw):
             t, c, f, fc = time.perf_counter(), time.thread_time(), in_flush["s"], in_flush["cpu"]

@@ -263,6 +263,8 @@ class MlflowRuns(_TrackerView):
 
     def _resync(self, trial_id, rows):
         run_id = self._find(trial_id)
+        if run_id is None and not rows:
+            return
         if run_id is not None and self._history(run_id) == {
             (k, e, v) for e, row in rows.items() for k, v in row["values"].items()
         }:
@@ -287,10 +289,9 @@ class MlflowRuns(_TrackerView):
                 break
         for run in runs:
             trial_id = run.data.tags.get("lrtune.trial_id")
-            if trial_id is None or trial_id in with_rows or not self._history(run.info.run_id):
-                continue
-            self._runs[trial_id] = run.info.run_id
-            self._replace(trial_id, self._params.get(trial_id) or dict(run.data.params), {})
+            if trial_id is not None and trial_id not in with_rows:
+                self._runs[trial_id] = run.info.run_id
+                self._resync(trial_id, {})  # an empty run in place of one that shows rows
 
     def _history(self, run_id: str) -> set[tuple[str, int, float]]:
         return {
